@@ -1,0 +1,3 @@
+"""amlrun: run experiment scripts like tests, on any compute target."""
+
+__version__ = "0.1.0"

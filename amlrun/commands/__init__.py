@@ -1,0 +1,1 @@
+"""Subcommands of the ``amlrun`` CLI; each module has ``main(argv, prog) -> int``."""

@@ -1,0 +1,263 @@
+"""Workbench-compatible configuration: ``aml_config/*.compute``, ``*.runconfig``,
+``conda_dependencies.yml`` and ``spark_dependencies.yml``, read as Workbench wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amlrun.diagnostics import warn_unknown_keys
+from amlrun.errors import ConfigError
+from amlrun.yamlfile import read_mapping
+
+#: Compute-file keys every target type understands (DESIGN.md section 2).
+COMPUTE_KEYS = frozenset(
+    {
+        "type",
+        "baseDockerImage",
+        "address",
+        "port",
+        "username",
+        "password",
+        "privateKeyFile",
+        "passphrase",
+        "sharedVolumes",
+        "nvidiaDocker",
+        "nativeSharedDirectory",
+        "pythonLocation",
+        "sparkSubmitLocation",
+        "sparkMaster",
+        "yarnDeployMode",
+        "userManagedEnvironment",
+        "maxParallel",
+    }
+)
+
+#: Run-configuration keys; ``UseSampling`` and ``DataSourceSubstitutions`` were Workbench
+#: data-preparation settings that amlrun accepts and ignores.
+RUNCONFIG_KEYS = frozenset(
+    {
+        "ArgumentVector",
+        "Target",
+        "EnvironmentVariables",
+        "Framework",
+        "CondaDependenciesFile",
+        "SparkDependenciesFile",
+        "PrepareEnvironment",
+        "TrackedRun",
+        "UseSampling",
+        "DataSourceSubstitutions",
+    }
+)
+
+FRAMEWORKS = ("Python", "PySpark")
+DEFAULT_CONDA_FILE = "aml_config/conda_dependencies.yml"
+DEFAULT_SPARK_FILE = "aml_config/spark_dependencies.yml"
+
+
+def _bool(value: Any, key: str, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ConfigError(f"'{key}' must be true or false, got {value!r}", where)
+
+
+@dataclass(frozen=True)
+class ComputeTarget:
+    """One ``aml_config/<name>.compute`` file (or an implicit default)."""
+
+    name: str
+    type: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        if key not in self.settings:
+            return default
+        return _bool(self.settings[key], key, self.source or self.name)
+
+    @property
+    def address(self) -> str | None:
+        return self.settings.get("address")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One ``aml_config/<name>.runconfig`` file: how scripts run on a target."""
+
+    name: str
+    target: str
+    argument_vector: tuple[str, ...] = ("$file",)
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    framework: str = "Python"
+    conda_dependencies_file: str | None = DEFAULT_CONDA_FILE
+    spark_dependencies_file: str | None = DEFAULT_SPARK_FILE
+    prepare_environment: bool = True
+    tracked_run: bool = True
+    source: str | None = None
+
+
+def load_compute(path: Path, project_root: Path, extra_keys: frozenset[str] = frozenset()) -> ComputeTarget:
+    shown = _display(path, project_root)
+    data = read_mapping(path, display=shown)
+    warn_unknown_keys(shown, data, COMPUTE_KEYS | extra_keys)
+    kind = data.get("type")
+    if not kind or not isinstance(kind, str):
+        raise ConfigError("missing 'type' (local, docker, remotedocker, remote, cluster)", shown)
+    return ComputeTarget(name=path.stem, type=kind, settings=dict(data), source=shown)
+
+
+def load_runconfig(path: Path, project_root: Path) -> RunConfig:
+    shown = _display(path, project_root)
+    data = read_mapping(path, display=shown)
+    warn_unknown_keys(shown, data, RUNCONFIG_KEYS)
+    argv = data.get("ArgumentVector", ["$file"])
+    if isinstance(argv, str):
+        argv = [argv]
+    if not isinstance(argv, list) or not all(isinstance(a, (str, int, float)) for a in argv):
+        raise ConfigError("'ArgumentVector' must be a list of strings", shown)
+    env = data.get("EnvironmentVariables") or {}
+    if not isinstance(env, dict):
+        raise ConfigError("'EnvironmentVariables' must be a mapping", shown)
+    framework = str(data.get("Framework", "Python"))
+    canonical = {f.lower(): f for f in FRAMEWORKS}
+    if framework.lower() not in canonical:
+        raise ConfigError(f"'Framework' must be one of {', '.join(FRAMEWORKS)}, got {framework!r}", shown)
+    return RunConfig(
+        name=path.stem,
+        target=str(data.get("Target") or path.stem),
+        argument_vector=tuple(str(a) for a in argv),
+        environment_variables={str(k): "" if v is None else str(v) for k, v in env.items()},
+        framework=canonical[framework.lower()],
+        conda_dependencies_file=data.get("CondaDependenciesFile", DEFAULT_CONDA_FILE),
+        spark_dependencies_file=data.get("SparkDependenciesFile", DEFAULT_SPARK_FILE),
+        prepare_environment=_bool(data.get("PrepareEnvironment", True), "PrepareEnvironment", shown),
+        tracked_run=_bool(data.get("TrackedRun", True), "TrackedRun", shown),
+        source=shown,
+    )
+
+
+def default_runconfig(target: str) -> RunConfig:
+    return RunConfig(name=target, target=target)
+
+
+# -- dependency files ---------------------------------------------------------------
+
+_PY_PIN = re.compile(r"^python\s*(?:=|==)?\s*([0-9][0-9.]*)")
+
+
+@dataclass(frozen=True)
+class CondaDependencies:
+    """A conda environment file, reduced to what environment builders need."""
+
+    python_version: str | None = None
+    conda_packages: tuple[str, ...] = ()
+    pip_packages: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    name: str | None = None
+    source: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """A hash of the resolved spec: the cache key of environments built from it."""
+        payload = json.dumps(
+            [self.python_version, self.conda_packages, self.pip_packages, self.channels], sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.conda_packages or self.pip_packages)
+
+
+def load_conda_dependencies(path: Path, project_root: Path) -> CondaDependencies:
+    shown = _display(path, project_root)
+    data = read_mapping(path, display=shown)
+    warn_unknown_keys(shown, data, {"name", "channels", "dependencies", "prefix", "variables"})
+    deps = data.get("dependencies") or []
+    if not isinstance(deps, list):
+        raise ConfigError("'dependencies' must be a list", shown)
+    python_version = None
+    conda: list[str] = []
+    pip: list[str] = []
+    for dep in deps:
+        if isinstance(dep, dict):
+            if "pip" not in dep:
+                raise ConfigError(f"unexpected entry in 'dependencies': {dep!r}", shown)
+            entries = dep["pip"] or []
+            if not isinstance(entries, list):
+                raise ConfigError("'pip' must be a list of requirements", shown)
+            pip.extend(str(e) for e in entries)
+            continue
+        text = str(dep).strip()
+        match = _PY_PIN.match(text)
+        if match and re.match(r"^python\b", text) and not text.startswith("python-"):
+            python_version = match.group(1)
+            continue
+        if text == "python":
+            continue
+        if text == "pip" or text.startswith("pip=") or text.startswith("pip>"):
+            continue
+        conda.append(text)
+    channels = data.get("channels") or []
+    return CondaDependencies(
+        python_version=python_version,
+        conda_packages=tuple(conda),
+        pip_packages=tuple(pip),
+        channels=tuple(str(c) for c in channels),
+        name=data.get("name"),
+        source=shown,
+    )
+
+
+@dataclass(frozen=True)
+class SparkDependencies:
+    """``spark_dependencies.yml``: Spark conf, Maven repositories and packages."""
+
+    configuration: dict[str, str] = field(default_factory=dict)
+    repositories: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    source: str | None = None
+
+
+def load_spark_dependencies(path: Path, project_root: Path) -> SparkDependencies:
+    shown = _display(path, project_root)
+    data = read_mapping(path, display=shown)
+    warn_unknown_keys(shown, data, {"configuration", "repositories", "packages"})
+    conf = data.get("configuration") or {}
+    if not isinstance(conf, dict):
+        raise ConfigError("'configuration' must be a mapping", shown)
+    packages = []
+    for pkg in data.get("packages") or []:
+        if isinstance(pkg, dict):
+            missing = [k for k in ("group", "artifact", "version") if k not in pkg]
+            if missing:
+                raise ConfigError(f"package entry {pkg!r} lacks {', '.join(missing)}", shown)
+            packages.append(f"{pkg['group']}:{pkg['artifact']}:{pkg['version']}")
+        else:
+            packages.append(str(pkg))
+    repos = []
+    for repo in data.get("repositories") or []:
+        repos.append(str(repo["url"]) if isinstance(repo, dict) and "url" in repo else str(repo))
+    return SparkDependencies(
+        configuration={str(k): str(v) for k, v in conf.items()},
+        repositories=tuple(repos),
+        packages=tuple(packages),
+        source=shown,
+    )
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

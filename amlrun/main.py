@@ -1,0 +1,83 @@
+"""The run command's session: collect, expand, select, run, report, exit code."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from amlrun.collection import collect
+from amlrun.matrix import expand, parse_param_options, select
+from amlrun.session import EXIT_NOTHING, EXIT_OK, Session
+from amlrun.terminal import TerminalReporter, plural
+
+
+def target_names(config) -> list[str]:
+    names = config.getoption("compute") or list(config.project.settings.default_targets)
+    unique = []
+    for name in names:
+        if name not in unique:
+            unique.append(name)
+    return unique
+
+
+def collection_paths(config) -> list[Path]:
+    given = config.getoption("paths")
+    if given:
+        return [Path(p) for p in given]
+    configured = config.project.settings.experiment_paths
+    if configured:
+        return [config.project.root / p for p in configured]
+    return [config.project.root]
+
+
+def build_matrix(session) -> None:
+    """Collect, expand and select the session's cells (raises for bad input)."""
+    config = session.config
+    session.setup_targets(target_names(config))
+    experiments = collect(config, collection_paths(config))
+    grid = parse_param_options(config.getoption("params") or [])
+    cells = expand(experiments, list(session.targets), grid)
+    selected, deselected = select(cells, config.getoption("keyword"), config.getoption("markexpr"))
+    config.hook.amlrun_collection_modifyitems(session=session, config=config, items=selected)
+    session.cells = selected
+    session.deselected = deselected
+    session.experiments = experiments
+
+
+def print_collection(session, terminal: TerminalReporter) -> None:
+    per_target: dict[str, int] = {}
+    for cell in session.cells:
+        per_target[cell.target] = per_target.get(cell.target, 0) + 1
+        skip = cell.skip_mark()
+        suffix = f"  (skip: {skip.reason or 'skip mark'})" if skip else ""
+        terminal.write_line(f"{cell.id}{suffix}")
+    terminal.write_line()
+    for name, count in per_target.items():
+        target = session.targets[name]
+        try:
+            ready = "environment ready" if target.is_prepared(session.runconfigs[name]) else "environment not built"
+        except Exception as exc:  # a plan is informational: report, don't fail
+            ready = f"environment unknown ({exc})"
+        terminal.write_line(f"target {name}: {plural(count, 'cell')}, {ready}")
+
+
+def run_session(config) -> int:
+    terminal = TerminalReporter(config)
+    config.pluginmanager.register(terminal, name="terminalreporter")
+    session = Session(config, terminal)
+    started = time.monotonic()
+    build_matrix(session)
+    terminal.header(session, len(session.cells), len(session.deselected))
+    if config.getoption("collect_only"):
+        print_collection(session, terminal)
+        return EXIT_OK if session.cells else EXIT_NOTHING
+    if not session.cells:
+        terminal.write_line("no cells collected" if not session.deselected else "every cell was deselected")
+        return EXIT_NOTHING
+    config.hook.amlrun_sessionstart(session=session)
+    session.run_cells()
+    status = session.exitstatus()
+    terminal.summary(session, time.monotonic() - started)
+    config.hook.amlrun_sessionfinish(session=session, exitstatus=status)
+    session.store.close()
+    return status

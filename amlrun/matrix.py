@@ -1,0 +1,144 @@
+"""The matrix: experiments × parameter sets × targets, as cells with stable ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from amlrun.errors import UsageError
+from amlrun.expression import Expression
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A label on an experiment or cell; ``skip`` skips it, other names select with ``-m``."""
+
+    name: str
+    reason: str = ""
+    targets: tuple[str, ...] = ()  # empty: every target
+
+    def applies_to(self, target: str) -> bool:
+        return not self.targets or target in self.targets
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return repr(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    """One parameter set: ordered ``(name, value)`` pairs."""
+
+    items: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> "ParamSet":
+        return cls(tuple((str(k), v) for k, v in values.items()))
+
+    @property
+    def id(self) -> str:
+        return "-".join(f"{k}={format_value(v)}" for k, v in self.items)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (experiment, parameter set, target) of the matrix."""
+
+    experiment: Any  # amlrun.collection.Experiment
+    params: ParamSet
+    target: str
+    marks: tuple[Mark, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        suffix = f"[{self.params.id}]" if self.params else ""
+        return f"{self.experiment.path}::{self.target}{suffix}"
+
+    @property
+    def script(self) -> str:
+        return self.experiment.path
+
+    def with_mark(self, mark: Mark) -> "Cell":
+        return dataclasses.replace(self, marks=(*self.marks, mark))
+
+    def skip_mark(self) -> Mark | None:
+        for mark in self.marks:
+            if mark.name == "skip" and mark.applies_to(self.target):
+                return mark
+        return None
+
+    def mark_names(self) -> set[str]:
+        return {m.name for m in self.marks if m.applies_to(self.target)}
+
+
+def parse_param_options(options: Sequence[str]) -> dict[str, list[str]]:
+    """``-p lr=0.1,0.01 -p depth=3`` → ``{"lr": ["0.1", "0.01"], "depth": ["3"]}``."""
+    grid: dict[str, list[str]] = {}
+    for option in options:
+        name, sep, values = option.partition("=")
+        name = name.strip()
+        if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise UsageError(f"-p {option!r}: expected NAME=VALUE[,VALUE...]")
+        grid.setdefault(name, []).extend(values.split(","))
+    return grid
+
+
+def grid_product(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    if not grid:
+        return [{}]
+    names = list(grid)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def combine(declared: Sequence[Mapping[str, Any]], cli_grid: Mapping[str, Sequence[Any]]) -> list[ParamSet]:
+    """Declared sets, each overridden by every combination of the command-line grid."""
+    bases = list(declared) or [{}]
+    seen: set[tuple] = set()
+    result = []
+    for base in bases:
+        for combo in grid_product(cli_grid):
+            merged = {**base, **combo}
+            key = tuple((k, repr(v)) for k, v in merged.items())
+            if key not in seen:
+                seen.add(key)
+                result.append(ParamSet.of(merged))
+    return result
+
+
+def expand(experiments: Iterable[Any], targets: Sequence[str], cli_grid: Mapping[str, Sequence[Any]]) -> list[Cell]:
+    """Every experiment × its parameter sets × every target, in that nesting order."""
+    cells = []
+    for experiment in experiments:
+        for params in combine(experiment.params, cli_grid):
+            for target in targets:
+                cells.append(Cell(experiment=experiment, params=params, target=target, marks=experiment.marks))
+    return cells
+
+
+def select(cells: Iterable[Cell], keyword: str | None, markexpr: str | None) -> tuple[list[Cell], list[Cell]]:
+    """Split cells into (selected, deselected) by ``-k`` and ``-m``."""
+    kexpr = Expression(keyword, "-k") if keyword else None
+    mexpr = Expression(markexpr, "-m") if markexpr else None
+    selected, deselected = [], []
+    for cell in cells:
+        ok = True
+        if kexpr is not None:
+            lowered = cell.id.lower()
+            names = {n.lower() for n in cell.mark_names()}
+            ok = kexpr.evaluate(lambda word: word.lower() in lowered or word.lower() in names)
+        if ok and mexpr is not None:
+            names = cell.mark_names()
+            ok = mexpr.evaluate(lambda word: word in names)
+        (selected if ok else deselected).append(cell)
+    return selected, deselected

@@ -1,0 +1,72 @@
+"""Building the plugin manager: a fresh one per invocation, never a global.
+
+Order: built-in plugins (registered explicitly, by name), then installed plugins from
+the ``amlrun`` entry-point group (unless ``AMLRUN_DISABLE_PLUGIN_AUTOLOAD`` is set),
+then modules named with ``-p NAME`` or ``AMLRUN_PLUGINS``. ``-p no:NAME`` blocks a
+plugin of either kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pluggy
+
+from amlrun import hookspec
+from amlrun.errors import UsageError
+
+ENTRY_POINT_GROUP = "amlrun"
+DISABLE_AUTOLOAD_ENV = "AMLRUN_DISABLE_PLUGIN_AUTOLOAD"
+PLUGINS_ENV = "AMLRUN_PLUGINS"
+
+#: name → module of every built-in plugin. Target modules import their SDKs lazily.
+BUILTIN_PLUGINS = {
+    "collector": "amlrun.collection:DefaultCollector",
+    "protocol": "amlrun.protocol",
+    "artifacts": "amlrun.artifacts",
+    "local": "amlrun.targets.local",
+    "docker": "amlrun.targets.docker",
+    "remote": "amlrun.targets.remote",
+    "cluster": "amlrun.targets.cluster",
+    "scheduling": "amlrun.scheduling",
+    "reports": "amlrun.reports",
+    "repro": "amlrun.repro",
+}
+
+
+def _load(spec: str):
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)() if attr else module
+
+
+def build_pluginmanager(plugin_options: list[str] = ()) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("amlrun")
+    pm.add_hookspecs(hookspec)
+    blocked = {opt[3:] for opt in plugin_options if opt.startswith("no:")}
+    for name in blocked:
+        pm.set_blocked(name)
+    for name, spec in BUILTIN_PLUGINS.items():
+        if name in blocked:
+            continue
+        try:
+            plugin = _load(spec)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("amlrun."):
+                continue  # an optional built-in not in this build
+            raise
+        pm.register(plugin, name=name)
+    if not os.environ.get(DISABLE_AUTOLOAD_ENV):
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    requested = [p for p in plugin_options if not p.startswith("no:")]
+    requested += [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
+    for name in requested:
+        if pm.has_plugin(name) or pm.is_blocked(name):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise UsageError(f"-p {name}: cannot import plugin module: {exc}") from None
+        pm.register(module, name=name)
+    return pm

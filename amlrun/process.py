@@ -1,0 +1,87 @@
+"""Running a local child process with live output, a timeout and cancellation.
+
+The child gets its own session (process group), so Ctrl-C in the terminal reaches
+amlrun only; amlrun then stops the whole group for real (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    exit_code: int | None
+    timed_out: bool = False
+    canceled: bool = False
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            # the leader exited; make sure no straggler of its group survives
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def pump_lines(stream, sink) -> threading.Thread:
+    """Forward decoded lines of a binary ``stream`` to ``sink.write`` on a thread."""
+
+    def pump() -> None:
+        for raw in iter(stream.readline, b""):
+            sink.write(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        stream.close()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: float | None,
+                  on_stop=None) -> ProcessOutcome:
+    """Run ``cmd``; every output line goes to ``sink``; stop on ``cancel`` or ``timeout``.
+
+    ``on_stop`` (optional) is called before the process group is killed, e.g. to
+    stop a remote application the process started.
+    """
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pump = pump_lines(proc.stdout, sink)
+    deadline = time.monotonic() + timeout if timeout else None
+    timed_out = canceled = False
+    while True:
+        try:
+            proc.wait(0.05)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel.is_set():
+            canceled = True
+        elif deadline is not None and time.monotonic() > deadline:
+            timed_out = True
+        if canceled or timed_out:
+            if on_stop is not None:
+                on_stop()
+            _kill_group(proc)
+            break
+    pump.join(10)
+    return ProcessOutcome(proc.returncode, timed_out=timed_out, canceled=canceled)

@@ -1,0 +1,130 @@
+"""Secret references and redaction.
+
+A compute or run-configuration value may *refer* to a secret instead of holding it:
+
+- ``secret:NAME`` (or Workbench's ``AzureMlSecret=NAME``): the environment variable
+  ``NAME`` of the amlrun process, else key ``NAME`` of the user's credentials file;
+- ``env:NAME``: only the environment variable ``NAME``.
+
+The credentials file (``$AMLRUN_CREDENTIALS`` or ``~/.config/amlrun/credentials.yml``)
+lives outside every project and must be readable by its owner only. Every value
+resolved here is registered with the :class:`Redactor`, which masks it wherever amlrun
+writes or prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+from pathlib import Path
+
+from amlrun.errors import ConfigError
+
+MASK = "*****"
+_REF = re.compile(r"^(?:secret:|AzureMlSecret=)(?P<secret>[A-Za-z0-9_.\-]+)$|^env:(?P<env>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def credentials_path() -> Path:
+    override = os.environ.get("AMLRUN_CREDENTIALS")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "amlrun" / "credentials.yml"
+
+
+def is_reference(value: object) -> bool:
+    return isinstance(value, str) and _REF.match(value) is not None
+
+
+class CredentialStore:
+    """The user-level credentials file (owner-only permissions, outside the project)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or credentials_path()
+
+    def _check_permissions(self) -> None:
+        mode = self.path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"credentials file is readable by others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {self.path}"
+            )
+
+    def read(self) -> dict[str, str]:
+        from amlrun.yamlfile import read_mapping
+
+        if not self.path.is_file():
+            return {}
+        self._check_permissions()
+        return {str(k): str(v) for k, v in read_mapping(self.path).items()}
+
+    def get(self, name: str) -> str | None:
+        return self.read().get(name)
+
+    def put(self, name: str, value: str) -> None:
+        import yaml
+
+        data = self.read()
+        data[name] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(data, fh)
+        os.chmod(self.path.with_suffix(".tmp"), 0o600)
+        os.replace(self.path.with_suffix(".tmp"), self.path)
+
+
+class Redactor:
+    """Masks every secret value that was resolved in this process."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str) -> None:
+        if not value or len(value) < 3:
+            return
+        with self._lock:
+            if value not in self._values:
+                self._values.add(value)
+                ordered = sorted(self._values, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def __call__(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None or not text:
+            return text
+        return pattern.sub(MASK, text)
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+
+redactor = Redactor()
+
+
+def resolve(value: object, where: str, store: CredentialStore | None = None) -> str:
+    """Return the value a reference stands for (registering it for redaction), or ``value``."""
+    text = "" if value is None else str(value)
+    match = _REF.match(text)
+    if match is None:
+        return text
+    if match.group("env"):
+        name = match.group("env")
+        found = os.environ.get(name)
+        if found is None:
+            raise ConfigError(f"secret reference '{text}' names environment variable {name}, which is not set", where)
+    else:
+        name = match.group("secret")
+        found = os.environ.get(name)
+        if found is None:
+            found = (store or CredentialStore()).get(name)
+        if found is None:
+            raise ConfigError(
+                f"secret '{name}' is neither an environment variable nor in {(store or CredentialStore()).path}",
+                where,
+            )
+    redactor.add(found)
+    return found

@@ -1,0 +1,295 @@
+"""A session: the parsed configuration, the targets, the matrix, and running it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amlrun import secrets
+from amlrun.config import RunConfig
+from amlrun.errors import AmlrunError, ConfigError, TargetUnavailable, UsageError
+from amlrun.gitinfo import GitInfo, read_git
+from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, SKIPPED, RunReport
+from amlrun.store import RunStore
+from amlrun.snapshot import SnapshotStore
+from amlrun.targets.base import PreparedEnvironment, Target, TargetContext
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3, 4, 5
+
+
+class Config:
+    """The parsed command line, the project and the plugin manager of one invocation."""
+
+    def __init__(self, options, project, pluginmanager):
+        from amlrun.collection import Conftests
+
+        self.options = options
+        self.project = project
+        self.pluginmanager = pluginmanager
+        self.hook = pluginmanager.hook
+        self.conftests = Conftests(self)
+        self._target_types: dict[str, type[Target]] | None = None
+
+    def getoption(self, name: str, default: Any = None) -> Any:
+        return getattr(self.options, name, default)
+
+    @property
+    def target_types(self) -> dict[str, type[Target]]:
+        if self._target_types is None:
+            types: dict[str, type[Target]] = {}
+            for result in self.hook.amlrun_register_targets():
+                for name, cls in (result or {}).items():
+                    types[name] = cls
+                    for alias in getattr(cls, "aliases", ()):
+                        types.setdefault(alias, cls)
+            self._target_types = types
+        return self._target_types
+
+    def extra_compute_keys(self) -> frozenset[str]:
+        keys: set[str] = set()
+        for cls in self.target_types.values():
+            keys |= set(getattr(cls, "compute_keys", ()))
+        return frozenset(keys)
+
+    def available_targets(self) -> list[str]:
+        names = set(self.project.runconfig_names()) | set(self.project.compute_names()) | {"local"}
+        return sorted(names)
+
+    def make_target(self, runconfig: RunConfig) -> Target:
+        project = self.project
+        compute = project.compute_target(runconfig.target, self.extra_compute_keys())
+        if compute is None:
+            where = runconfig.source or "-c"
+            raise ConfigError(
+                f"run configuration '{runconfig.name}' names target '{runconfig.target}', but there is no "
+                f"aml_config/{runconfig.target}.compute (available: {', '.join(self.available_targets())})", where,
+            )
+        cls = self.target_types.get(compute.type)
+        if cls is None:
+            raise ConfigError(
+                f"unknown compute target type '{compute.type}' (known: {', '.join(sorted(self.target_types))}; "
+                "a plugin may provide more)", compute.source or compute.name,
+            )
+        from amlrun.envs import cache_dir
+
+        context = TargetContext(project=project, cache_dir=cache_dir(), options=self.options,
+                                build_settings=dict(project.settings.extra.get("build", {}) or {}))
+        return cls(compute, context)
+
+    def resolve_runconfig(self, name: str) -> RunConfig:
+        found = self.hook.amlrun_resolve_runconfig(name=name, project=self.project, config=self)
+        if found is None:
+            raise UsageError(f"unknown target '{name}' (available: {', '.join(self.available_targets())})")
+        return found
+
+
+class _Progress:
+    """Preparation progress: status lines to the terminal, every line to the log."""
+
+    def __init__(self, target_name: str, terminal, sink):
+        self.target_name = target_name
+        self.terminal = terminal
+        self.sink = sink
+
+    def status(self, message: str) -> None:
+        self.terminal.progress(f"[{self.target_name}] {message}")
+        if self.sink is not None:
+            self.sink.note(f"[amlrun] {message}")
+
+    def line(self, text: str) -> None:
+        self.terminal.progress_detail(f"[{self.target_name}] {text}")
+        if self.sink is not None:
+            self.sink.note(text)
+
+
+class Session:
+    def __init__(self, config: Config, terminal):
+        self.config = config
+        self.terminal = terminal
+        self.project = config.project
+        self.store = RunStore(self.project.state_dir)
+        self.snapshots = SnapshotStore(self.project.state_dir)
+        self.work_root = self.project.state_dir / "work"
+        self.untracked_root = self.project.state_dir / "untracked"
+        self.targets: dict[str, Target] = {}
+        self.runconfigs: dict[str, RunConfig] = {}
+        self.cells: list = []
+        self.reports: list[RunReport] = []
+        self.deselected: list = []
+        self.shouldstop: str | None = None
+        self.interrupted = False
+        self.timeout: float | None = config.getoption("timeout")
+        self.seed = int(config.getoption("seed") or os.environ.get("AMLRUN_SEED") or 0)
+        self._snapshot = None
+        self._git: GitInfo | None = None
+        self._prepared: dict[str, PreparedEnvironment | AmlrunError] = {}
+        self._prepare_locks: dict[str, threading.Lock] = {}
+        self._jobs: set = set()
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+
+    # -- secrets -----------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        return secrets.redactor(text)
+
+    def resolve_secret(self, value: str, where: str) -> str:
+        return secrets.resolve(value, where)
+
+    # -- lazily computed once per session -------------------------------------------------
+
+    @property
+    def snapshot(self):
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = self.snapshots.take(self.project.root)
+            return self._snapshot
+
+    @property
+    def git(self) -> GitInfo:
+        if self._git is None:
+            self._git = read_git(self.project.root)
+        return self._git
+
+    def environment_digest(self, target_name: str) -> str | None:
+        found = self._prepared.get(target_name)
+        if isinstance(found, PreparedEnvironment):
+            return found.digest
+        try:
+            return self.targets[target_name].environment_digest(self.runconfigs[target_name])
+        except (AmlrunError, NotImplementedError):
+            return None
+
+    # -- targets -------------------------------------------------------------------------
+
+    def setup_targets(self, names: list[str]) -> None:
+        for name in names:
+            if name in self.targets:
+                continue
+            runconfig = self.config.resolve_runconfig(name)
+            self.runconfigs[name] = runconfig
+            self.targets[name] = self.config.make_target(runconfig)
+            self._prepare_locks[name] = threading.Lock()
+
+    def prepare(self, target_name: str, sink=None) -> PreparedEnvironment:
+        """Prepare ``target_name``'s environment once; later cells reuse the result (or the error)."""
+        with self._prepare_locks[target_name]:
+            found = self._prepared.get(target_name)
+            if found is None:
+                target = self.targets[target_name]
+                runconfig = self.runconfigs[target_name]
+                progress = _Progress(target_name, self.terminal, sink)
+                try:
+                    if not runconfig.prepare_environment and not target.is_prepared(runconfig):
+                        raise UsageError(
+                            f"target '{target_name}': its environment is not built and PrepareEnvironment is false "
+                            f"in {runconfig.source or runconfig.name}; run: amlrun prepare -c {target_name}"
+                        )
+                    found = self.config.hook.amlrun_prepare_environment(
+                        target=target, runconfig=runconfig, progress=progress)
+                except AmlrunError as exc:
+                    found = exc
+                self._prepared[target_name] = found
+            if isinstance(found, AmlrunError):
+                raise found
+            return found
+
+    # -- jobs and cancellation -------------------------------------------------------------
+
+    def register_job(self, job) -> None:
+        with self._lock:
+            self._jobs.add(job)
+            if self.interrupted or self.shouldstop:
+                job.cancel.set()
+
+    def unregister_job(self, job) -> None:
+        with self._lock:
+            self._jobs.discard(job)
+
+    def cancel_running(self) -> None:
+        with self._lock:
+            for job in self._jobs:
+                job.cancel.set()
+
+    def stream_for(self, cell):
+        return self.terminal.stream_for(cell, live=self.stream_live)
+
+    @property
+    def stream_live(self) -> bool:
+        option = self.config.getoption("stream")
+        return bool(option) or len(self.cells) == 1
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_cells(self) -> None:
+        """Run every cell; ``-n`` workers, per-target limits, ``-x``/``--maxfail``, Ctrl-C."""
+        workers = self.config.getoption("numprocesses") or 1
+        limits = {name: threading.BoundedSemaphore(t.max_parallel) for name, t in self.targets.items()}
+        maxfail = self.config.getoption("maxfail") or 0
+        failures = 0
+
+        def run_one(cell):
+            if self.shouldstop or self.interrupted:
+                return None
+            with limits.get(cell.target, threading.Semaphore(1)):
+                if self.shouldstop or self.interrupted:
+                    return None
+                return self.config.hook.amlrun_run_cell(cell=cell, session=self)
+
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="amlrun-cell")
+        futures = [pool.submit(run_one, cell) for cell in self.cells]
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.25,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    report = future.result()
+                    if report is None:
+                        continue
+                    self.reports.append(report)
+                    if report.failed:
+                        failures += 1
+                        if maxfail and failures >= maxfail and not self.shouldstop:
+                            self.shouldstop = f"stopping after {failures} failure{'s' * (failures != 1)}"
+                            self.cancel_running()
+                self.terminal.tick(self)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.terminal.interrupted()
+            self.cancel_running()
+            for future in futures:
+                future.cancel()
+            while True:
+                try:
+                    concurrent.futures.wait(futures)
+                    break
+                except KeyboardInterrupt:
+                    self.cancel_running()
+            for future in futures:
+                if future.done() and not future.cancelled() and future.result() is not None:
+                    if future.result() not in self.reports:
+                        self.reports.append(future.result())
+        finally:
+            pool.shutdown(wait=True)
+            for target in self.targets.values():
+                try:
+                    target.teardown()
+                except Exception as exc:  # teardown problems must not hide the results
+                    self.terminal.progress(f"[{target.name}] teardown failed: {exc}")
+
+    def exitstatus(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        outcomes = [r.outcome for r in self.reports]
+        if any(isinstance(p, TargetUnavailable) for p in self._prepared.values()):
+            return EXIT_USAGE
+        if any(o in (FAILED, ERROR, CANCELED) for o in outcomes):
+            return EXIT_FAILED
+        return EXIT_OK

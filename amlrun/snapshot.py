@@ -1,0 +1,166 @@
+"""Content-addressed snapshots of a project's code.
+
+A snapshot is a manifest (path, sha256, size, mode) whose own sha256 is its digest.
+File contents live once in ``.amlrun/objects/`` however many runs use them, so 1,000
+runs of an unchanged project store one copy. Hashing is skipped for files whose
+(size, mtime, inode) match the stat cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+# Never part of a snapshot, whatever .gitignore says.
+EXCLUDED_DIRS = {".git", ".amlrun", "outputs", "__pycache__", ".hg", ".svn", ".venv", ".mypy_cache",
+                 ".pytest_cache", ".ruff_cache", ".tox", ".ipynb_checkpoints"}
+EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    path: str
+    digest: str
+    size: int
+    mode: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    digest: str
+    entries: tuple[SnapshotEntry, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+def _excluded(rel: str) -> bool:
+    parts = rel.split("/")
+    return any(p in EXCLUDED_DIRS for p in parts[:-1]) or parts[-1] in EXCLUDED_DIRS or rel.endswith(EXCLUDED_SUFFIXES)
+
+
+def list_files(root: Path) -> list[str]:
+    """Project files to snapshot: git's view (tracked + untracked, not ignored) when a git work tree."""
+    if (root / ".git").exists() and shutil.which("git"):
+        proc = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+        )
+        if proc.returncode == 0:
+            names = [n for n in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
+            return sorted(n for n in set(names) if not _excluded(n) and (root / n).is_file())
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS)
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+            if not _excluded(rel):
+                found.append(rel)
+    return sorted(found)
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class SnapshotStore:
+    """Objects and manifests under a state directory (``.amlrun/``)."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.objects = state_dir / "objects"
+        self.manifests = state_dir / "snapshots"
+        self._stat_cache_path = state_dir / "statcache.json"
+
+    def object_path(self, digest: str) -> Path:
+        return self.objects / digest[:2] / digest[2:]
+
+    def _load_stat_cache(self) -> dict:
+        try:
+            return json.loads(self._stat_cache_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_stat_cache(self, cache: dict) -> None:
+        tmp = self._stat_cache_path.with_name(f"statcache.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, self._stat_cache_path)
+
+    def take(self, root: Path) -> Snapshot:
+        """Snapshot ``root``: hash changed files, store new objects, write the manifest."""
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        cache = self._load_stat_cache()
+        fresh_cache = {}
+        entries = []
+        for rel in list_files(root):
+            path = root / rel
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            key = [st.st_size, st.st_mtime_ns, st.st_ino]
+            cached = cache.get(rel)
+            digest = cached[3] if cached and cached[:3] == key else None
+            if digest is None or not self.object_path(digest).exists():
+                digest = self._store_object(path)
+            fresh_cache[rel] = [*key, digest]
+            entries.append(SnapshotEntry(rel, digest, st.st_size, stat.S_IMODE(st.st_mode)))
+        manifest = json.dumps([[e.path, e.digest, e.size, e.mode] for e in entries], separators=(",", ":"))
+        snap_digest = hashlib.sha256(manifest.encode()).hexdigest()
+        target = self.manifests / f"{snap_digest}.json"
+        if not target.exists():
+            tmp = target.with_name(f"{snap_digest}.{os.getpid()}.tmp")
+            tmp.write_text(manifest)
+            os.replace(tmp, target)
+        if fresh_cache != cache:
+            self._save_stat_cache(fresh_cache)
+        return Snapshot(snap_digest, tuple(entries))
+
+    def _store_object(self, path: Path) -> str:
+        digest = hash_file(path)
+        dest = self.object_path(digest)
+        if not dest.exists():
+            dest.parent.mkdir(exist_ok=True)
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+            shutil.copyfile(path, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+        return digest
+
+    def load(self, digest: str) -> Snapshot:
+        data = json.loads((self.manifests / f"{digest}.json").read_text())
+        return Snapshot(digest, tuple(SnapshotEntry(*row) for row in data))
+
+    def materialize(self, snapshot: Snapshot, dest: Path) -> None:
+        """Write the snapshot's files into ``dest`` (fresh copies: a run may modify them)."""
+        made: set[str] = set()
+        for entry in snapshot.entries:
+            target = dest / entry.path
+            parent = os.path.dirname(entry.path)
+            if parent and parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(parent)
+            shutil.copyfile(self.object_path(entry.digest), target)
+            os.chmod(target, entry.mode | stat.S_IWUSR)
+
+    def referenced_objects(self, digests) -> set[str]:
+        used: set[str] = set()
+        for digest in digests:
+            try:
+                used.update(e.digest for e in self.load(digest).entries)
+            except (OSError, ValueError):
+                continue
+        return used

@@ -1,0 +1,169 @@
+"""The interface every compute target implements, built-in or third-party.
+
+Execution contract: a run is an argv + environment + working directory, never a
+pickled object. The protocol hands a target a :class:`Job` whose ``workdir`` is a
+fresh local copy of the project snapshot (with amlrun's runtime modules in
+``.amlrun_runtime/``); the target runs it wherever it runs things, streams every
+output line to the sink, and brings ``outputs/`` back into ``job.outputs_dir``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from amlrun.config import ComputeTarget, RunConfig
+
+RUNTIME_DIRNAME = ".amlrun_runtime"
+
+
+class Sink(Protocol):
+    """Where a target sends the run's output, one line at a time."""
+
+    def write(self, line: str) -> None: ...
+
+
+class Progress(Protocol):
+    """Where a target reports long preparation work (builds, uploads)."""
+
+    def status(self, message: str) -> None: ...
+
+    def line(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """One run, ready to execute."""
+
+    run_id: str
+    cell_id: str
+    workdir: Path
+    argv: tuple[str, ...]          # after $file substitution; argv[0] is the script when it ends in .py
+    env: dict[str, str]            # runconfig variables, AMLRUN_* and parameters (no target paths)
+    outputs_dir: Path              # where outputs/ must end up locally
+    runconfig: RunConfig
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+
+    def command(self, python: str) -> list[str]:
+        """The argv to run on a target whose interpreter is ``python``."""
+        if self.argv and self.argv[0].endswith(".py"):
+            return [python, *self.argv]
+        return list(self.argv)
+
+
+@dataclass(frozen=True)
+class PreparedEnvironment:
+    """What ``prepare`` produced: an interpreter, an image, a packed env ..."""
+
+    digest: str                    # the environment spec's hash (recorded with every run)
+    python: str = "python3"
+    image: str | None = None
+    built: bool = False            # True when this call built it (not a cache hit)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How an execution ended. ``status`` is completed, failed or canceled."""
+
+    status: str
+    exit_code: int | None = None
+    reason: str = ""
+    infrastructure_error: bool = False   # the failure was not the script's (lost connection, OOM kill)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``amlrun doctor``: what was checked, whether it is fine, and why not."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """What a target may use from the session: the project, caches, options."""
+
+    project: Any                   # amlrun.project.Project
+    cache_dir: Path                # user-level cache (~/.cache/amlrun)
+    options: Any = None            # argparse namespace of the run command
+    build_settings: dict[str, Any] = field(default_factory=dict)
+
+
+def contract_env(job: Job, *, workdir: str, outputs: str, share: str | None, pathsep: str = ":") -> dict[str, str]:
+    """The run's environment on a target whose paths are ``workdir``/``outputs``/``share``."""
+    env = dict(job.env)
+    env["AMLRUN_OUTPUTS_DIR"] = outputs
+    runtime = f"{workdir}/{RUNTIME_DIRNAME}"
+    env["PYTHONPATH"] = runtime + (pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    if share:
+        env["AMLRUN_SHARE_DIRECTORY"] = share
+        env["AZUREML_NATIVE_SHARE_DIRECTORY"] = share
+    return env
+
+
+class Target:
+    """Base class of a compute target type.
+
+    Subclasses set ``type_name`` (and optionally ``aliases`` and ``compute_keys``, the
+    extra compute-file keys they understand) and implement ``prepare`` and ``execute``.
+    """
+
+    type_name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    compute_keys: ClassVar[frozenset[str]] = frozenset()
+    #: how many cells of this target may run at once unless the compute file says (maxParallel)
+    default_parallel: ClassVar[int] = 1
+
+    def __init__(self, compute: ComputeTarget, context: TargetContext):
+        self.compute = compute
+        self.context = context
+        self.name = compute.name
+
+    @property
+    def project(self):
+        return self.context.project
+
+    def describe(self) -> str:
+        """A short description for headers and ``amlrun targets`` (type and address)."""
+        address = self.compute.address
+        return f"{self.compute.type}" + (f" {address}" if address else "")
+
+    def environment_digest(self, runconfig: RunConfig) -> str:
+        """The hash of what ``prepare`` would build; recorded with each run."""
+        raise NotImplementedError
+
+    def is_prepared(self, runconfig: RunConfig) -> bool:
+        """Whether ``prepare`` would be a cache hit (for ``--collect-only`` and PrepareEnvironment: false)."""
+        return True
+
+    def prepare(self, runconfig: RunConfig, progress: Progress) -> PreparedEnvironment:
+        raise NotImplementedError
+
+    def execute(self, job: Job, prepared: PreparedEnvironment, sink: Sink) -> ExecResult:
+        raise NotImplementedError
+
+    def shared_directory(self) -> str | None:
+        """``nativeSharedDirectory`` as a path on the target (None when not configured)."""
+        return self.compute.get("nativeSharedDirectory")
+
+    def doctor(self) -> list[Check]:
+        """Checks for ``amlrun doctor -c NAME``; each failing one says what is wrong in one line."""
+        return []
+
+    def teardown(self) -> None:
+        """Release connections and other session-wide resources."""
+
+    @property
+    def max_parallel(self) -> int:
+        try:
+            return max(1, int(self.compute.get("maxParallel", self.default_parallel)))
+        except (TypeError, ValueError):
+            return self.default_parallel

@@ -1,0 +1,113 @@
+"""The ``local`` compute target: runs a script on this machine in a snapshot copy.
+
+Registered through ``amlrun_register_targets`` exactly as a third party would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from amlrun.envs import ensure_venv, venv_key
+from amlrun.hookspec import hookimpl
+from amlrun.process import run_streaming
+from amlrun.targets.base import ExecResult, PreparedEnvironment, Target, contract_env
+
+WORKBENCH_SHARE_DEFAULT = "~/.azureml/share/"
+
+
+def share_directory(target: Target) -> str | None:
+    """``nativeSharedDirectory/<project>/<target>``, created on first use (a local path)."""
+    base = target.compute.get("nativeSharedDirectory")
+    if not base:
+        return None
+    path = Path(os.path.expanduser(str(base))) / target.project.root.name / target.name
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def move_outputs(source: Path, dest: Path) -> None:
+    """Bring ``outputs/`` of a finished run into the run's folder."""
+    if not source.is_dir():
+        return
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(source), str(dest))
+
+
+class LocalTarget(Target):
+    type_name = "local"
+    default_parallel = max(1, (os.cpu_count() or 1))
+
+    def _managed(self) -> bool:
+        return not self.compute.flag("userManagedEnvironment", default=True)
+
+    def _python(self) -> str:
+        return str(self.compute.get("pythonLocation") or "") or _default_python()
+
+    def describe(self) -> str:
+        return "local (managed environment)" if self._managed() else f"local {self._python()}"
+
+    def environment_digest(self, runconfig) -> str:
+        if self._managed():
+            deps = self.project.conda_dependencies(runconfig)
+            if deps is not None:
+                return venv_key(deps, self._python())
+        return hashlib.sha256(f"user-managed\0{self._python()}".encode()).hexdigest()[:20]
+
+    def is_prepared(self, runconfig) -> bool:
+        if not self._managed():
+            return True
+        from amlrun.envs import COMPLETE_MARKER, cache_dir
+
+        return (cache_dir() / "envs" / self.environment_digest(runconfig) / COMPLETE_MARKER).exists()
+
+    def prepare(self, runconfig, progress) -> PreparedEnvironment:
+        python = self._python()
+        if self._managed():
+            deps = self.project.conda_dependencies(runconfig)
+            if deps is not None:
+                interpreter = self.compute.get("pythonLocation")
+                built_python, built = ensure_venv(deps, progress, interpreter=_which(interpreter) if interpreter else None)
+                return PreparedEnvironment(self.environment_digest(runconfig), python=str(built_python), built=built)
+        return PreparedEnvironment(self.environment_digest(runconfig), python=python)
+
+    def execute(self, job, prepared, sink) -> ExecResult:
+        outputs = job.workdir / "outputs"
+        outputs.mkdir(exist_ok=True)
+        env = os.environ.copy()
+        env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(self)))
+        try:
+            outcome = run_streaming(job.command(prepared.python), cwd=job.workdir, env=env, sink=sink,
+                                    cancel=job.cancel, timeout=job.timeout)
+        except FileNotFoundError as exc:
+            return ExecResult("failed", None, f"cannot start {exc.filename}: not found")
+        except PermissionError as exc:
+            return ExecResult("failed", None, f"cannot start {exc.filename}: permission denied")
+        finally:
+            move_outputs(outputs, job.outputs_dir)
+        if outcome.canceled:
+            return ExecResult("canceled", outcome.exit_code, "canceled")
+        if outcome.timed_out:
+            return ExecResult("canceled", outcome.exit_code, f"timed out after {job.timeout:g}s")
+        if outcome.exit_code == 0:
+            return ExecResult("completed", 0)
+        return ExecResult("failed", outcome.exit_code, f"exited with code {outcome.exit_code}")
+
+
+def _default_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def _which(name: str) -> str:
+    return shutil.which(name) or name
+
+
+@hookimpl
+def amlrun_register_targets():
+    return {"local": LocalTarget}

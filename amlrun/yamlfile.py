@@ -1,0 +1,38 @@
+"""Reading YAML files so that a mistake names the file and the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from amlrun.errors import ConfigError
+
+
+def read_yaml(path: Path, *, display: str | None = None) -> Any:
+    import yaml
+
+    shown = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", shown) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", shown) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"invalid YAML: {problem}", shown, line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", shown) from None
+
+
+def read_mapping(path: Path, *, display: str | None = None) -> dict:
+    data = read_yaml(path, display=display)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys to values, got {type(data).__name__}", display or path)
+    return data
