@@ -26,6 +26,21 @@ def require_service(name: str, why: str) -> None:
     pytest.skip(message)
 
 
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI every test must run: a skip of any kind fails the session."""
+    if os.environ.get("AMLRUN_REQUIRE_SERVICES") and _skipped and exitstatus == 0:
+        print(f"\nAMLRUN_REQUIRE_SERVICES is set but {len(_skipped)} test(s) were skipped: " + ", ".join(_skipped[:10]))
+        session.exitstatus = 1
+
+
 @dataclass
 class Result:
     returncode: int
