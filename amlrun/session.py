@@ -288,7 +288,8 @@ class Session:
         if self.interrupted:
             return EXIT_INTERRUPTED
         outcomes = [r.outcome for r in self.reports]
-        if any(isinstance(p, TargetUnavailable) for p in self._prepared.values()):
+        # an unreachable target or a broken configuration file is the user's to fix: exit 4
+        if any(isinstance(p, (TargetUnavailable, ConfigError)) for p in self._prepared.values()):
             return EXIT_USAGE
         if any(o in (FAILED, ERROR, CANCELED) for o in outcomes):
             return EXIT_FAILED

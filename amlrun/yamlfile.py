@@ -22,8 +22,14 @@ def read_yaml(path: Path, *, display: str | None = None) -> Any:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        # an unclosed quote or bracket is only noticed at the end of the file: name the
+        # line where it was opened instead
+        if exc.context_mark is not None and mark is not None and mark.index >= len(text.rstrip()):
+            mark = exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem and mark is exc.context_mark:
+            problem = f"{exc.problem} {exc.context}"
         raise ConfigError(f"invalid YAML: {problem}", shown, line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", shown) from None
