@@ -67,8 +67,9 @@ class Expression:
             return ("not", self._not())
         if token == "(":
             inner = self._or()
-            if self._take() != ")":
+            if self._peek() != ")":
                 raise self._error("missing ')'")
+            self._take()
             return inner
         if token in (")", "and", "or"):
             raise self._error(f"unexpected '{token}'")
