@@ -1,0 +1,5 @@
+"""Runs anywhere."""
+
+from amlrun_client import log
+
+log("device", "cpu")
