@@ -38,10 +38,10 @@ def build_matrix(session) -> None:
     grid = parse_param_options(config.getoption("params") or [])
     cells = expand(experiments, list(session.targets), grid)
     selected, deselected = select(cells, config.getoption("keyword"), config.getoption("markexpr"))
+    session.deselected = deselected  # before the hook: --lf adds the cells it leaves out
+    session.experiments = experiments
     config.hook.amlrun_collection_modifyitems(session=session, config=config, items=selected)
     session.cells = selected
-    session.deselected = deselected
-    session.experiments = experiments
 
 
 def print_collection(session, terminal: TerminalReporter) -> None:
@@ -50,15 +50,23 @@ def print_collection(session, terminal: TerminalReporter) -> None:
         per_target[cell.target] = per_target.get(cell.target, 0) + 1
         skip = cell.skip_mark()
         suffix = f"  (skip: {skip.reason or 'skip mark'})" if skip else ""
+        if not skip and cell.id in getattr(session, "reuse_plan", {}):
+            suffix = f"  (reuse run {session.reuse_plan[cell.id].run_id})"
         terminal.write_line(f"{cell.id}{suffix}")
     terminal.write_line()
+    reused = getattr(session, "reuse_plan", {})
     for name, count in per_target.items():
         target = session.targets[name]
         try:
             ready = "environment ready" if target.is_prepared(session.runconfigs[name]) else "environment not built"
         except Exception as exc:  # a plan is informational: report, don't fail
             ready = f"environment unknown ({exc})"
-        terminal.write_line(f"target {name}: {plural(count, 'cell')}, {ready}")
+        cells = [c for c in session.cells if c.target == name]
+        skipped = sum(1 for c in cells if c.skip_mark() is not None)
+        from_cache = sum(1 for c in cells if c.id in reused)
+        plan = f"{count - skipped - from_cache} to run" + (f", {from_cache} reused from the cache" if from_cache else "")
+        plan += f", {skipped} skipped" if skipped else ""
+        terminal.write_line(f"target {name}: {plural(count, 'cell')} ({plan}), {ready}")
 
 
 def run_session(config) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 import sys
@@ -133,6 +134,10 @@ class Session:
         self._jobs: set = set()
         self._lock = threading.Lock()
         self.started = time.monotonic()
+        self.reuse_plan: dict[str, Any] = {}     # cell id → RunRecord to reuse (filled by amlrun.scheduling)
+        self.running: dict[str, float] = {}      # cell id → monotonic start, while running
+        self.attempts: dict[str, int] = {}       # cell id → attempts started
+        self.queued = lambda: len(self.cells)
 
     # -- secrets -----------------------------------------------------------------------
 
@@ -227,62 +232,168 @@ class Session:
 
     # -- running ---------------------------------------------------------------------------
 
+    def cell_needs_environment(self, cell) -> bool:
+        """Whether running ``cell`` needs its target's environment (skipped and reused cells don't)."""
+        return cell.skip_mark() is None and cell.id not in self.reuse_plan
+
     def run_cells(self) -> None:
-        """Run every cell; ``-n`` workers, per-target limits, ``-x``/``--maxfail``, Ctrl-C."""
-        workers = self.config.getoption("numprocesses") or 1
-        limits = {name: threading.BoundedSemaphore(t.max_parallel) for name, t in self.targets.items()}
+        """Run every cell: ``-n`` workers, per-target limits and queues, retries, ``-x``/``--maxfail``, Ctrl-C.
+
+        The dispatcher (this thread) hands a worker a cell only when the cell's target has a
+        free slot, so no worker ever waits on one target while another target's cell could
+        run. A target's environment is prepared by one task before any of its cells start.
+        Among ready cells the one earliest in matrix order goes first, so ``-n 1``
+        reproduces; ``self.reports`` ends up in matrix order whatever the completion order.
+        """
+        workers = max(1, int(self.config.getoption("numprocesses") or 1))
+        limits = {name: t.max_parallel for name, t in self.targets.items()}
         maxfail = self.config.getoption("maxfail") or 0
+        retries = max(0, int(self.config.getoption("retries") or 0))
+        retry_delay = float(os.environ.get("AMLRUN_RETRY_DELAY", "1"))
+        order = {id(cell): index for index, cell in enumerate(self.cells)}
+        queues: dict[str, collections.deque] = {name: collections.deque() for name in self.targets}
+        for cell in self.cells:
+            queues.setdefault(cell.target, collections.deque()).append(cell)
+            limits.setdefault(cell.target, 1)
+        busy = {name: 0 for name in queues}
+        env_state: dict[str, str] = {}          # target → "preparing" | "ready"
+        not_before: dict[int, float] = {}       # cell index → monotonic time a retry may start
+        in_flight: dict[concurrent.futures.Future, tuple[str, Any]] = {}
         failures = 0
+        hook = self.config.hook
 
         def run_one(cell):
             if self.shouldstop or self.interrupted:
                 return None
-            with limits.get(cell.target, threading.Semaphore(1)):
-                if self.shouldstop or self.interrupted:
-                    return None
-                return self.config.hook.amlrun_run_cell(cell=cell, session=self)
+            self.running[cell.id] = time.monotonic()
+            try:
+                return hook.amlrun_run_cell(cell=cell, session=self)
+            finally:
+                self.running.pop(cell.id, None)
 
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="amlrun-cell")
-        futures = [pool.submit(run_one, cell) for cell in self.cells]
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = concurrent.futures.wait(pending, timeout=0.25,
-                                                        return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
-                    report = future.result()
-                    if report is None:
+        def prepare_one(name):
+            try:
+                self.prepare(name)
+            except AmlrunError:
+                pass  # remembered by prepare(); each of the target's cells reports it
+
+        def next_task():
+            now = time.monotonic()
+            best = None
+            for name, queue in queues.items():
+                if not queue or busy[name] >= limits[name]:
+                    continue
+                cell = queue[0]
+                index = order[id(cell)]
+                if not_before.get(index, 0) > now:
+                    continue
+                if self.cell_needs_environment(cell) and env_state.get(name) != "ready":
+                    if env_state.get(name) == "preparing":
                         continue
-                    self.reports.append(report)
-                    if report.failed:
-                        failures += 1
-                        if maxfail and failures >= maxfail and not self.shouldstop:
-                            self.shouldstop = f"stopping after {failures} failure{'s' * (failures != 1)}"
-                            self.cancel_running()
+                    task = ("prepare", name)
+                else:
+                    task = ("cell", cell)
+                if best is None or index < best[0]:
+                    best = (index, task)
+            return None if best is None else best[1]
+
+        def dispatch(pool):
+            while len(in_flight) < workers and not (self.shouldstop or self.interrupted):
+                task = next_task()
+                if task is None:
+                    return
+                kind, value = task
+                if kind == "prepare":
+                    env_state[value] = "preparing"
+                    busy[value] += 1
+                    in_flight[pool.submit(prepare_one, value)] = task
+                else:
+                    queues[value.target].popleft()
+                    busy[value.target] += 1
+                    self.attempts[value.id] = self.attempts.get(value.id, 0) + 1
+                    in_flight[pool.submit(run_one, value)] = task
+
+        def finished(future) -> None:
+            nonlocal failures
+            kind, value = in_flight.pop(future)
+            name = value if kind == "prepare" else value.target
+            busy[name] -= 1
+            if kind == "prepare":
+                future.result()
+                env_state[name] = "ready"
+                return
+            report = future.result()
+            if report is None:
+                return
+            if self._should_retry(report, retries):
+                self._forget_unavailable(name, env_state)
+                queues[name].appendleft(value)
+                not_before[order[id(value)]] = time.monotonic() + retry_delay * self.attempts[value.id]
+                return
+            self.reports.append(report)
+            if report.failed:
+                failures += 1
+                if maxfail and failures >= maxfail and not self.shouldstop:
+                    self.shouldstop = f"stopping after {failures} failure{'s' * (failures != 1)}"
+                    self.cancel_running()
+
+        self.queued = lambda: sum(len(q) for q in queues.values())
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="amlrun-cell")
+        try:
+            dispatch(pool)
+            while in_flight or (any(queues.values()) and not (self.shouldstop or self.interrupted)):
+                if in_flight:
+                    done, _ = concurrent.futures.wait(list(in_flight), timeout=0.25,
+                                                      return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in done:
+                        finished(future)
+                else:
+                    time.sleep(0.05)  # only retries waiting for their delay
+                dispatch(pool)
                 self.terminal.tick(self)
         except KeyboardInterrupt:
             self.interrupted = True
             self.terminal.interrupted()
             self.cancel_running()
-            for future in futures:
-                future.cancel()
             while True:
                 try:
-                    concurrent.futures.wait(futures)
+                    concurrent.futures.wait(list(in_flight))
                     break
                 except KeyboardInterrupt:
                     self.cancel_running()
-            for future in futures:
-                if future.done() and not future.cancelled() and future.result() is not None:
-                    if future.result() not in self.reports:
-                        self.reports.append(future.result())
+            for future in list(in_flight):
+                if not future.cancelled() and future.exception() is None:
+                    finished(future)
+        except BaseException:
+            self.shouldstop = self.shouldstop or "internal error"
+            self.cancel_running()
+            raise
         finally:
             pool.shutdown(wait=True)
+            self.queued = lambda: 0
+            self.reports.sort(key=lambda r: order.get(id(r.cell), len(order)))
+            self.terminal.tick(self, final=True)
             for target in self.targets.values():
                 try:
                     target.teardown()
                 except Exception as exc:  # teardown problems must not hide the results
                     self.terminal.progress(f"[{target.name}] teardown failed: {exc}")
+
+    def _should_retry(self, report: RunReport, retries: int) -> bool:
+        """Retry only what the infrastructure broke, never a script's own failure."""
+        return (report.infrastructure_error and report.outcome in (ERROR, FAILED) and not self.shouldstop
+                and not self.interrupted and self.attempts.get(report.cell.id, 0) <= retries)
+
+    def _forget_unavailable(self, name: str, env_state: dict[str, str]) -> None:
+        """A target that was unreachable while preparing gets another preparation on retry."""
+        with self._prepare_locks.get(name, threading.Lock()):
+            if isinstance(self._prepared.get(name), TargetUnavailable):
+                del self._prepared[name]
+                env_state.pop(name, None)
+
+    def will_retry(self, report: RunReport) -> bool:
+        """For reporters: is this report an attempt that the scheduler is going to retry?"""
+        return self._should_retry(report, max(0, int(self.config.getoption("retries") or 0)))
 
     def exitstatus(self) -> int:
         if self.interrupted:

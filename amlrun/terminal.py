@@ -24,16 +24,37 @@ class TerminalReporter:
         self.config = config
         self.out = out or sys.stdout
         self.verbosity = (config.getoption("verbose") or 0) - (config.getoption("quiet") or 0)
-        self.color = self.out.isatty() and not os.environ.get("NO_COLOR")
-        self.lock = threading.Lock()
+        isatty = self.out.isatty()
+        self.color = isatty and not os.environ.get("NO_COLOR")
+        #: a redrawn status area at the bottom on a terminal; plain heartbeat lines otherwise
+        self.live = isatty and os.environ.get("TERM", "") != "dumb" and not os.environ.get("AMLRUN_NO_LIVE")
+        self.lock = threading.RLock()
         self._last_heartbeat = time.monotonic()
+        self._last_draw = 0.0
+        self._drawn = 0            # lines of the status area currently on screen
+        self._status: list[str] = []
+        self._session = None
+        self.heartbeat = float(os.environ.get("AMLRUN_HEARTBEAT_SECONDS") or HEARTBEAT_SECONDS)
 
     # -- output helpers ------------------------------------------------------------------
 
     def write_line(self, text: str = "") -> None:
+        """Write one whole line; the status area (if any) is lifted around it, never interleaved."""
         with self.lock:
+            self._erase()
             self.out.write(text + "\n")
+            self._draw()
             self.out.flush()
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        if self._status:
+            self.out.write("".join(line + "\n" for line in self._status))
+            self._drawn = len(self._status)
 
     def paint(self, text: str, outcome: str) -> str:
         code = _COLORS.get(outcome)
@@ -85,17 +106,32 @@ class TerminalReporter:
 
         return stream
 
-    def tick(self, session) -> None:
-        """Plain heartbeat lines so long sessions never look hung."""
+    def tick(self, session, final: bool = False) -> None:
+        """Called by the scheduler a few times a second: redraw the status area, or print a
+        plain heartbeat line every ``AMLRUN_HEARTBEAT_SECONDS`` (30) so long runs never look hung."""
+        if self.verbosity < 0:
+            return
         now = time.monotonic()
-        if now - self._last_heartbeat < HEARTBEAT_SECONDS or self.verbosity < 0:
+        if self.live and len(session.cells) > 1:
+            if final:
+                with self.lock:
+                    self._erase()
+                    self._status = []
+                    self.out.flush()
+                return
+            if now - self._last_draw < 0.2:
+                return
+            self._last_draw = now
+            with self.lock:
+                self._erase()
+                self._status = status_lines(session, now, shutil.get_terminal_size((80, 24)))
+                self._draw()
+                self.out.flush()
+            return
+        if final or now - self._last_heartbeat < self.heartbeat:
             return
         self._last_heartbeat = now
-        done = len(session.reports)
-        running = len(session._jobs)
-        queued = max(0, len(session.cells) - done - running)
-        elapsed = now - session.started
-        self.write_line(f"... {done} done, {running} running, {queued} queued ({elapsed:.0f}s)")
+        self.write_line("... " + status_summary(session, now))
 
     def interrupted(self) -> None:
         self.write_line()
@@ -104,12 +140,14 @@ class TerminalReporter:
     @hookimpl
     def amlrun_sessionstart(self, session):
         self._cells = session.cells
+        self._session = session
 
     @hookimpl
     def amlrun_runreport(self, report):
         if self.verbosity < 0 and report.outcome not in (FAILED, ERROR):
             return
-        label = self.paint(report.outcome.upper(), report.outcome)
+        retry = self._session is not None and self._session.will_retry(report)
+        label = self.paint("RETRY", CANCELED) if retry else self.paint(report.outcome.upper(), report.outcome)
         parts = [f"{label} {report.cell.id}"]
         if report.outcome != SKIPPED:
             parts.append(f"{report.duration:.2f}s")
@@ -141,6 +179,9 @@ class TerminalReporter:
                 self.write_line(f"{report.outcome.upper()} {report.cell.id}{reason}")
         if session.shouldstop:
             self.write_line(f"!!! {session.shouldstop} !!!")
+        reused = [r for r in session.reports if r.outcome == REUSED]
+        if reused and len(reused) == len(session.reports):
+            self.write_line(f"nothing ran: all {plural(len(reused), 'cell')} reused earlier runs with identical inputs")
         counts: dict[str, int] = {}
         for report in session.reports:
             counts[report.outcome] = counts.get(report.outcome, 0) + 1
@@ -164,3 +205,61 @@ def _short(value) -> str:
         return f"{value:.4g}"
     text = str(value)
     return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _elapsed(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def status_counts(session) -> dict[str, int]:
+    counts = {PASSED: 0, FAILED: 0, REUSED: 0, SKIPPED: 0, CANCELED: 0}
+    for report in list(session.reports):
+        key = FAILED if report.outcome == ERROR else report.outcome
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def status_summary(session, now: float) -> str:
+    """One line: running, queued, passed, failed, reused, elapsed; the longest-running cell."""
+    running = dict(session.running)
+    counts = status_counts(session)
+    parts = [f"{len(running)} running", f"{session.queued()} queued", f"{counts[PASSED]} passed",
+             f"{counts[FAILED]} failed"]
+    for outcome in (REUSED, SKIPPED, CANCELED):
+        if counts.get(outcome):
+            parts.append(f"{counts[outcome]} {outcome}")
+    text = ", ".join(parts) + f" ({_elapsed(now - session.started)})"
+    if running:
+        cell_id, started = min(running.items(), key=lambda item: item[1])
+        text += f"; longest: {cell_id} {_elapsed(now - started)}"
+    return text
+
+
+def status_lines(session, now: float, size) -> list[str]:
+    """The status area: one line per running cell (oldest first, as many as fit) and a total line."""
+    width = max(20, size.columns - 1)
+    room = max(1, min(10, size.lines // 2) - 1)
+    running = sorted(dict(session.running).items(), key=lambda item: item[1])
+    lines = []
+    for cell_id, started in running[:room]:
+        elapsed = _elapsed(now - started)
+        lines.append(_fit(f"  running {cell_id}", width - len(elapsed) - 1) + " " + elapsed)
+    if len(running) > room:
+        lines.append(f"  ... and {len(running) - room} more running")
+    counts = status_counts(session)
+    done = sum(counts.values())
+    total = done + len(running) + session.queued()
+    parts = [f"[{done}/{total}]", f"{len(running)} running", f"{session.queued()} queued",
+             f"{counts[PASSED]} passed", f"{counts[FAILED]} failed", f"{counts[REUSED]} reused",
+             _elapsed(now - session.started)]
+    lines.append(_fit(" ".join(parts), width))
+    return lines
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 3)] + "..."
