@@ -1,0 +1,537 @@
+"""SSH plumbing shared by every target that runs things on a machine reached over SSH.
+
+Target-independent on purpose (``remote``, ``remotedocker`` and an addressed
+``cluster`` use it): nothing here knows about runs, snapshots or targets.
+
+- :class:`SSHSettings` — where and how to log in (key or password, port, known_hosts);
+  :func:`settings_from_compute` builds it from a compute file, resolving secret references.
+- :class:`SSHSession` — one fabric connection reused by every cell of a session, reopened
+  with backoff when it drops. Host keys are checked against known_hosts: an unknown host
+  is refused with its fingerprint and the exact command that accepts it, never trusted.
+- :meth:`SSHSession.run` — a short command, its output captured.
+- :func:`start_detached` / :func:`stream_log` / :func:`kill_group` / :func:`exit_code` — a
+  long command that survives the network: it runs in its own session on the host
+  (``setsid``/``nohup``), its output goes to a log file there, its exit code to a file,
+  and streaming resumes from the last byte offset after a reconnect.
+
+Every remote command is a POSIX ``sh`` script passed as one quoted argument, so the
+user's login shell (bash, zsh, csh ...) never re-interprets it; every value placed in
+one goes through :func:`q` (``shlex.quote``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from amlrun.errors import ConfigError, TargetUnavailable
+
+q = shlex.quote
+
+#: seconds between connection attempts (then the last value again) while reconnecting
+BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+DEFAULT_CONNECT_ATTEMPTS = 4
+#: how long a running job keeps trying to get its connection back (AMLRUN_SSH_RECONNECT_SECONDS)
+DEFAULT_RECONNECT_SECONDS = 300.0
+
+
+class HostKeyUnknown(TargetUnavailable):
+    """The host's key is not in known_hosts (never retried, never auto-trusted)."""
+
+
+class AuthenticationFailed(TargetUnavailable):
+    """The host refused our credentials (never retried)."""
+
+
+class ConnectionLost(TargetUnavailable):
+    """The connection dropped and could not be re-established in time."""
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    host: str
+    username: str
+    port: int = 22
+    password: str | None = field(default=None, repr=False)
+    key_file: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
+    known_hosts: str | None = None     # None: $AMLRUN_KNOWN_HOSTS, else ~/.ssh/known_hosts
+    connect_timeout: float = 15.0
+
+    @property
+    def known_hosts_path(self) -> Path:
+        path = self.known_hosts or os.environ.get("AMLRUN_KNOWN_HOSTS") or "~/.ssh/known_hosts"
+        return Path(os.path.expanduser(path))
+
+    @property
+    def host_key_name(self) -> str:
+        """How known_hosts names this host (``[host]:port`` unless port 22)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}"
+
+
+def settings_from_compute(compute, where: str | None = None) -> SSHSettings:
+    """Build settings from a compute target's ``address``/``port``/``username``/``password``/
+    ``privateKeyFile``/``passphrase``/``knownHostsFile``; secret references are resolved
+    (and registered for redaction)."""
+    from amlrun.secrets import resolve
+
+    where = where or compute.source or compute.name
+    address = str(compute.get("address") or "").strip()
+    if not address:
+        raise ConfigError("'address' is required for a target reached over SSH", where)
+    host, port = address, compute.get("port")
+    if "@" in host:
+        user_part, host = host.rsplit("@", 1)
+    else:
+        user_part = None
+    if host.startswith("[") and "]" in host:          # [v6]:port
+        inner, _, rest = host[1:].partition("]")
+        host, port = inner, (rest.lstrip(":") or port)
+    elif host.count(":") == 1:
+        host, _, port_text = host.partition(":")
+        port = port or port_text
+    try:
+        port = int(port or 22)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'port' must be a number, got {port!r}", where) from None
+    username = str(compute.get("username") or user_part or "").strip()
+    if not username:
+        raise ConfigError("'username' is required for a target reached over SSH", where)
+    password = compute.get("password")
+    key_file = compute.get("privateKeyFile")
+    passphrase = compute.get("passphrase")
+    if not password and not key_file:
+        raise ConfigError("set 'password' (a secret reference) or 'privateKeyFile'", where)
+    if key_file:
+        key_file = os.path.expanduser(str(key_file))
+        if not os.path.isfile(key_file):
+            raise ConfigError(f"'privateKeyFile' {key_file} does not exist", where)
+    return SSHSettings(
+        host=host, port=port, username=username,
+        password=resolve(password, where) if password else None,
+        key_file=key_file or None,
+        passphrase=resolve(passphrase, where) if passphrase else None,
+        known_hosts=compute.get("knownHostsFile"),
+    )
+
+
+def fingerprint(key) -> str:
+    """OpenSSH-style ``SHA256:...`` fingerprint of a paramiko key."""
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def accept_command(settings: SSHSettings, key) -> str:
+    """The exact shell command that adds this host key to the known_hosts file in use."""
+    line = f"{settings.host_key_name} {key.get_name()} {key.get_base64()}"
+    path = settings.known_hosts_path
+    return f"mkdir -p {q(str(path.parent))} && echo {q(line)} >> {q(str(path))}"
+
+
+def _refusing_policy(settings: SSHSettings):
+    import paramiko
+
+    class RefuseUnknown(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            raise HostKeyUnknown(
+                f"{settings.label}: unknown host key {key.get_name()} {fingerprint(key)} (not in "
+                f"{settings.known_hosts_path}); if that is the VM's key, accept it with: "
+                f"{accept_command(settings, key)}"
+            )
+
+    return RefuseUnknown()
+
+
+def open_connection(settings: SSHSettings):
+    """One fabric ``Connection``, opened, with host keys checked. Raises TargetUnavailable."""
+    import fabric
+    import paramiko
+
+    connect_kwargs = {"allow_agent": False, "look_for_keys": False, "banner_timeout": settings.connect_timeout,
+                      "auth_timeout": settings.connect_timeout}
+    if settings.key_file:
+        connect_kwargs["key_filename"] = [settings.key_file]
+        if settings.passphrase:
+            connect_kwargs["passphrase"] = settings.passphrase
+    if settings.password:
+        connect_kwargs["password"] = settings.password
+    config = fabric.Config(lazy=True, overrides={"load_ssh_configs": False})
+    conn = fabric.Connection(settings.host, user=settings.username, port=settings.port, config=config,
+                             connect_timeout=settings.connect_timeout, connect_kwargs=connect_kwargs)
+    client = conn.client
+    client.set_missing_host_key_policy(_refusing_policy(settings))
+    if settings.known_hosts_path.is_file():
+        try:
+            client.load_host_keys(str(settings.known_hosts_path))
+        except (OSError, paramiko.SSHException) as exc:
+            raise TargetUnavailable(f"cannot read known_hosts {settings.known_hosts_path}: {exc}") from None
+    try:
+        conn.open()
+    except HostKeyUnknown:
+        raise
+    except paramiko.BadHostKeyException as exc:
+        raise TargetUnavailable(
+            f"{settings.label}: HOST KEY MISMATCH: the host offered {exc.key.get_name()} {fingerprint(exc.key)} "
+            f"but {settings.known_hosts_path} expects {fingerprint(exc.expected_key)}; if the VM was "
+            f"reinstalled, remove the old entry with: ssh-keygen -f {q(str(settings.known_hosts_path))} -R "
+            f"{q(settings.host_key_name)}"
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        how = "key " + settings.key_file if settings.key_file else "password"
+        raise AuthenticationFailed(f"{settings.label}: login refused ({how}): {exc}") from None
+    except paramiko.PasswordRequiredException:
+        raise AuthenticationFailed(f"{settings.label}: the private key {settings.key_file} needs a passphrase "
+                                   "('passphrase' in the compute file, a secret reference)") from None
+    except paramiko.SSHException as exc:
+        if "private key" in str(exc).lower() or "not a valid" in str(exc).lower():
+            raise AuthenticationFailed(f"{settings.label}: cannot use private key {settings.key_file}: {exc}") from None
+        raise _Transient(f"{settings.label}: SSH error: {exc}") from None
+    except (OSError, socket.timeout, EOFError) as exc:
+        raise _Transient(f"{settings.label}: cannot connect: {exc}") from None
+    return conn
+
+
+class _Transient(TargetUnavailable):
+    """A connection failure worth retrying (refused, reset, timed out)."""
+
+
+def connect_with_retry(settings: SSHSettings, attempts: int = DEFAULT_CONNECT_ATTEMPTS,
+                       deadline: float | None = None, on_retry: Callable[[str], None] | None = None):
+    """:func:`open_connection`, retried with backoff for connection failures only
+    (never for a refused login or an unknown host key)."""
+    tries = 0
+    while True:
+        try:
+            return open_connection(settings)
+        except _Transient as exc:
+            tries += 1
+            wait = BACKOFF[min(tries - 1, len(BACKOFF) - 1)]
+            out_of_time = deadline is not None and time.monotonic() + wait > deadline
+            if (deadline is None and tries >= attempts) or out_of_time:
+                raise TargetUnavailable(str(exc)) from None
+            if on_retry is not None:
+                on_retry(f"{exc}; retrying in {wait:g}s")
+            time.sleep(wait)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def sh(script: str) -> str:
+    """``script`` as a command line any login shell hands to POSIX sh unchanged."""
+    return "sh -c " + q(script)
+
+
+class SSHSession:
+    """A connection reused by all cells of a session (thread-safe), reopened when it drops."""
+
+    def __init__(self, settings: SSHSettings):
+        self.settings = settings
+        self._conn = None
+        self._lock = threading.Lock()
+        self.connects = 0
+
+    def connection(self, deadline: float | None = None, on_retry=None):
+        with self._lock:
+            conn = self._conn
+            if conn is not None and conn.transport is not None and conn.transport.is_active():
+                return conn
+            if conn is not None:
+                _quiet_close(conn)
+                self._conn = None
+            self._conn = connect_with_retry(self.settings, deadline=deadline, on_retry=on_retry)
+            self.connects += 1
+            return self._conn
+
+    def transport(self, deadline: float | None = None, on_retry=None):
+        return self.connection(deadline, on_retry).client.get_transport()
+
+    def drop(self) -> None:
+        """Forget the current connection (the next call reconnects)."""
+        with self._lock:
+            if self._conn is not None:
+                _quiet_close(self._conn)
+                self._conn = None
+
+    def close(self) -> None:
+        self.drop()
+
+    def open_channel(self, command: str, deadline: float | None = None, on_retry=None):
+        """An exec channel running ``command`` (already a full command line)."""
+        transport = self.transport(deadline, on_retry)
+        try:
+            channel = transport.open_session(timeout=self.settings.connect_timeout)
+        except Exception:
+            # a half-dead transport: reconnect once
+            self.drop()
+            transport = self.transport(deadline, on_retry)
+            channel = transport.open_session(timeout=self.settings.connect_timeout)
+        channel.exec_command(command)
+        return channel
+
+    def run(self, script: str, *, stdin: bytes | Iterable[bytes] | None = None, timeout: float | None = 120,
+            stdout_to=None) -> CommandResult:
+        """Run a POSIX sh ``script`` and capture its output (``stdout_to``: a binary file
+        receiving stdout instead). ``stdin``: bytes or an iterable of byte chunks."""
+        channel = self.open_channel(sh(script))
+        try:
+            return _communicate(channel, stdin, timeout, stdout_to)
+        finally:
+            channel.close()
+
+    def run_checked(self, script: str, what: str, **kwargs) -> CommandResult:
+        result = self.run(script, **kwargs)
+        if not result.ok:
+            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise TargetUnavailable(f"{self.settings.label}: {what} failed (exit {result.exit_code})"
+                                    + (f": {detail[-1]}" if detail else ""))
+        return result
+
+
+def _quiet_close(conn) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _communicate(channel, stdin, timeout, stdout_to) -> CommandResult:
+    out: list[bytes] = []
+    err: list[bytes] = []
+
+    def reader(recv, ready, sink):
+        while True:
+            data = recv(1 << 16)
+            if not data:
+                return
+            if sink is not None:
+                sink.write(data)
+            else:
+                out.append(data) if recv == channel.recv else err.append(data)
+
+    t_out = threading.Thread(target=reader, args=(channel.recv, None, stdout_to), daemon=True)
+    t_err = threading.Thread(target=reader, args=(channel.recv_stderr, None, None), daemon=True)
+    t_out.start()
+    t_err.start()
+    if stdin is not None:
+        chunks = [stdin] if isinstance(stdin, (bytes, bytearray)) else stdin
+        for chunk in chunks:
+            if chunk:
+                channel.sendall(chunk)
+    channel.shutdown_write()
+    deadline = time.monotonic() + timeout if timeout else None
+    while not channel.exit_status_ready():
+        if deadline is not None and time.monotonic() > deadline:
+            channel.close()
+            raise TargetUnavailable(f"remote command did not finish within {timeout:g}s")
+        if channel.closed and not channel.exit_status_ready():
+            break
+        time.sleep(0.01)
+    t_out.join(30)
+    t_err.join(30)
+    status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+    if status == -1:
+        raise ConnectionLost("the connection dropped while a remote command ran")
+    return CommandResult(status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace"))
+
+
+# -- detached commands ------------------------------------------------------------------
+
+LOG, EXIT, PID, ENV = "log", "exit", "pid", "env"
+
+
+def env_file_text(env: dict[str, str]) -> bytes:
+    """Shell ``export`` lines for ``env``; sourced by the detached command, then deleted."""
+    lines = []
+    for name, value in env.items():
+        if not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise ConfigError(f"environment variable name {name!r} is not a valid shell name")
+        if "\0" in value:
+            raise ConfigError(f"environment variable {name} contains a NUL character")
+        lines.append(f"export {name}={q(value)}\n")
+    return "".join(lines).encode("utf-8")
+
+
+def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: str,
+                   env: dict[str, str] | None = None, prelude: str = "") -> int:
+    """Start ``argv`` on the host in its own session, detached from this connection.
+
+    ``run_dir`` (created) receives ``log`` (stdout+stderr), ``pid`` (the process group)
+    and, when the command ends, ``exit`` (its exit code). ``env`` travels through a 0600
+    file in ``run_dir`` (written from stdin, never in a command line) that the command
+    sources and deletes before it starts. ``prelude``: extra sh lines run first (after
+    the environment is loaded). Returns the process group id.
+    """
+    rd = q(run_dir)
+    inner = (
+        f"echo $$ > {rd}/{PID}.tmp && mv {rd}/{PID}.tmp {rd}/{PID}; "
+        f"if [ -f {rd}/{ENV} ]; then . {rd}/{ENV}; rm -f {rd}/{ENV}; fi; "
+        f"{prelude}\n"
+        f"cd {q(cwd)} || exit 127; "
+        f"\"$@\"; code=$?; echo $code > {rd}/{EXIT}.tmp && mv {rd}/{EXIT}.tmp {rd}/{EXIT}"
+    )
+    script = (
+        f"set -e; umask 077; mkdir -p {rd}; rm -f {rd}/{EXIT} {rd}/{PID} {rd}/{LOG}; cat > {rd}/{ENV}; "
+        f"umask 022; "
+        f"if command -v setsid >/dev/null 2>&1; then S=setsid; else S=; fi; "
+        f"$S nohup sh -c {q(inner)} amlrun-job {' '.join(q(a) for a in argv)} "
+        f"> {rd}/{LOG} 2>&1 < /dev/null & "
+        f"i=0; while [ ! -s {rd}/{PID} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat {rd}/{PID}"
+    )
+    result = session.run(script, stdin=env_file_text(env or {}), timeout=60)
+    if not result.ok or not result.stdout.strip().isdigit():
+        raise TargetUnavailable(f"{session.settings.label}: could not start the command: "
+                                f"{(result.stderr or result.stdout).strip()[-300:]}")
+    return int(result.stdout.strip())
+
+
+def _stream_script(run_dir: str, offset: int) -> str:
+    rd = q(run_dir)
+    return (
+        f"cd {rd} || exit 3; off={int(offset)}; done=; "
+        "while :; do "
+        f"  [ -e {EXIT} ] && done=1; "
+        f"  size=$(wc -c < {LOG} 2>/dev/null || echo 0); size=$((size+0)); "
+        "  if [ \"$size\" -gt \"$off\" ]; then "
+        f"    tail -c +$((off+1)) {LOG} | head -c $((size-off)); off=$size; "
+        "  fi; "
+        "  [ -n \"$done\" ] && exit 0; "
+        f"  if [ -s {PID} ] && ! kill -0 $(cat {PID}) 2>/dev/null && [ ! -e {EXIT} ]; then "
+        "    sleep 0.5; [ -e " + EXIT + " ] || exit 4; fi; "
+        "  sleep 0.2; "
+        "done"
+    )
+
+
+@dataclass
+class StreamState:
+    """Where streaming got to: bytes of the log already delivered, reconnects so far."""
+
+    offset: int = 0
+    reconnects: int = 0
+    partial: bytes = b""
+
+
+def stream_log(session: SSHSession, run_dir: str, on_line: Callable[[str], None], *,
+               state: StreamState | None = None, should_stop: Callable[[], bool] = lambda: False,
+               reconnect_seconds: float | None = None, on_note: Callable[[str], None] | None = None) -> str:
+    """Deliver the log of a :func:`start_detached` command line by line until it ends.
+
+    Returns ``"exited"`` (the exit file exists), ``"vanished"`` (the process is gone without
+    an exit code: killed, or the host rebooted) or ``"stopped"`` (``should_stop()`` turned
+    true). A dropped connection is reopened with backoff for up to ``reconnect_seconds``
+    and streaming resumes at ``state.offset``; ConnectionLost when it cannot.
+    """
+    state = state or StreamState()
+    if reconnect_seconds is None:
+        reconnect_seconds = float(os.environ.get("AMLRUN_SSH_RECONNECT_SECONDS", DEFAULT_RECONNECT_SECONDS))
+    lost_since: float | None = None
+    while True:
+        if should_stop():
+            return "stopped"
+        try:
+            deadline = (lost_since + reconnect_seconds) if lost_since is not None else None
+            channel = session.open_channel(sh(_stream_script(run_dir, state.offset)), deadline=deadline,
+                                           on_retry=on_note)
+        except (TargetUnavailable, OSError, EOFError) as exc:
+            if isinstance(exc, (HostKeyUnknown, AuthenticationFailed)):
+                raise
+            if lost_since is None:
+                lost_since = time.monotonic()
+                if on_note:
+                    on_note(f"connection lost ({exc}); reconnecting")
+            if time.monotonic() - lost_since > reconnect_seconds:
+                raise ConnectionLost(f"{session.settings.label}: connection lost and not back within "
+                                     f"{reconnect_seconds:g}s; the run may still be going on the host") from None
+            time.sleep(1.0)
+            continue
+        if lost_since is not None:
+            state.reconnects += 1
+            if on_note:
+                on_note(f"reconnected; resuming the log at byte {state.offset}")
+            lost_since = None
+        channel.settimeout(0.2)
+        stopped = False
+        try:
+            while True:
+                if should_stop():
+                    stopped = True
+                    break
+                try:
+                    data = channel.recv(1 << 16)
+                except socket.timeout:
+                    if not channel.get_transport().is_active():
+                        break
+                    continue
+                if not data:
+                    break
+                state.offset += len(data)
+                buf = state.partial + data
+                *lines, state.partial = buf.split(b"\n")
+                for raw in lines:
+                    on_line(raw.decode("utf-8", "replace").rstrip("\r"))
+        except (OSError, EOFError):
+            pass
+        finally:
+            if stopped:
+                channel.close()
+        if stopped:
+            return "stopped"
+        status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        channel.close()
+        if status == 0:
+            if state.partial:
+                on_line(state.partial.decode("utf-8", "replace").rstrip("\r"))
+                state.partial = b""
+            return "exited"
+        if status == 4:
+            return "vanished"
+        if status == 3:
+            raise TargetUnavailable(f"{session.settings.label}: the run folder {run_dir} is gone")
+        # -1 (no status: the connection dropped) or anything else: reconnect and resume
+        session.drop()
+        if lost_since is None:
+            lost_since = time.monotonic()
+            if on_note:
+                on_note("connection lost; reconnecting")
+
+
+def exit_code(session: SSHSession, run_dir: str) -> int | None:
+    """The exit code a detached command left, None when it has not ended (or was killed)."""
+    result = session.run(f"cat {q(run_dir)}/{EXIT} 2>/dev/null", timeout=30)
+    text = result.stdout.strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def kill_group(session: SSHSession, run_dir: str, grace: float = 5.0) -> bool:
+    """Stop a detached command's whole process group (TERM, then KILL after ``grace``).
+    Returns True when it is gone."""
+    rd = q(run_dir)
+    script = (
+        f"[ -s {rd}/{PID} ] || exit 0; pg=$(cat {rd}/{PID}); "
+        "kill -TERM -- -$pg 2>/dev/null || exit 0; "
+        f"i=0; while kill -0 -- -$pg 2>/dev/null && [ $i -lt {int(grace * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
+        "kill -KILL -- -$pg 2>/dev/null; sleep 0.1; ! kill -0 -- -$pg 2>/dev/null"
+    )
+    return session.run(script, timeout=grace + 30).ok

@@ -1,0 +1,308 @@
+"""Targets on a Linux VM reached over SSH: ``remote`` (the VM's own Python) and
+``remotedocker`` (Docker on the VM, see :mod:`amlrun.targets.remotedocker`).
+
+A run of ``remote``: the job's folder is synced incrementally into the project's
+workspace on the VM (``~/.amlrun/workspaces/<project>-<id>/``, see
+:mod:`amlrun.transfer`) and copied to ``runs/<run id>/work``; the command starts
+detached there (its log and exit code written on the VM) and its log is streamed,
+resuming after a dropped connection; ``outputs/`` comes back as a tar, extracted safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+from amlrun.errors import ConfigError, EnvironmentBuildError, TargetUnavailable
+from amlrun.hookspec import hookimpl
+from amlrun.targets.base import Check, ExecResult, PreparedEnvironment, Target, contract_env
+
+SSH_COMPUTE_KEYS = frozenset({"knownHostsFile", "remoteWorkspace"})
+COMPLETE_MARKER = ".amlrun-complete"
+MIN_FREE_BYTES = 1 << 30
+
+
+class SSHTargetMixin:
+    """What every target reached over SSH shares: the connection and the VM's workspace."""
+
+    _ssh = None
+    _home: str | None = None
+
+    def ssh(self):
+        """The session's connection to the VM (opened on first use, reused by every cell)."""
+        from amlrun.ssh import SSHSession, settings_from_compute
+
+        lock = self.__dict__.setdefault("_ssh_lock", threading.Lock())
+        with lock:
+            if self._ssh is None:
+                self._ssh = SSHSession(settings_from_compute(self.compute))
+            return self._ssh
+
+    def home(self) -> str:
+        if self._home is None:
+            result = self.ssh().run_checked('printf %s "$HOME"', "reading $HOME")
+            self._home = result.stdout.strip() or "/tmp"
+        return self._home
+
+    def remote_base(self) -> str:
+        """``remoteWorkspace`` (default ``~/.amlrun``) as an absolute path on the VM."""
+        base = str(self.compute.get("remoteWorkspace") or "~/.amlrun")
+        if base == "~" or base.startswith("~/"):
+            base = self.home() + base[1:]
+        if not base.startswith("/"):
+            raise ConfigError(f"'remoteWorkspace' must be an absolute path or start with ~/, got {base!r}",
+                              self.compute.source)
+        return base.rstrip("/")
+
+    def workspace(self) -> str:
+        """This project's folder on the VM: one per (project folder, local machine)."""
+        root = str(self.project.root)
+        key = hashlib.sha256(f"{socket.gethostname()}\0{root}".encode()).hexdigest()[:10]
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.project.root.name) or "project"
+        return f"{self.remote_base()}/workspaces/{name}-{key}"
+
+    def remote_share(self) -> str | None:
+        base = self.compute.get("nativeSharedDirectory")
+        if not base:
+            return None
+        base = str(base)
+        if base == "~" or base.startswith("~/"):
+            base = self.home() + base[1:]
+        return f"{base.rstrip('/')}/{self.project.root.name}/{self.name}"
+
+    def ssh_checks(self) -> list[Check]:
+        """SSH login, PATH of the non-interactive shell, free disk: the checks every SSH target runs."""
+        from amlrun.ssh import SSHSession, settings_from_compute
+
+        checks: list[Check] = []
+        try:
+            settings = settings_from_compute(self.compute)
+        except ConfigError as exc:
+            return [Check("configuration", False, str(exc))]
+        try:
+            session = self.ssh()
+            started = time.monotonic()
+            session.connection()
+            checks.append(Check("ssh login", True, f"{settings.label} "
+                                f"({'key' if settings.key_file else 'password'}, {time.monotonic() - started:.1f}s)"))
+        except TargetUnavailable as exc:
+            return [Check("ssh login", False, str(exc))]
+        assert isinstance(session, SSHSession)
+        path = session.run('printf %s "$PATH"', timeout=30)
+        checks.append(Check("PATH (non-interactive shell)", path.ok and bool(path.stdout),
+                            path.stdout or "empty PATH"))
+        try:
+            base = self.remote_base()
+            disk = session.run(f"mkdir -p {_q(base)} && df -Pk {_q(base)} | tail -1", timeout=30)
+            fields = disk.stdout.split()
+            free = int(fields[3]) * 1024 if disk.ok and len(fields) >= 4 and fields[3].isdigit() else None
+            if free is None:
+                checks.append(Check("free disk", False, f"cannot create or measure {base}: "
+                                    f"{(disk.stderr or disk.stdout).strip()[-200:]}"))
+            else:
+                checks.append(Check("free disk", free >= MIN_FREE_BYTES,
+                                    f"{free / (1 << 30):.1f} GiB free in {base}"
+                                    + ("" if free >= MIN_FREE_BYTES else " (less than 1 GiB)")))
+        except TargetUnavailable as exc:
+            checks.append(Check("free disk", False, str(exc)))
+        return checks
+
+    def teardown(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+
+
+def _q(value: str) -> str:
+    from amlrun.ssh import q
+
+    return q(value)
+
+
+class RemoteTarget(SSHTargetMixin, Target):
+    """``remote``: the VM's own Python (``pythonLocation``), or a managed venv on the VM."""
+
+    type_name = "remote"
+    compute_keys = SSH_COMPUTE_KEYS
+    default_parallel = 1
+
+    def describe(self) -> str:
+        port = self.compute.get("port")
+        return f"remote {self.compute.get('username', '')}@{self.compute.address}" + (f":{port}" if port else "")
+
+    def _python(self) -> str:
+        return str(self.compute.get("pythonLocation") or "python3")
+
+    def _managed(self) -> bool:
+        return not self.compute.flag("userManagedEnvironment", default=True)
+
+    def _deps(self, runconfig):
+        return self.project.conda_dependencies(runconfig) if self._managed() else None
+
+    def environment_digest(self, runconfig) -> str:
+        deps = self._deps(runconfig)
+        if deps is not None:
+            return hashlib.sha256(f"remote-venv\0{deps.digest}\0{self._python()}".encode()).hexdigest()[:20]
+        return hashlib.sha256(f"remote-user-managed\0{self._python()}".encode()).hexdigest()[:20]
+
+    def _venv_dir(self, runconfig) -> str:
+        return f"{self.remote_base()}/envs/{self.environment_digest(runconfig)}"
+
+    def is_prepared(self, runconfig) -> bool:
+        if self._deps(runconfig) is None:
+            return True
+        venv = self._venv_dir(runconfig)
+        return self.ssh().run(f"[ -f {_q(venv)}/{COMPLETE_MARKER} ]", timeout=30).ok
+
+    def prepare(self, runconfig, progress) -> PreparedEnvironment:
+        deps = self._deps(runconfig)
+        digest = self.environment_digest(runconfig)
+        if deps is None:
+            return PreparedEnvironment(digest, python=self._python())
+        if deps.conda_packages:
+            raise ConfigError("conda packages " + ", ".join(deps.conda_packages) + " need conda, which a managed "
+                              "remote environment does not use; list them under 'pip:' or set "
+                              "userManagedEnvironment: true", deps.source)
+        venv = self._venv_dir(runconfig)
+        python = self._python()
+        pip = " ".join(_q(p) for p in deps.pip_packages)
+        v = _q(venv)
+        script = (
+            f"[ -f {v}/{COMPLETE_MARKER} ] && {{ echo amlrun-cached; exit 0; }}; set -e; mkdir -p {_q(venv.rsplit('/', 1)[0])}; "
+            f"exec 9>>{v}.lock; if command -v flock >/dev/null 2>&1; then flock 9; fi; "
+            f"[ -f {v}/{COMPLETE_MARKER} ] && {{ echo amlrun-cached; exit 0; }}; "
+            f"rm -rf {v}; {_q(python)} -m venv {v} 2>&1; "
+            + (f"{v}/bin/python -m pip install --disable-pip-version-check --no-input {pip} 2>&1; " if pip else "")
+            + f"echo {_q(deps.digest)} > {v}/{COMPLETE_MARKER}; echo amlrun-built"
+        )
+        progress.status(f"preparing environment {digest} on {self.compute.address}")
+        started = time.monotonic()
+        result = self.ssh().run(script, timeout=3600)
+        lines = (result.stdout + result.stderr).splitlines()
+        for line in lines:
+            if not line.startswith("amlrun-"):
+                progress.line(line)
+        if not result.ok:
+            raise EnvironmentBuildError(f"building the environment on {self.compute.address} failed "
+                                        f"(exit {result.exit_code})", "\n".join(lines[-20:]))
+        built = "amlrun-built" in lines
+        if built:
+            progress.status(f"built environment {digest} on the VM in {time.monotonic() - started:.1f}s")
+        return PreparedEnvironment(digest, python=f"{venv}/bin/python", built=built, details={"venv": venv})
+
+    def execute(self, job, prepared, sink) -> ExecResult:
+        session = self.ssh()
+        run_dir = f"{self.workspace()}/runs/{job.run_id}"
+        work = f"{run_dir}/work"
+        stats = send_job(self, job, work)
+        share = self.remote_share()
+        env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
+        prelude = f"mkdir -p {_q(work)}/outputs" + (f" {_q(share)}" if share else "")
+        from amlrun.ssh import start_detached
+
+        pgid = start_detached(session, run_dir, job.command(prepared.python), cwd=work, env=env, prelude=prelude)
+        extra = {"remote_host": session.settings.label, "remote_run_dir": run_dir, "remote_pgid": pgid,
+                 "transfer": stats.to_json()}
+        result = follow(session, run_dir, job, sink, extra, kill=lambda: _kill(session, run_dir))
+        fetch_outputs(self, job, f"{work}/outputs", sink, extra)
+        if result.status != "failed" or not result.infrastructure_error:
+            cleanup(session, run_dir)
+        return ExecResult(result.status, result.exit_code, result.reason, result.infrastructure_error,
+                          {**extra, **result.extra})
+
+    def doctor(self) -> list[Check]:
+        checks = self.ssh_checks()
+        if not checks or not checks[0].ok:
+            return checks
+        python = self._python()
+        found = self.ssh().run(f"command -v {_q(python)} && {_q(python)} --version 2>&1", timeout=30)
+        checks.append(Check("python", found.ok, " ".join(found.stdout.split()) if found.ok else
+                            f"'{python}' is not found by the non-interactive shell (set pythonLocation)"))
+        return checks
+
+
+# -- shared by remote and remotedocker ----------------------------------------------------
+
+
+def send_job(target, job, work: str):
+    """Sync ``job.workdir`` into the target's workspace and copy it to ``work`` on the VM."""
+    from amlrun.transfer import sync_tree
+
+    return sync_tree(target.ssh(), job.workdir, target.workspace(), copy_to=work)
+
+
+def fetch_outputs(target, job, remote_outputs: str, sink, extra: dict) -> None:
+    """Bring ``remote_outputs`` back into ``job.outputs_dir`` (best effort after a failure)."""
+    from amlrun.transfer import fetch_tree
+
+    try:
+        received, refused = fetch_tree(target.ssh(), remote_outputs, job.outputs_dir)
+    except TargetUnavailable as exc:
+        sink.write(f"[amlrun] outputs not fetched: {exc}")
+        return
+    extra["outputs_bytes_received"] = received
+    for item in refused:
+        sink.write(f"[amlrun] refused an output entry: {item}")
+
+
+def cleanup(session, run_dir: str) -> None:
+    if os.environ.get("AMLRUN_KEEP_WORKDIR"):
+        return
+    try:
+        session.run(f"rm -rf {_q(run_dir)}", timeout=120)
+    except TargetUnavailable:
+        pass
+
+
+def _kill(session, run_dir: str) -> bool:
+    from amlrun.ssh import kill_group
+
+    return kill_group(session, run_dir)
+
+
+def follow(session, run_dir: str, job, sink, extra: dict, kill) -> ExecResult:
+    """Stream a detached run's log until it ends, is canceled or times out; stop it for real."""
+    from amlrun.ssh import ConnectionLost, StreamState, exit_code, stream_log
+
+    deadline = time.monotonic() + job.timeout if job.timeout else None
+    state = StreamState()
+
+    def should_stop() -> bool:
+        return job.cancel.is_set() or (deadline is not None and time.monotonic() > deadline)
+
+    try:
+        how = stream_log(session, run_dir, sink.write, state=state, should_stop=should_stop,
+                         on_note=lambda text: sink.write(f"[amlrun] {text}"))
+    except ConnectionLost as exc:
+        return ExecResult("failed", None, str(exc), True, {"reconnects": state.reconnects})
+    extra["reconnects"] = state.reconnects
+    if how == "stopped":
+        try:
+            gone = kill()
+        except TargetUnavailable as exc:
+            gone = False
+            sink.write(f"[amlrun] could not stop the remote process: {exc}")
+        extra["remote_stopped"] = gone
+        if job.cancel.is_set():
+            return ExecResult("canceled", None, "canceled")
+        return ExecResult("canceled", None, f"timed out after {job.timeout:g}s")
+    code = exit_code(session, run_dir)
+    if how == "vanished" or code is None:
+        return ExecResult("failed", None, "the remote process ended without an exit code (killed on the VM?)", True)
+    if code == 0:
+        return ExecResult("completed", 0)
+    return ExecResult("failed", code, f"exited with code {code}")
+
+
+@hookimpl
+def amlrun_register_targets():
+    types = {"remote": RemoteTarget}
+    try:
+        from amlrun.targets.remotedocker import RemoteDockerTarget
+    except ImportError:  # the docker target is not in this build
+        return types
+    types["remotedocker"] = RemoteDockerTarget
+    return types

@@ -1,0 +1,238 @@
+"""Moving files to and from a host reached over SSH, incrementally and safely.
+
+Target-independent (``remote``, ``remotedocker``, an addressed ``cluster`` use it):
+
+- :func:`sync_tree` mirrors a local folder into ``<workspace>/files`` on the host. The
+  host keeps ``<workspace>/manifest.json`` (path → sha256, mode); only files whose digest
+  or mode changed travel, in one gzip'd tar over the SSH channel's stdin, with the new
+  manifest and the list of deleted paths. Updates are serialized by ``flock`` on the host
+  and guarded by the manifest's own digest (optimistic concurrency: a concurrent sync
+  makes the loser re-diff and retry), so the mirror always equals one sender's tree.
+  Optionally the mirror is then copied (same lock) to a per-run folder, so a run gets
+  exactly the tree that was sent and may modify it freely.
+- :func:`fetch_tree` brings a folder back as a tar stream and :func:`safe_extract` unpacks
+  it: no absolute paths, no ``..``, no links pointing out of the folder, no device files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from amlrun.errors import TargetUnavailable
+from amlrun.ssh import SSHSession, q
+
+MANIFEST = "manifest.json"
+CHUNK = 1 << 20
+_CONFLICT = 75
+
+
+@dataclass(frozen=True)
+class TransferStats:
+    files_total: int
+    files_sent: int
+    files_deleted: int
+    bytes_sent: int          # payload bytes over the channel (the compressed tar)
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"files_total": self.files_total, "files_sent": self.files_sent,
+                "files_deleted": self.files_deleted, "bytes_sent": self.bytes_sent,
+                "seconds": round(self.seconds, 3)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_manifest(root: Path) -> dict[str, list]:
+    """``{relative posix path: [sha256, mode]}`` of the regular files under ``root``."""
+    found: dict[str, list] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            rel = path.relative_to(root).as_posix()
+            found[rel] = [_sha256(path), stat.S_IMODE(st.st_mode) | stat.S_IRUSR]
+    return found
+
+
+def _manifest_bytes(manifest: dict) -> bytes:
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _build_payload(root: Path, changed: list[str], deleted: list[str], manifest: dict, out) -> None:
+    with tarfile.open(fileobj=out, mode="w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tar:
+        for rel in changed:
+            info = tar.gettarinfo(str(root / rel), arcname=f"files/{rel}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = manifest[rel][1]
+            with open(root / rel, "rb") as fh:
+                tar.addfile(info, fh)
+        for name, data in ((f"{MANIFEST}.new", _manifest_bytes(manifest)),
+                           ("deleted.list", b"\0".join(p.encode() for p in deleted))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600
+            info.mtime = int(time.time())
+            tar.addfile(info, _BytesReader(data))
+
+
+class _BytesReader:
+    def __init__(self, data: bytes):
+        self._data, self._pos = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk, self._pos = self._data[self._pos:end], min(end, len(self._data))
+        return chunk
+
+
+def _chunks(fh):
+    fh.seek(0)
+    for chunk in iter(lambda: fh.read(CHUNK), b""):
+        yield chunk
+
+
+def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str | None = None,
+              attempts: int = 5) -> TransferStats:
+    """Make ``<workspace>/files`` on the host equal to local ``root``, sending only changes.
+
+    ``workspace`` is an absolute path on the host. ``copy_to`` (absolute): also copy the
+    synced tree there (replacing it) under the same lock.
+    """
+    started = time.monotonic()
+    ws = q(workspace)
+    local = local_manifest(root)
+    for _ in range(attempts):
+        current = session.run(f"cat {ws}/{MANIFEST} 2>/dev/null || true", timeout=120).stdout
+        expected = hashlib.sha256(current.encode()).hexdigest() if current else ""
+        try:
+            remote = json.loads(current) if current else {}
+            if not isinstance(remote, dict):
+                raise ValueError
+        except ValueError:
+            remote, expected = {}, "corrupt"
+        changed = sorted(p for p, meta in local.items() if remote.get(p) != meta)
+        deleted = sorted(p for p in remote if p not in local)
+        copy = ""
+        if copy_to:
+            parent = q(str(PurePosixPath(copy_to).parent))
+            copy = f"rm -rf {q(copy_to)}; mkdir -p {parent}; cp -a {ws}/files {q(copy_to)}; "
+        if expected == "corrupt":
+            reset = f"rm -rf {ws}/files; mkdir -p {ws}/files; "
+            guard = ""
+        else:
+            reset = ""
+            guard = (f"cur=$(sha256sum {MANIFEST} 2>/dev/null | cut -c1-64); "
+                     f"if [ \"$cur\" != {q(expected)} ]; then cat > /dev/null; exit {_CONFLICT}; fi; ")
+        script = (
+            f"set -e; mkdir -p {ws}/files; cd {ws}; exec 9>>lock; "
+            "if command -v flock >/dev/null 2>&1; then flock 9; fi; "
+            f"{guard}{reset}"
+            "tar -xzpf - --no-same-owner; "
+            "if [ -s deleted.list ]; then (cd files && xargs -0 rm -f -- < ../deleted.list); fi; "
+            f"rm -f deleted.list; mv {MANIFEST}.new {MANIFEST}; {copy}echo ok"
+        )
+        with tempfile.TemporaryFile() as payload:
+            _build_payload(root, changed, deleted, local, payload)
+            size = payload.tell()
+            result = session.run(script, stdin=_chunks(payload), timeout=3600)
+        if result.exit_code == _CONFLICT:
+            continue
+        if not result.ok:
+            raise TargetUnavailable(f"{session.settings.label}: sending the project to {workspace} failed: "
+                                    f"{(result.stderr or result.stdout).strip()[-300:]}")
+        return TransferStats(len(local), len(changed), len(deleted), size, time.monotonic() - started)
+    raise TargetUnavailable(f"{session.settings.label}: {workspace} kept changing under concurrent syncs")
+
+
+# -- coming back -------------------------------------------------------------------------
+
+
+def _member_problem(member: tarfile.TarInfo, dest: Path) -> str | None:
+    name = member.name
+    if name.startswith("/") or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in PurePosixPath(name).parts:
+        return "'..' in the path"
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        return "not a regular file, folder or link"
+    target = (dest / name).resolve()
+    if target != dest and dest not in target.parents:
+        return "outside the folder"
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if link.startswith("/"):
+            return "a link to an absolute path"
+        base = (dest / name).parent if member.issym() else dest
+        resolved = (base / link).resolve()
+        if resolved != dest and dest not in resolved.parents:
+            return "a link pointing out of the folder"
+    return None
+
+
+def safe_extract(archive: Path | str, dest: Path) -> list[str]:
+    """Extract a (possibly compressed) tar into ``dest``, refusing hostile members.
+
+    Returns ``["name: why", ...]`` for the members that were refused (the rest is extracted).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    dest = dest.resolve()
+    refused: list[str] = []
+    with tarfile.open(archive, "r:*") as tar:
+        accepted = []
+        for member in tar.getmembers():
+            problem = _member_problem(member, dest)
+            if problem:
+                refused.append(f"{member.name}: {problem}")
+            else:
+                accepted.append(member)
+        if hasattr(tarfile, "data_filter"):
+            def _filter(member, path):
+                try:
+                    return tarfile.data_filter(member, path)
+                except tarfile.FilterError as exc:
+                    refused.append(f"{member.name}: {exc}")
+                    return None
+            tar.extractall(dest, members=accepted, filter=_filter)
+        else:  # pragma: no cover - Python < 3.11.4
+            tar.extractall(dest, members=accepted)
+    return refused
+
+
+def fetch_tree(session: SSHSession, remote_dir: str, dest: Path) -> tuple[int, list[str]]:
+    """Bring the contents of ``remote_dir`` on the host into local ``dest`` (merged).
+
+    Returns (bytes received, refused members). A missing ``remote_dir`` brings nothing.
+    """
+    script = f"[ -d {q(remote_dir)} ] || exit 0; cd {q(remote_dir)} && tar -czf - ."
+    with tempfile.TemporaryFile() as archive:
+        result = session.run(script, timeout=3600, stdout_to=archive)
+        if not result.ok:
+            raise TargetUnavailable(f"{session.settings.label}: fetching {remote_dir} failed: "
+                                    f"{result.stderr.strip()[-300:]}")
+        size = archive.tell()
+        if size == 0:
+            return 0, []
+        archive.seek(0)
+        with tempfile.NamedTemporaryFile(suffix=".tar.gz") as named:
+            for chunk in iter(lambda: archive.read(CHUNK), b""):
+                named.write(chunk)
+            named.flush()
+            return size, safe_extract(named.name, dest)

@@ -1,0 +1,173 @@
+"""A private sshd on 127.0.0.1 standing in for a remote VM (the real thing, not a mock).
+
+Its own host key, config (``UsePAM no``), pid file and a high port; a test user made
+with ``useradd -m`` + ``chpasswd`` that logs in with a key or a password and is in the
+``docker`` group when there is one. Needs root (CI runs as root) and openssh-server
+(``.ci/services/sshd.sh`` installs it); otherwise ``require_service``.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import require_service
+
+SSHD = "/usr/sbin/sshd"
+USER = "amlruntest"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+@dataclass
+class SSHServer:
+    root: Path
+    port: int
+    user: str
+    password: str
+    key_file: Path
+    known_hosts: Path
+    host_key: Path
+    config: Path
+    home: Path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "sshd.pid"
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        subprocess.run([SSHD, "-f", str(self.config), "-E", str(self.root / "sshd.log")], check=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start: " + (self.root / "sshd.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        """Kill the listener and every connection it serves (as a network failure would)."""
+        try:
+            pid = int(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return
+        for child in [pid, *_descendants(pid)]:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.pidfile.unlink(missing_ok=True)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                time.sleep(0.05)
+            except OSError:
+                return
+
+    def user_processes(self) -> list[str]:
+        proc = subprocess.run(["ps", "-u", self.user, "-o", "pid=,args="], capture_output=True, text=True)
+        return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+    def compute_yaml(self, kind: str = "remote", auth: str = "key", extra: str = "") -> str:
+        lines = [f"type: {kind}", "address: 127.0.0.1", f"port: {self.port}", f"username: {self.user}",
+                 f"knownHostsFile: {self.known_hosts}"]
+        if auth == "key":
+            lines.append(f"privateKeyFile: {self.key_file}")
+        else:
+            lines.append("password: secret:AMLRUN_TEST_SSH_PASSWORD")
+        return "\n".join(lines) + "\n" + extra
+
+
+def _run(*cmd: str, input: str | None = None) -> None:
+    subprocess.run(cmd, check=True, input=input, text=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    if not os.path.exists(SSHD):
+        require_service("sshd", "openssh-server is not installed (.ci/services/sshd.sh installs it)")
+    if os.geteuid() != 0:
+        require_service("sshd", "creating the test user and starting sshd need root")
+    root = tmp_path_factory.mktemp("sshd")
+    os.chmod(root, 0o755)
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        _run("useradd", "-m", "-s", "/bin/bash", USER)
+    password = "pw-" + secrets.token_hex(12)
+    _run("chpasswd", input=f"{USER}:{password}\n")
+    try:
+        grp.getgrnam("docker")
+        _run("usermod", "-aG", "docker", USER)
+    except KeyError:
+        pass
+    entry = pwd.getpwnam(USER)
+    home = Path(entry.pw_dir)
+    shutil.rmtree(home / ".amlrun", ignore_errors=True)
+    key = root / "id_ed25519"
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chmod(ssh_dir / "authorized_keys", 0o600)
+    host_key = root / "host_ed25519"
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+    port = _free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {root / 'sshd.pid'}\n"
+        "UsePAM no\nPasswordAuthentication yes\nPubkeyAuthentication yes\nKbdInteractiveAuthentication no\n"
+        "AuthorizedKeysFile .ssh/authorized_keys\nStrictModes no\nPermitRootLogin no\n"
+        f"AllowUsers {USER}\nMaxSessions 50\nMaxStartups 50\nClientAliveInterval 0\n"
+    )
+    known = root / "known_hosts"
+    pub = (root / "host_ed25519.pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
+    server = SSHServer(root, port, USER, password, key, known, host_key, config, home)
+    server.start()
+    yield server
+    server.stop()
