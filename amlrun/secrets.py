@@ -14,6 +14,7 @@ writes or prints.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -21,6 +22,7 @@ import threading
 from pathlib import Path
 
 from amlrun.errors import ConfigError
+from amlrun.hookspec import hookimpl
 
 MASK = "*****"
 _REF = re.compile(r"^(?:secret:|AzureMlSecret=)(?P<secret>[A-Za-z0-9_.\-]+)$|^env:(?P<env>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -84,11 +86,15 @@ class Redactor:
         self._pattern: re.Pattern[str] | None = None
 
     def add(self, value: str) -> None:
+        """Mask ``value`` from now on, also in its JSON-escaped spellings (records and
+        metric lines are JSON). Values shorter than 3 characters are not masked: they
+        would mask half of every text."""
         if not value or len(value) < 3:
             return
+        forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
         with self._lock:
-            if value not in self._values:
-                self._values.add(value)
+            if not forms <= self._values:
+                self._values |= forms
                 ordered = sorted(self._values, key=len, reverse=True)
                 self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
@@ -128,3 +134,64 @@ def resolve(value: object, where: str, store: CredentialStore | None = None) -> 
             )
     redactor.add(found)
     return found
+
+
+def register_references(values, store: CredentialStore | None = None) -> int:
+    """Resolve every secret reference among ``values`` for redaction only, ignoring the
+    ones that cannot be resolved yet (the run that needs them reports that). Done when a
+    command starts, so a value is masked even in output printed before a run resolves it."""
+    count = 0
+    store = store or CredentialStore()
+    for value in values:
+        if not is_reference(value):
+            continue
+        try:
+            resolve(value, "", store)
+            count += 1
+        except ConfigError:
+            continue
+    return count
+
+
+def project_references(config_dir: Path) -> list[str]:
+    """Secret references in ``aml_config/*.runconfig`` and ``*.compute`` (files that
+    mention none are not parsed)."""
+    from amlrun.yamlfile import read_mapping
+
+    found: list[str] = []
+    if not config_dir.is_dir():
+        return found
+    for path in sorted([*config_dir.glob("*.runconfig"), *config_dir.glob("*.compute")]):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if "secret:" not in text and "env:" not in text and "AzureMlSecret=" not in text:
+            continue
+        try:
+            data = read_mapping(path)
+        except Exception:  # a malformed file is reported by whoever loads it for real
+            continue
+        stack = [data]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif is_reference(item):
+                found.append(item)
+    return found
+
+
+@hookimpl
+def amlrun_configure(config) -> None:
+    """Register the project's secret values with the redactor as soon as a command starts."""
+    project = getattr(config, "project", None)
+    if project is None:
+        return
+    try:
+        register_references(project_references(project.config_dir))
+    except ConfigError:
+        pass  # e.g. a credentials file readable by others: the run that needs it says so
+

@@ -41,6 +41,46 @@ class Snapshot:
         return sum(e.size for e in self.entries)
 
 
+class SnapshotMissing(Exception):
+    """A run's code snapshot (or some of its files) is not in the store any more."""
+
+
+@dataclass(frozen=True)
+class GcResult:
+    manifests: int         # snapshot manifests removed (or that would be)
+    objects: int           # file objects removed
+    bytes: int             # disk space they used
+    kept_manifests: int
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes ``path`` (a file, or a folder recursively) occupies on disk."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_blocks * 512
+    total = st.st_blocks * 512
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def _credentials_rel(root: Path) -> str | None:
+    """The credentials file's path relative to ``root`` when someone put it inside a project."""
+    from amlrun.secrets import credentials_path
+
+    try:
+        return credentials_path().resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
+
+
 def _excluded(rel: str) -> bool:
     parts = rel.split("/")
     return any(p in EXCLUDED_DIRS for p in parts[:-1]) or parts[-1] in EXCLUDED_DIRS or rel.endswith(EXCLUDED_SUFFIXES)
@@ -105,7 +145,10 @@ class SnapshotStore:
         cache = self._load_stat_cache()
         fresh_cache = {}
         entries = []
+        secret_file = _credentials_rel(root)
         for rel in list_files(root):
+            if rel == secret_file:
+                continue  # the user's credentials file never enters a snapshot
             path = root / rel
             try:
                 st = path.stat()
@@ -121,7 +164,9 @@ class SnapshotStore:
         manifest = json.dumps([[e.path, e.digest, e.size, e.mode] for e in entries], separators=(",", ":"))
         snap_digest = hashlib.sha256(manifest.encode()).hexdigest()
         target = self.manifests / f"{snap_digest}.json"
-        if not target.exists():
+        try:
+            os.utime(target)  # reused: its fresh mtime protects it from a concurrent gc
+        except FileNotFoundError:
             tmp = target.with_name(f"{snap_digest}.{os.getpid()}.tmp")
             tmp.write_text(manifest)
             os.replace(tmp, target)
@@ -155,6 +200,83 @@ class SnapshotStore:
                 made.add(parent)
             shutil.copyfile(self.object_path(entry.digest), target)
             os.chmod(target, entry.mode | stat.S_IWUSR)
+
+    def restore(self, digest: str, dest: Path) -> Snapshot:
+        """Write snapshot ``digest`` into ``dest`` and verify every file's sha256."""
+        try:
+            snapshot = self.load(digest)
+        except FileNotFoundError:
+            raise SnapshotMissing(f"code snapshot {digest[:12]} is no longer stored (removed by gc?)") from None
+        missing = [e.path for e in snapshot.entries if not self.object_path(e.digest).is_file()]
+        if missing:
+            raise SnapshotMissing(f"code snapshot {digest[:12]} lost {len(missing)} file(s), e.g. {missing[0]}")
+        self.materialize(snapshot, dest)
+        for entry in snapshot.entries:
+            if hash_file(dest / entry.path) != entry.digest:
+                raise SnapshotMissing(f"restored {entry.path} does not match the snapshot (object store damaged?)")
+        return snapshot
+
+    def manifest_digests(self) -> list[str]:
+        if not self.manifests.is_dir():
+            return []
+        return sorted(p.name[:-5] for p in self.manifests.glob("*.json"))
+
+    def collect_garbage(self, keep: set[str], *, grace: float = 0.0, dry_run: bool = False) -> "GcResult":
+        """Remove manifests not in ``keep`` and objects no kept manifest uses.
+
+        Anything modified less than ``grace`` seconds ago is kept as well: a session
+        running at the same time may have just written (or reused) it without having
+        recorded a run that references it yet.
+        """
+        import time
+
+        now = time.time()
+        kept: set[str] = set()
+        doomed_manifests: list[Path] = []
+        for digest in self.manifest_digests():
+            path = self.manifests / f"{digest}.json"
+            try:
+                young = now - path.stat().st_mtime < grace
+            except FileNotFoundError:
+                continue
+            if digest in keep or young:
+                kept.add(digest)
+            else:
+                doomed_manifests.append(path)
+        used: set[str] = set()
+        for digest in kept:
+            try:
+                used.update(e.digest for e in self.load(digest).entries)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, TypeError) as exc:
+                # removing objects now could break a snapshot that is kept
+                raise SnapshotMissing(f"cannot read snapshot manifest {digest[:12]} ({exc}); nothing removed") from None
+        doomed_objects: list[Path] = []
+        if self.objects.is_dir():
+            for sub in self.objects.iterdir():
+                if not sub.is_dir():
+                    continue
+                for obj in sub.iterdir():
+                    digest = sub.name + obj.name
+                    if digest in used or obj.name.endswith(".tmp"):
+                        continue
+                    try:
+                        st = obj.stat()
+                    except FileNotFoundError:
+                        continue
+                    if now - st.st_mtime < grace:
+                        continue
+                    doomed_objects.append(obj)
+        freed = 0
+        for path in doomed_manifests + doomed_objects:
+            try:
+                freed += disk_usage(path)
+                if not dry_run:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+        return GcResult(len(doomed_manifests), len(doomed_objects), freed, len(kept))
 
     def referenced_objects(self, digests) -> set[str]:
         used: set[str] = set()

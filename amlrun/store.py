@@ -11,15 +11,17 @@ import dataclasses
 import json
 import os
 import secrets as _random
+import shutil
 import socket
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from amlrun.errors import UsageError
+from amlrun.secrets import redactor
 
 ACTIVE = ("queued", "preparing", "running")
 FINAL = ("completed", "failed", "canceled")
@@ -92,7 +94,9 @@ class RunRecord:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + _random.token_hex(3)
+    """Sortable by time, with 32 random bits: thousands of runs a second stay unique
+    (and :meth:`RunStore.new_record` still checks the index)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + _random.token_hex(4)
 
 
 def _process_start(pid: int) -> str:
@@ -117,6 +121,26 @@ def _alive(pid: int, started: str) -> bool:
 HOST = socket.gethostname()
 
 
+def param_matches(params: Mapping[str, Any], name: str, text: str) -> bool:
+    """Whether parameter ``name`` equals ``text`` as typed on a command line (``lr=0.1``
+    matches 0.1 given as a number or as the string "0.1")."""
+    if name not in params:
+        return False
+    value = params[name]
+    if str(value) == text:
+        return True
+    from amlrun.matrix import format_value
+
+    if format_value(value) == text:
+        return True
+    if isinstance(value, bool):
+        return text.lower() == str(value).lower()
+    try:
+        return float(value) == float(text)
+    except (TypeError, ValueError):
+        return False
+
+
 class RunStore:
     """The history of one project (``.amlrun/``)."""
 
@@ -137,9 +161,19 @@ class RunStore:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.db_path, timeout=60, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 60000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Several processes may create the index at the same moment: switching to WAL
+            # and creating the schema can meet a lock that the busy handler does not wait on.
+            for attempt in range(200):
+                try:
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 199:
+                        raise
+                    time.sleep(0.02 + 0.03 * _random.randbelow(10) / 10)
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn
 
@@ -160,8 +194,11 @@ class RunStore:
         from amlrun import __version__
 
         pid = os.getpid()
+        run_id = new_run_id()
+        while self.run_dir(run_id).exists() or self.get(run_id) is not None:
+            run_id = new_run_id()
         return RunRecord(
-            run_id=new_run_id(), created=time.time(), amlrun_version=__version__, host=HOST, pid=pid,
+            run_id=run_id, created=time.time(), amlrun_version=__version__, host=HOST, pid=pid,
             pid_started=_process_start(pid), **fields,
         )
 
@@ -169,7 +206,8 @@ class RunStore:
         """Insert or replace ``record`` in the index and its folder's ``record.json``."""
         folder = self.run_dir(record.run_id)
         folder.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(record.to_json(), default=str)
+        # defence in depth: a secret that reached a reason or a parameter is masked here too
+        payload = redactor(json.dumps(record.to_json(), default=str))
         tmp = folder / f"record.json.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(payload, encoding="utf-8")
         os.replace(tmp, folder / "record.json")
@@ -185,55 +223,91 @@ class RunStore:
     def update(self, record: RunRecord, **changes: Any) -> RunRecord:
         return self.save(dataclasses.replace(record, **changes))
 
-    def delete(self, run_id: str) -> None:
+    def delete(self, run_id: str, *, remove_folder: bool = False) -> None:
+        """Remove ``run_id`` from the index (and its folder: first the row, so a reader never
+        finds a row whose folder is half gone)."""
         with self._lock:
             self._db().execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        if remove_folder:
+            shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     # -- reading -------------------------------------------------------------------------
 
-    def _reap(self) -> None:
-        """Mark runs of dead amlrun processes on this host as failed."""
+    def _reap(self) -> list[RunRecord]:
+        """Mark runs of dead amlrun processes on this host as failed; return them.
+
+        Only active rows are read (an indexed query), so this costs nothing on a large
+        history. Runs recorded on another host (a shared folder) are left alone: their
+        process cannot be checked from here.
+        """
         with self._lock:
             rows = self._db().execute(
                 f"SELECT record FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))}) AND host = ?",
                 (*ACTIVE, HOST),
             ).fetchall()
+        reaped = []
         for (payload,) in rows:
             record = RunRecord.from_json(json.loads(payload))
             if not _alive(record.pid, record.pid_started):
-                self.update(
+                reaped.append(self.update(
                     record, status="failed", ended=record.ended or time.time(),
                     reason="the amlrun process that ran it died (killed or crashed)",
-                )
+                ))
+        return reaped
 
-    def list(self, *, limit: int | None = None, status: str | None = None, script: str | None = None,
-             target: str | None = None, reap: bool = True) -> list[RunRecord]:
-        """Records newest first, filtered in SQL where possible."""
+    def _where(self, status, script, target) -> tuple[str, list]:
+        clauses, args = [], []
+        for column, value in (("status", status), ("script", script), ("target", target)):
+            if value is None:
+                continue
+            values = [value] if isinstance(value, str) else list(value)
+            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+            args.extend(values)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def list(self, *, limit: int | None = None, status: str | Sequence[str] | None = None,
+             script: str | Sequence[str] | None = None, target: str | Sequence[str] | None = None,
+             params: Mapping[str, str] | None = None, reap: bool = True) -> list[RunRecord]:
+        """Records newest first. Status, script and target are filtered in SQL (indexed by
+        creation time, so ``limit`` reads only that many rows); ``params`` (name → text as
+        given on the command line) are matched after decoding."""
         if not self.exists():
             return []
         if reap:
             self._reap()
-        clauses, args = [], []
-        for column, value in (("status", status), ("script", script), ("target", target)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        sql = "SELECT record FROM runs"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY created DESC, run_id DESC"
-        if limit is not None:
+        where, args = self._where(status, script, target)
+        sql = "SELECT record FROM runs" + where + " ORDER BY created DESC, run_id DESC"
+        if limit is not None and not params:
             sql += " LIMIT ?"
             args.append(limit)
         with self._lock:
-            rows = self._db().execute(sql, args).fetchall()
-        return [RunRecord.from_json(json.loads(payload)) for (payload,) in rows]
+            cursor = self._db().execute(sql, args)
+            found: list[RunRecord] = []
+            for (payload,) in cursor:
+                record = RunRecord.from_json(json.loads(payload))
+                if params and not all(param_matches(record.params, k, v) for k, v in params.items()):
+                    continue
+                found.append(record)
+                if limit is not None and len(found) >= limit:
+                    break
+            cursor.close()
+        return found
 
-    def count(self) -> int:
+    def count(self, *, status=None, script=None, target=None) -> int:
         if not self.exists():
             return 0
+        where, args = self._where(status, script, target)
         with self._lock:
-            return self._db().execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            return self._db().execute("SELECT COUNT(*) FROM runs" + where, args).fetchone()[0]
+
+    def snapshot_digests(self) -> set[str]:
+        """Digests of the code snapshots that recorded runs reference."""
+        if not self.exists():
+            return set()
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT DISTINCT json_extract(record, '$.snapshot_digest') FROM runs").fetchall()
+        return {r[0] for r in rows if r[0]}
 
     def get(self, run_id: str) -> RunRecord | None:
         if not self.exists():
