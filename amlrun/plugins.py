@@ -25,6 +25,7 @@ BUILTIN_PLUGINS = {
     "collector": "amlrun.collection:DefaultCollector",
     "protocol": "amlrun.protocol",
     "artifacts": "amlrun.artifacts",
+    "secrets": "amlrun.secrets:plugin",
     "local": "amlrun.targets.local",
     "docker": "amlrun.targets.docker",
     "remote": "amlrun.targets.remote",

@@ -22,7 +22,6 @@ import threading
 from pathlib import Path
 
 from amlrun.errors import ConfigError
-from amlrun.hookspec import hookimpl
 
 MASK = "*****"
 _REF = re.compile(r"^(?:secret:|AzureMlSecret=)(?P<secret>[A-Za-z0-9_.\-]+)$|^env:(?P<env>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -184,14 +183,25 @@ def project_references(config_dir: Path) -> list[str]:
     return found
 
 
-@hookimpl
-def amlrun_configure(config) -> None:
-    """Register the project's secret values with the redactor as soon as a command starts."""
-    project = getattr(config, "project", None)
-    if project is None:
-        return
-    try:
-        register_references(project_references(project.config_dir))
-    except ConfigError:
-        pass  # e.g. a credentials file readable by others: the run that needs it says so
+def plugin():
+    """The built-in ``secrets`` plugin (``amlrun.secrets:plugin`` in BUILTIN_PLUGINS).
+
+    A factory, so that importing this module (the store does, for every record) does
+    not import pluggy.
+    """
+    from amlrun.hookspec import hookimpl
+
+    class SecretsPlugin:
+        @hookimpl
+        def amlrun_configure(self, config) -> None:
+            """Register the project's secret values with the redactor as a command starts."""
+            project = getattr(config, "project", None)
+            if project is None:
+                return
+            try:
+                register_references(project_references(project.config_dir))
+            except ConfigError:
+                pass  # e.g. a credentials file readable by others: the run that needs it says so
+
+    return SecretsPlugin()
 

@@ -12,7 +12,6 @@ import json
 import os
 import secrets as _random
 import shutil
-import socket
 import sqlite3
 import threading
 import time
@@ -42,6 +41,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 """
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunRecord":
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
         values = {k: v for k, v in data.items() if k in names}
         values["artifacts"] = tuple(values.get("artifacts") or ())
         return cls(**values)
@@ -118,7 +122,7 @@ def _alive(pid: int, started: str) -> bool:
     return not started or _process_start(pid) in ("", started)
 
 
-HOST = socket.gethostname()
+HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
 
 
 def param_matches(params: Mapping[str, Any], name: str, text: str) -> bool:

@@ -10,6 +10,7 @@ import time
 
 from amlrun.hookspec import hookimpl
 from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, REUSED, SKIPPED
+from amlrun.secrets import redactor
 
 _COLORS = {PASSED: "32", FAILED: "31", ERROR: "31", CANCELED: "33", SKIPPED: "33", REUSED: "36"}
 HEARTBEAT_SECONDS = 30.0
@@ -40,6 +41,7 @@ class TerminalReporter:
 
     def write_line(self, text: str = "") -> None:
         """Write one whole line; the status area (if any) is lifted around it, never interleaved."""
+        text = redactor(text)  # a secret value never reaches the terminal, whatever printed it
         with self.lock:
             self._erase()
             self.out.write(text + "\n")
