@@ -1,0 +1,163 @@
+"""``amlrun clean``: remove what amlrun left on this machine and its Docker engine.
+
+Removes stopped containers and environment images labelled by amlrun (never other
+images), containers of dead amlrun processes, and managed local environments from the
+cache; ``--older-than`` keeps recent ones, ``--dry-run`` only lists. It says what it
+frees.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from amlrun.commands._common import parser
+from amlrun.errors import UsageError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    if not match:
+        raise UsageError(f"--older-than: expected an age like 30m, 12h, 7d or 2w, got {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _created(text: str) -> float:
+    from datetime import datetime
+
+    text = re.sub(r"\.(\d{6})\d*", r".\1", text or "").replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
+    """(items, bytes) freed on the engine, or None when no engine answers."""
+    from amlrun.envimage import LABEL_MANAGED
+    from amlrun.targets.docker import DEFAULT_SOCKET, owner_alive
+
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:
+        where = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        print(f"docker: no engine answers at {where} ({str(exc).splitlines()[0][:120]}); images and containers "
+              "not cleaned", file=out)
+        return None
+    import docker.errors
+
+    count = freed = 0
+    verb = "would remove" if dry_run else "removed"
+    for container in client.containers.list(all=True, filters={"label": LABEL_MANAGED}):
+        state = container.attrs.get("State", {})
+        running = state.get("Status") in ("running", "restarting", "paused")
+        if owner_alive(container.labels) and container.labels.get("amlrun.owner-pid"):
+            continue  # a live amlrun's run
+        finished = _created(state.get("FinishedAt", "")) or _created(container.attrs.get("Created", ""))
+        if not running and finished > cutoff:
+            continue
+        if not dry_run:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                continue
+        count += 1
+        print(f"{verb} container {container.name}", file=out)
+    for image in client.images.list(filters={"label": LABEL_MANAGED}):
+        if _created(image.attrs.get("Created", "")) > cutoff:
+            continue
+        size = int(image.attrs.get("Size") or 0)
+        try:  # the base image's layers stay: count only what this image adds
+            size -= int(client.images.get(image.labels.get("amlrun.base-image", "")).attrs.get("Size") or 0)
+        except (docker.errors.APIError, docker.errors.ImageNotFound):
+            pass
+        size = max(size, 0)
+        tags = ", ".join(image.tags) or image.short_id
+        if not dry_run:
+            try:
+                client.images.remove(image.id, force=True)
+            except docker.errors.APIError as exc:
+                print(f"kept image {tags}: {getattr(exc, 'explanation', exc)}", file=out)
+                continue
+        count += 1
+        freed += size
+        print(f"{verb} image {tags} ({human(size)})", file=out)
+    client.close()
+    return count, freed
+
+
+def clean_envs(cutoff: float, dry_run: bool, out) -> tuple[int, int]:
+    from amlrun.envs import cache_dir
+
+    root = cache_dir() / "envs"
+    count = freed = 0
+    if not root.is_dir():
+        return 0, 0
+    verb = "would remove" if dry_run else "removed"
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.stat().st_mtime > cutoff:
+            continue
+        size = _dir_size(entry)
+        if not dry_run:
+            from filelock import FileLock, Timeout
+
+            try:
+                with FileLock(str(entry) + ".lock", timeout=0):
+                    shutil.rmtree(entry, ignore_errors=True)
+            except Timeout:
+                print(f"kept environment {entry.name}: being built", file=out)
+                continue
+        count += 1
+        freed += size
+        print(f"{verb} environment {entry.name} ({human(size)})", file=out)
+    return count, freed
+
+
+def main(argv: list[str], prog: str) -> int:
+    p = parser(prog, "Remove amlrun's Docker images, stopped containers and managed local environments.")
+    p.add_argument("--older-than", metavar="AGE", help="only what is older than AGE (30m, 12h, 7d, 2w)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--no-docker", action="store_true", help="leave the Docker engine alone")
+    p.add_argument("--no-envs", action="store_true", help="leave managed local environments alone")
+    options = p.parse_args(argv)
+    cutoff = time.time() - parse_age(options.older_than) if options.older_than else float("inf")
+    out = sys.stdout
+    count = freed = 0
+    if not options.no_docker:
+        found = clean_docker(cutoff, options.dry_run, out)
+        if found:
+            count, freed = count + found[0], freed + found[1]
+    if not options.no_envs:
+        found = clean_envs(cutoff, options.dry_run, out)
+        count, freed = count + found[0], freed + found[1]
+    what = "would free" if options.dry_run else "freed"
+    print(f"{count} item{'s' * (count != 1)}, {what} {human(freed)}" if count else "nothing to clean")
+    return 0
