@@ -288,3 +288,57 @@ def test_history_diff_names_the_package_whose_version_changed(project):
     assert data["metrics"] == []
     assert project.run("history", "diff", a, b, "--exit-code").returncode == 1
     assert project.run("history", "diff", a, a, "--exit-code").returncode == 0
+
+
+# -- the CI recipe ------------------------------------------------------------------------------
+
+
+def test_ci_example_workflow_check_step_passes_on_the_quickstart(tmp_path):
+    """Run the workflow's check step as GitHub would (its shell command, its working folder)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import REPO
+
+    workflow = yaml.safe_load((REPO / "examples/ci/github-actions.yml").read_text())
+    steps = {s.get("name"): s for s in workflow["jobs"]["repro"]["steps"]}
+    check = steps["Reproducibility check"]
+    assert "--check-baseline" in check["run"] and "--junitxml" in check["run"] and "--html" in check["run"]
+    assert any(s.get("uses", "").startswith("actions/upload-artifact") for s in steps.values())
+    workspace = tmp_path / "ws"
+    for name in ("quickstart", "ci"):
+        shutil.copytree(REPO / "examples" / name, workspace / "examples" / name,
+                        ignore=shutil.ignore_patterns(".amlrun", "outputs", "__pycache__"))
+    env = {**os.environ, "GITHUB_WORKSPACE": str(workspace), **workflow["jobs"]["repro"]["env"],
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.run(["bash", "-e", "-c", check["run"]], cwd=workspace / check["working-directory"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "baseline check: 14 matched, 0 moved, 0 without baseline" in proc.stdout
+    junit = ET.parse(workspace / "reports" / "junit.xml").getroot()
+    assert junit.get("tests") == "14" and junit.get("failures") == "0"
+    assert (workspace / "reports" / "report.html").stat().st_size > 0
+
+
+@pytest.mark.docker
+def test_repeat_across_local_and_docker_and_the_environment_of_each(project):
+    """The freeze script runs through each target's own execute: a container's packages are its own."""
+    from dockerhelp import BASE, engine
+
+    engine()
+    project.write({"aml_config/docker.compute": f"type: docker\nbaseDockerImage: {BASE}\n", "train.py": SEEDED})
+    result = project.run("-c", "local", "-c", "docker", "--repeat", "2", timeout=600)
+    assert result.returncode == 0, result.output
+    assert "repeat check: 4 consistent, 0 differ" in result.stdout
+    by_cell = {r["cell_id"]: r for r in records(project)}
+    local, docker = by_cell["train.py::local#1"], by_cell["train.py::docker#1"]
+    texts = {name: (project.root / ".amlrun" / "runs" / r["run_id"] / "environment.txt").read_text()
+             for name, r in (("local", local), ("docker", docker))}
+    assert "pytest==" in texts["local"] and "pytest==" not in texts["docker"]
+    diff = project.run("history", "diff", local["run_id"], docker["run_id"], "--name-only")
+    assert diff.returncode == 0, diff.output
+    assert "changed: target, environment" in diff.stdout
+    assert "target_type: local -> docker" in diff.stdout and "- pytest " in diff.stdout

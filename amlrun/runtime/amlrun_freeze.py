@@ -24,11 +24,12 @@ def _python_packages():
     if metadata is not None:
         for dist in metadata.distributions():
             try:
-                name = dist.metadata["Name"]
+                meta = dist.metadata  # parsed once: name and version from the same read
+                name, version = meta["Name"], meta["Version"]
             except Exception:
-                name = None
+                continue
             if name:
-                found[name.lower().replace("_", "-")] = "%s==%s" % (name, dist.version)
+                found[name.lower().replace("_", "-")] = "%s==%s" % (name, version)
         return sorted(found.values(), key=lambda s: s.lower())
     try:
         import pkg_resources
