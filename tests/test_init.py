@@ -122,3 +122,21 @@ def test_init_custom_docker_image_and_bad_directory(tmp_path):
     (tmp_path / "afile").write_text("x")
     bad = Project(tmp_path).run("init", "afile")
     assert bad.returncode == 4 and "afile exists and is not a directory" in bad.stderr
+
+
+def test_init_docker_target_runs_in_a_real_container(tmp_path):
+    """The scaffold's docker.compute/docker.runconfig work as written (base image swapped
+    for the locally built test image: no registry is reachable here)."""
+    from dockerhelp import BASE, engine
+
+    engine()
+    result = Project(tmp_path).run("init", "dockproj", "--docker-image", BASE)
+    assert result.returncode == 0, result.output
+    root = tmp_path / "dockproj"
+    run = Project(root).run("-c", "docker", timeout=900)
+    assert run.returncode == 0, run.output
+    assert "2 passed" in run.stdout
+    for rec in records(root):
+        assert rec["target_type"] == "docker" and rec["status"] == "completed"
+        assert json.loads((root / ".amlrun/runs" / rec["run_id"] / "outputs/model.json").read_text())["epochs"] == 20
+        assert "EXAMPLE_ENV_VAR='Example Value'" in (root / ".amlrun/runs" / rec["run_id"] / "log.txt").read_text()
