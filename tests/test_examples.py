@@ -159,3 +159,28 @@ def test_every_conftest_example_has_a_conftest_and_collects(folder, tmp_path):
     result = proj.run("--collect-only")
     assert result.returncode == 0, result.output
     assert "warning" not in result.stderr
+
+
+def test_workbench_classic_configuration_reads_as_written(tmp_path):
+    from amlrun.project import Project as AmlProject
+
+    root = REPO / "examples/workbench_classic"
+    project = AmlProject.discover(root, root)
+    docker_rc = project.resolve_runconfig("docker")
+    assert docker_rc.target == "docker" and docker_rc.prepare_environment is True
+    compute = project.compute_target("docker")
+    assert compute.type == "localdocker" and compute.flag("sharedVolumes") and not compute.flag("nvidiaDocker")
+    conda = project.conda_dependencies(docker_rc)
+    assert conda.python_version == "3.5.2" and conda.conda_packages == ("scikit-learn",)
+    assert conda.pip_packages == ("azure-ml-api-sdk==0.1.0a10", "matplotlib")
+    spark = project.spark_dependencies(docker_rc)
+    assert spark.packages == ("com.microsoft.ml.spark:mmlspark_2.11:0.9.9",)
+    assert spark.configuration["spark.yarn.maxAppAttempts"] == "1"
+
+    # the localdocker alias resolves to the docker target type: the plan lists its cell
+    proj = copy_example(root, tmp_path / "wb")
+    plan = proj.run("-c", "docker", "-c", "local", "--collect-only", env={"HOME": str(tmp_path)})
+    assert plan.returncode == 0, plan.output
+    assert "microsoft/mmlspark:plus-0.9.9" in plan.stdout
+    assert "iris_classic.py::docker" in plan.stdout and "iris_classic.py::local" in plan.stdout
+    assert "warning" not in plan.stderr
