@@ -406,19 +406,31 @@ def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: s
     return int(result.stdout.strip())
 
 
+#: sh function: is process $1 alive (a zombie is not)? ``kill -0`` where there is no /proc
+_ALIVE = ('alive() { kill -0 "$1" 2>/dev/null || return 1; [ -r /proc/$1/stat ] || return 0; '
+          '{ read -r l < /proc/$1/stat; } 2>/dev/null || return 1; set -- ${l##*) }; [ "$1" != Z ]; }; ')
+#: sh function: does any live (non-zombie) process remain in process group $1?
+_GROUP_ALIVE = ('group_alive() { [ -d /proc/self ] || { kill -0 -"$1" 2>/dev/null; return; }; '
+                'for f in /proc/[0-9]*/stat; do { read -r l < "$f"; } 2>/dev/null || continue; '
+                'set -- "$1" ${l##*) }; [ "$4" = "$1" ] && [ "$2" != Z ] && return 0; done; return 1; }; ')
+#: the stream loop writes a byte to stderr this often, so it dies (EPIPE) once the channel is gone
+HEARTBEAT_TICKS = 10
+
+
 def _stream_script(run_dir: str, offset: int) -> str:
     rd = q(run_dir)
     return (
-        f"cd {rd} || exit 3; off={int(offset)}; done=; "
+        f"{_ALIVE}cd {rd} || exit 3; off={int(offset)}; done=; tick=0; "
         "while :; do "
         f"  [ -e {EXIT} ] && done=1; "
         f"  size=$(wc -c < {LOG} 2>/dev/null || echo 0); size=$((size+0)); "
         "  if [ \"$size\" -gt \"$off\" ]; then "
-        f"    tail -c +$((off+1)) {LOG} | head -c $((size-off)); off=$size; "
+        f"    tail -c +$((off+1)) {LOG} | head -c $((size-off)) || exit 5; off=$size; "
         "  fi; "
         "  [ -n \"$done\" ] && exit 0; "
-        f"  if [ -s {PID} ] && ! kill -0 $(cat {PID}) 2>/dev/null && [ ! -e {EXIT} ]; then "
+        f"  if [ -s {PID} ] && ! alive $(cat {PID}) && [ ! -e {EXIT} ]; then "
         "    sleep 0.5; [ -e " + EXIT + " ] || exit 4; fi; "
+        f"  tick=$((tick+1)); if [ $tick -ge {HEARTBEAT_TICKS} ]; then tick=0; printf . >&2 || exit 5; fi; "
         "  sleep 0.2; "
         "done"
     )
@@ -478,6 +490,8 @@ def stream_log(session: SSHSession, run_dir: str, on_line: Callable[[str], None]
                 if should_stop():
                     stopped = True
                     break
+                while channel.recv_stderr_ready():
+                    channel.recv_stderr(1 << 16)      # heartbeats
                 try:
                     data = channel.recv(1 << 16)
                 except socket.timeout:
@@ -529,9 +543,9 @@ def kill_group(session: SSHSession, run_dir: str, grace: float = 5.0) -> bool:
     Returns True when it is gone."""
     rd = q(run_dir)
     script = (
-        f"[ -s {rd}/{PID} ] || exit 0; pg=$(cat {rd}/{PID}); "
-        "kill -TERM -- -$pg 2>/dev/null || exit 0; "
-        f"i=0; while kill -0 -- -$pg 2>/dev/null && [ $i -lt {int(grace * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
-        "kill -KILL -- -$pg 2>/dev/null; sleep 0.1; ! kill -0 -- -$pg 2>/dev/null"
+        f"{_GROUP_ALIVE}[ -s {rd}/{PID} ] || exit 0; pg=$(cat {rd}/{PID}); "
+        "kill -TERM -$pg 2>/dev/null || exit 0; "
+        f"i=0; while group_alive $pg && [ $i -lt {int(grace * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
+        "kill -KILL -$pg 2>/dev/null; sleep 0.1; ! group_alive $pg"
     )
     return session.run(script, timeout=grace + 30).ok

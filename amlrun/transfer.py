@@ -2,14 +2,15 @@
 
 Target-independent (``remote``, ``remotedocker``, an addressed ``cluster`` use it):
 
-- :func:`sync_tree` mirrors a local folder into ``<workspace>/files`` on the host. The
-  host keeps ``<workspace>/manifest.json`` (path → sha256, mode); only files whose digest
-  or mode changed travel, in one gzip'd tar over the SSH channel's stdin, with the new
-  manifest and the list of deleted paths. Updates are serialized by ``flock`` on the host
-  and guarded by the manifest's own digest (optimistic concurrency: a concurrent sync
-  makes the loser re-diff and retry), so the mirror always equals one sender's tree.
-  Optionally the mirror is then copied (same lock) to a per-run folder, so a run gets
-  exactly the tree that was sent and may modify it freely.
+- :func:`sync_tree` sends a local folder into ``<workspace>/files`` on the host. The
+  host keeps ``<workspace>/manifest.json`` (path → sha256, mode, last sent); only files
+  whose digest or mode changed travel, in one gzip'd tar over the SSH channel's stdin,
+  with the new manifest. The mirror is the union of the trees sent recently (several
+  kinds of job may share a workspace without resending each other's files; a path unsent
+  for a day is pruned); ``copy_to`` gives exactly this tree: the mirror is copied there
+  and the paths not in this tree are removed from the copy. Updates are serialized by
+  ``flock`` on the host and guarded by the manifest's own digest (optimistic
+  concurrency: a concurrent sync makes the loser re-diff and retry).
 - :func:`fetch_tree` brings a folder back as a tar stream and :func:`safe_extract` unpacks
   it: no absolute paths, no ``..``, no links pointing out of the folder, no device files.
 """
@@ -31,6 +32,8 @@ from amlrun.ssh import SSHSession, q
 
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20
+#: a path no sync has sent for this long leaves the mirror (AMLRUN_... not needed: a day is plenty)
+PRUNE_SECONDS = 24 * 3600
 _CONFLICT = 75
 
 
@@ -38,13 +41,13 @@ _CONFLICT = 75
 class TransferStats:
     files_total: int
     files_sent: int
-    files_deleted: int
+    files_absent: int
     bytes_sent: int          # payload bytes over the channel (the compressed tar)
     seconds: float
 
     def to_json(self) -> dict:
         return {"files_total": self.files_total, "files_sent": self.files_sent,
-                "files_deleted": self.files_deleted, "bytes_sent": self.bytes_sent,
+                "files_absent": self.files_absent, "bytes_sent": self.bytes_sent,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -75,7 +78,11 @@ def _manifest_bytes(manifest: dict) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _build_payload(root: Path, changed: list[str], deleted: list[str], manifest: dict, out) -> None:
+def _last_used(meta) -> int:
+    return int(meta[2]) if isinstance(meta, list) and len(meta) > 2 else 0
+
+
+def _build_payload(root: Path, changed: list[str], lists: dict[str, list[str]], manifest: dict, out) -> None:
     with tarfile.open(fileobj=out, mode="w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tar:
         for rel in changed:
             info = tar.gettarinfo(str(root / rel), arcname=f"files/{rel}")
@@ -84,8 +91,8 @@ def _build_payload(root: Path, changed: list[str], deleted: list[str], manifest:
             info.mode = manifest[rel][1]
             with open(root / rel, "rb") as fh:
                 tar.addfile(info, fh)
-        for name, data in ((f"{MANIFEST}.new", _manifest_bytes(manifest)),
-                           ("deleted.list", b"\0".join(p.encode() for p in deleted))):
+        extra = {name: b"\0".join(p.encode() for p in paths) for name, paths in lists.items()}
+        for name, data in ((f"{MANIFEST}.new", _manifest_bytes(manifest)), *extra.items()):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o600
@@ -111,10 +118,10 @@ def _chunks(fh):
 
 def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str | None = None,
               attempts: int = 5) -> TransferStats:
-    """Make ``<workspace>/files`` on the host equal to local ``root``, sending only changes.
+    """Bring local ``root`` into ``<workspace>/files`` on the host, sending only changes.
 
-    ``workspace`` is an absolute path on the host. ``copy_to`` (absolute): also copy the
-    synced tree there (replacing it) under the same lock.
+    ``workspace`` is an absolute path on the host. ``copy_to`` (absolute): also put
+    exactly this tree there (replacing it), under the same lock.
     """
     started = time.monotonic()
     ws = q(workspace)
@@ -128,12 +135,17 @@ def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str |
                 raise ValueError
         except ValueError:
             remote, expected = {}, "corrupt"
-        changed = sorted(p for p, meta in local.items() if remote.get(p) != meta)
-        deleted = sorted(p for p in remote if p not in local)
+        now = int(time.time())
+        changed = sorted(p for p, meta in local.items() if list(remote.get(p, ()))[:2] != meta)
+        absent = sorted(p for p in remote if p not in local)
+        pruned = [p for p in absent if _last_used(remote[p]) < now - PRUNE_SECONDS]
+        merged = {p: list(meta)[:2] + [_last_used(meta)] for p, meta in remote.items() if p not in pruned}
+        merged.update({p: [*meta, now] for p, meta in local.items()})
         copy = ""
         if copy_to:
             parent = q(str(PurePosixPath(copy_to).parent))
-            copy = f"rm -rf {q(copy_to)}; mkdir -p {parent}; cp -a {ws}/files {q(copy_to)}; "
+            copy = (f"rm -rf {q(copy_to)}; mkdir -p {parent}; cp -a {ws}/files {q(copy_to)}; "
+                    f"if [ -s absent.list ]; then (cd {q(copy_to)} && xargs -0 rm -f -- < {ws}/absent.list); fi; ")
         if expected == "corrupt":
             reset = f"rm -rf {ws}/files; mkdir -p {ws}/files; "
             guard = ""
@@ -146,11 +158,11 @@ def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str |
             "if command -v flock >/dev/null 2>&1; then flock 9; fi; "
             f"{guard}{reset}"
             "tar -xzpf - --no-same-owner; "
-            "if [ -s deleted.list ]; then (cd files && xargs -0 rm -f -- < ../deleted.list); fi; "
-            f"rm -f deleted.list; mv {MANIFEST}.new {MANIFEST}; {copy}echo ok"
+            "if [ -s pruned.list ]; then (cd files && xargs -0 rm -f -- < ../pruned.list); fi; "
+            f"mv {MANIFEST}.new {MANIFEST}; {copy}rm -f pruned.list absent.list; echo ok"
         )
         with tempfile.TemporaryFile() as payload:
-            _build_payload(root, changed, deleted, local, payload)
+            _build_payload(root, changed, {'pruned.list': pruned, 'absent.list': absent}, merged, payload)
             size = payload.tell()
             result = session.run(script, stdin=_chunks(payload), timeout=3600)
         if result.exit_code == _CONFLICT:
@@ -158,7 +170,7 @@ def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str |
         if not result.ok:
             raise TargetUnavailable(f"{session.settings.label}: sending the project to {workspace} failed: "
                                     f"{(result.stderr or result.stdout).strip()[-300:]}")
-        return TransferStats(len(local), len(changed), len(deleted), size, time.monotonic() - started)
+        return TransferStats(len(local), len(changed), len(absent), size, time.monotonic() - started)
     raise TargetUnavailable(f"{session.settings.label}: {workspace} kept changing under concurrent syncs")
 
 

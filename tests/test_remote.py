@@ -1,0 +1,297 @@
+"""The ``remote`` and ``remotedocker`` targets against a real sshd on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import stat
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from sshd_fixture import sshd  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.ssh
+
+HOSTILE = ["a b", "it's", '"dq"', "$HOME", "x;echo pwned", "`id`", "é☃ ünï", "back\\slash", "--", "*", "new\nline"]
+
+ECHO_SCRIPT = """
+import json, os, sys
+from amlrun_client import log
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/args.json", "w", encoding="utf-8") as fh:
+    json.dump({"argv": sys.argv[1:], "env": {k: v for k, v in os.environ.items() if k.startswith("HOSTILE")},
+               "cwd": os.getcwd(), "prefix": sys.prefix, "outputs": os.environ["AMLRUN_OUTPUTS_DIR"]}, fh)
+os.makedirs("outputs/sub", exist_ok=True)
+open("outputs/sub/model.bin", "wb").write(bytes(range(256)) * 10)
+log("accuracy", 0.93)
+print("done", len(sys.argv))
+"""
+
+
+def runs(project) -> list[dict]:
+    root = project.root / ".amlrun" / "runs"
+    found = [json.loads(p.read_text()) for p in root.glob("*/record.json")]
+    return sorted(found, key=lambda r: r.get("created") or 0)
+
+
+def run_dir(project, record) -> Path:
+    return project.root / ".amlrun" / "runs" / record["run_id"]
+
+
+def attach(project, server, *args, password=False):
+    cmd = ["attach", *args, "--address", "127.0.0.1", "--port", str(server.port), "--username", server.user,
+           "--known-hosts-file", str(server.known_hosts)]
+    if password:
+        return project.run(*cmd, "--password-stdin", input=server.password + "\n")
+    return project.run(*cmd, "--private-key-file", str(server.key_file))
+
+
+def grep_tree(root: Path, needle: str) -> list[str]:
+    hits = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            try:
+                if needle.encode() in path.read_bytes():
+                    hits.append(str(path))
+            except OSError:
+                pass
+    return hits
+
+
+def test_attach_password_doctor_and_run(project, sshd):
+    project.write({"train.py": ECHO_SCRIPT})
+    result = attach(project, sshd, "remote", "-n", "remotevm", password=True)
+    assert result.returncode == 0, result.output
+    compute = (project.root / "aml_config" / "remotevm.compute").read_text()
+    assert "password: secret:" in compute and sshd.password not in compute
+    assert (project.root / "aml_config" / "remotevm.runconfig").is_file()
+    creds = Path(os.environ["AMLRUN_CREDENTIALS"])
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600 and sshd.password in creds.read_text()
+
+    listed = project.run("targets")
+    assert listed.returncode == 0, listed.output
+    line = next(line for line in listed.stdout.splitlines() if line.startswith("remotevm"))
+    assert "remote" in line and f"127.0.0.1:{sshd.port}" in line
+
+    doctor = project.run("doctor", "-c", "remotevm")
+    assert doctor.returncode == 0, doctor.output
+    for name in ("ssh login", "PATH (non-interactive shell)", "free disk", "python"):
+        assert f"ok   {name}" in doctor.stdout, doctor.stdout
+
+    ran = project.run("-c", "remotevm", "train.py")
+    assert ran.returncode == 0, ran.output
+    (record,) = runs(project)
+    assert record["status"] == "completed" and record["metrics"]["accuracy"] == 0.93
+    assert record["extra"]["remote_host"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
+    outputs = run_dir(project, record) / "outputs"
+    assert (outputs / "sub" / "model.bin").read_bytes() == bytes(range(256)) * 10
+    assert json.loads((outputs / "args.json").read_text())["cwd"].startswith(str(sshd.home))
+    # the password is nowhere in the project (config, history, logs) nor in amlrun's output
+    assert grep_tree(project.root, sshd.password) == []
+    assert sshd.password not in ran.output + doctor.output + result.output + listed.output
+    # nothing left running or lying around on the VM
+    assert not list(sshd.home.glob(".amlrun/workspaces/*/runs/*"))
+
+
+def test_attach_refuses_password_in_files_and_bad_input(project, sshd):
+    result = attach(project, sshd, "remote", "-n", "bad name")
+    assert result.returncode == 4 and "-n" in result.stderr and "Traceback" not in result.output
+    result = project.run("attach", "remote", "-n", "vm", "--address", "h", "--username", "u", "--password")
+    assert result.returncode == 4 and "--password-stdin" in result.stderr   # no tty to prompt on
+
+
+def test_unknown_host_key_is_refused_with_the_command_to_accept_it(project, sshd, tmp_path):
+    known = tmp_path / "empty_known_hosts"
+    known.write_text("")
+    project.write({"aml_config/vm.compute": sshd.compute_yaml().replace(str(sshd.known_hosts), str(known)),
+                   "train.py": "print('hi')\n"})
+    doctor = project.run("doctor", "-c", "vm")
+    assert doctor.returncode == 1
+    assert "unknown host key ssh-ed25519 SHA256:" in doctor.stdout
+    ran = project.run("-c", "vm", "train.py")
+    assert ran.returncode != 0 and "unknown host key" in ran.output
+    assert known.read_text() == ""                          # never trusted silently
+    command = doctor.stdout.split("accept it with: ", 1)[1].splitlines()[0]
+    subprocess.run(["sh", "-c", command], check=True)
+    doctor = project.run("doctor", "-c", "vm")
+    assert doctor.returncode == 0, doctor.output
+    # a different key for the same host is a mismatch, refused too
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = (tmp_path / "other.pub").read_text().split()[:2]
+    known.write_text(f"[127.0.0.1]:{sshd.port} {kind} {blob}\n")
+    doctor = project.run("doctor", "-c", "vm")
+    assert doctor.returncode == 1 and "HOST KEY MISMATCH" in doctor.stdout
+
+
+def test_wrong_password_is_not_retried_and_not_printed(project, sshd):
+    project.write({"aml_config/vm.compute": sshd.compute_yaml(auth="password"), "train.py": "print('hi')\n"})
+    started = time.monotonic()
+    doctor = project.run("doctor", "-c", "vm", env={"AMLRUN_TEST_SSH_PASSWORD": "wrong-password-123"})
+    assert doctor.returncode == 1 and "login refused (password)" in doctor.stdout
+    assert "wrong-password-123" not in doctor.output and time.monotonic() - started < 20
+
+
+def test_key_login_hostile_arguments_and_environment(project, sshd):
+    env_values = {f"HOSTILE_{i}": v for i, v in enumerate(HOSTILE)}
+    project.write({
+        "aml_config/vm.compute": sshd.compute_yaml(),
+        "aml_config/vm.runconfig": "Target: vm\nArgumentVector:\n  - $file\n"
+        + "".join(f"  - {json.dumps(a)}\n" for a in HOSTILE)
+        + "EnvironmentVariables:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in env_values.items()),
+        "train.py": ECHO_SCRIPT,
+    })
+    ran = project.run("-c", "vm", "train.py")
+    assert ran.returncode == 0, ran.output
+    (record,) = runs(project)
+    data = json.loads((run_dir(project, record) / "outputs" / "args.json").read_text())
+    assert data["argv"] == HOSTILE
+    assert data["env"] == env_values
+    assert not (sshd.home / "pwned").exists()
+
+
+def test_incremental_transfer_sends_only_the_changed_file(project, sshd):
+    big = os.urandom(3 << 20)
+    (project.root / "data").mkdir()
+    (project.root / "data" / "big.bin").write_bytes(big)
+    project.write({"aml_config/vm.compute": sshd.compute_yaml(), "train.py": "import os; print('GONE', os.path.exists('gone.py'))\n",
+                   "helper.py": "X = 1\n", "gone.py": "print('bye')\n"})
+    assert project.run("-c", "vm", "train.py").returncode == 0
+    project.write({"helper.py": "X = 2  # changed\n"})
+    (project.root / "gone.py").unlink()
+    second = project.run("-c", "vm", "train.py")
+    assert second.returncode == 0, second.output
+    first_t, second_t = (r["extra"]["transfer"] for r in runs(project))
+    assert first_t["bytes_sent"] > 3_000_000
+    assert second_t["files_sent"] == 1 and second_t["files_absent"] == 1, second_t
+    assert "GONE False" in second.output or "GONE False" in (run_dir(project, runs(project)[1]) / "log.txt").read_text()
+    assert second_t["bytes_sent"] < 4096
+    mirror = next(sshd.home.glob(".amlrun/workspaces/*/files"))
+    assert (mirror / "helper.py").read_text() == "X = 2  # changed\n"
+    assert (mirror / "data" / "big.bin").read_bytes() == big
+
+
+def test_managed_environment_on_the_vm_is_cached(project, sshd):
+    project.write({
+        "aml_config/vm.compute": sshd.compute_yaml(extra="userManagedEnvironment: false\n"),
+        "aml_config/conda_dependencies.yml": "dependencies:\n  - pip:\n",
+        "train.py": "import sys; print('PREFIX', sys.prefix)\n",
+    })
+    first = project.run("-c", "vm", "train.py", "-v")
+    assert first.returncode == 0, first.output
+    second = project.run("-c", "vm", "train.py", "-v")
+    assert second.returncode == 0, second.output
+    prefixes = [(run_dir(project, r) / "log.txt").read_text().split("PREFIX ")[1].split()[0] for r in runs(project)]
+    assert prefixes[0] == prefixes[1] and prefixes[0].startswith(f"{sshd.home}/.amlrun/envs/")
+    assert "built environment" in first.output and "built environment" not in second.output
+
+
+COUNTER = """
+import sys, time
+for i in range(40):
+    print(f"line {i}", flush=True)
+    time.sleep(0.15)
+open("outputs/done.txt", "w").write("complete")
+"""
+
+
+def _wait_for(proc, text: str, timeout: float = 60) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"never saw {text!r}: {''.join(seen)}")
+
+
+def test_run_survives_a_dropped_connection(project, sshd):
+    project.write({"aml_config/vm.compute": sshd.compute_yaml(), "count.py": COUNTER})
+    proc = project.popen("-c", "vm", "count.py", "--stream")
+    try:
+        _wait_for(proc, "line 5")
+        sshd.stop()
+        time.sleep(2.5)
+        sshd.start()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sshd.start() if not sshd.pidfile.exists() else None
+    assert proc.returncode == 0, out
+    (record,) = runs(project)
+    log = (run_dir(project, record) / "log.txt").read_text().splitlines()
+    assert [l for l in log if l.startswith("line ")] == [f"line {i}" for i in range(40)]
+    assert record["extra"]["reconnects"] >= 1
+    assert (run_dir(project, record) / "outputs" / "done.txt").read_text() == "complete"
+
+
+SLEEPER = """
+import subprocess, sys, time
+child = subprocess.Popen(["sleep", "301"])
+print("started", flush=True)
+time.sleep(300)
+"""
+
+
+def _sleepers(sshd) -> list[str]:
+    return [p for p in sshd.user_processes() if "sleep 301" in p or "sleeper.py" in p]
+
+
+def test_ctrl_c_and_timeout_stop_the_remote_process(project, sshd):
+    project.write({"aml_config/vm.compute": sshd.compute_yaml(), "sleeper.py": SLEEPER})
+    proc = project.popen("-c", "vm", "sleeper.py", "--stream")
+    try:
+        _wait_for(proc, "started")
+        assert _sleepers(sshd)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out
+    assert _sleepers(sshd) == [], out
+    timed = project.run("-c", "vm", "sleeper.py", "--timeout", "4")
+    assert timed.returncode != 0 and "timed out" in timed.output
+    assert _sleepers(sshd) == []
+    assert [r["status"] for r in runs(project)] == ["canceled", "canceled"]
+
+
+def test_safe_extract_refuses_hostile_members(tmp_path):
+    from amlrun.transfer import safe_extract
+
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        def add(name, data=b"x", **kw):
+            info = tarfile.TarInfo(name)
+            for k, v in kw.items():
+                setattr(info, k, v)
+            info.size = len(data) if info.type == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+        add("ok/fine.txt", b"fine")
+        add("/etc/evil", b"abs")
+        add("../escape.txt", b"up")
+        add("ok/../../escape2.txt", b"up")
+        add("link_out", type=tarfile.SYMTYPE, linkname="../../etc/passwd")
+        add("abs_link", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+        add("hard_out", type=tarfile.LNKTYPE, linkname="../outside")
+        add("dev", type=tarfile.CHRTYPE)
+        add("ok/inner_link", type=tarfile.SYMTYPE, linkname="fine.txt")
+    dest = tmp_path / "dest"
+    refused = safe_extract(archive, dest)
+    assert (dest / "ok" / "fine.txt").read_bytes() == b"fine"
+    assert os.readlink(dest / "ok" / "inner_link") == "fine.txt"
+    assert sorted(r.split(":")[0] for r in refused) == sorted(
+        ["/etc/evil", "../escape.txt", "ok/../../escape2.txt", "link_out", "abs_link", "hard_out", "dev"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz", "dest"]
+    assert sorted(p.name for p in dest.iterdir()) == ["ok"]
