@@ -69,11 +69,17 @@ def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: floa
     deadline = time.monotonic() + timeout if timeout else None
     timed_out = canceled = False
     while True:
-        try:
-            proc.wait(0.05)
+        # Waiting on the output pump wakes the moment the child closes its output (its
+        # exit, usually); ``proc.wait(timeout)`` would poll with sleeps instead.
+        if pump.is_alive():
+            pump.join(0.05)
+        else:
+            try:
+                proc.wait(0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is not None:
             break
-        except subprocess.TimeoutExpired:
-            pass
         if cancel.is_set():
             canceled = True
         elif deadline is not None and time.monotonic() > deadline:

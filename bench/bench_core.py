@@ -1,0 +1,145 @@
+"""Core benchmarks: whole-process timings of the real ``amlrun`` CLI, each against a
+baseline measured in the same run.
+
+    python3 bench/bench_core.py            # default: 5 repetitions
+    python3 bench/bench_core.py --reps 10 --cells 20 --files 2000
+
+What is measured (median over the repetitions; min in brackets):
+
+- ``python trivial.py``                         the baseline a cell cannot beat
+- ``amlrun -c local trivial.py``                 one cell: start-up + one run
+- ``amlrun -c local trivial.py -p i=1..N``       N cells: separates per-cell cost from start-up
+- ``amlrun --collect-only`` over F files          collection and matrix expansion only
+- ``amlrun --help`` against ``python -c pass``    start-up (imports)
+
+Targets (DESIGN/issue 2): under 0.15 s added per cell, under 1.5 s for collecting
+2,000 experiment files. Exit status is 1 when a target is missed, so CI may run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PER_CELL_TARGET = 0.15
+COLLECT_TARGET = 1.5
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], reps: int, expect: int = 0) -> list[float]:
+    times = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != expect:
+            sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout.decode(errors='replace')[-2000:]}")
+        times.append(elapsed)
+    return times
+
+
+def make_trivial_project(root: Path) -> None:
+    (root / "aml_config").mkdir(parents=True)
+    (root / "aml_config" / "local.compute").write_text('type: "local"\n')
+    (root / "trivial.py").write_text("print('hello')\n")
+
+
+def make_many_experiments(root: Path, count: int) -> None:
+    """``count`` experiment files in folders of 50, a quarter declaring a 2x2 grid."""
+    (root / "aml_config").mkdir(parents=True)
+    for i in range(count):
+        folder = root / "experiments" / f"group{i // 50:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        body = "import numpy as np\nimport torch\n\n"
+        if i % 4 == 0:
+            body += 'AMLRUN_PARAMS = {"lr": [0.1, 0.01], "depth": [3, 5]}\nAMLRUN_MARKS = ["slow"]\n'
+        body += "\n".join(f"x{j} = {j}" for j in range(40)) + "\nprint('done')\n"
+        (folder / f"exp_{i:05d}.py").write_text(body)
+
+
+def fmt(times: list[float]) -> str:
+    return f"{statistics.median(times):.3f} s  [{min(times):.3f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--cells", type=int, default=20, help="cells in the sweep")
+    parser.add_argument("--files", type=int, default=2000, help="experiment files for --collect-only")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="amlrun-bench-"))
+    env = dict(os.environ)
+    env["AMLRUN_CACHE_DIR"] = str(tmp / "cache")
+    env.pop("AMLRUN_PLUGINS", None)
+    py = sys.executable
+    amlrun = [py, "-m", "amlrun"]
+    rows: list[tuple[str, str, str]] = []
+    missed: list[str] = []
+    try:
+        trivial = tmp / "trivial"
+        make_trivial_project(trivial)
+        timed([*amlrun, "-c", "local", "trivial.py"], trivial, env, 1)  # warm caches (pyc, snapshot objects)
+
+        python_t = timed([py, "trivial.py"], trivial, env, args.reps)
+        one_t = timed([*amlrun, "-c", "local", "-q", "trivial.py"], trivial, env, args.reps)
+        values = ",".join(str(i) for i in range(1, args.cells + 1))
+        many_t = timed([*amlrun, "-c", "local", "-q", "trivial.py", "-p", f"i={values}"], trivial, env, args.reps)
+        python_m, one_m, many_m = (statistics.median(t) for t in (python_t, one_t, many_t))
+        startup_added = one_m - python_m
+        per_cell = (many_m - one_m) / (args.cells - 1)
+        per_cell_added = per_cell - python_m
+        rows += [
+            ("python trivial.py", fmt(python_t), "baseline"),
+            ("amlrun -c local trivial.py (1 cell)", fmt(one_t), f"+{startup_added:.3f} s over python"),
+            (f"amlrun ... -p i=1..{args.cells} ({args.cells} cells)", fmt(many_t),
+             f"{many_m / args.cells:.3f} s per cell overall"),
+            ("  per additional cell", f"{per_cell:.3f} s", f"+{per_cell_added:.3f} s over python "
+             f"(target < {PER_CELL_TARGET} s)"),
+        ]
+        if per_cell_added > PER_CELL_TARGET:
+            missed.append(f"per-cell overhead {per_cell_added:.3f} s > {PER_CELL_TARGET} s")
+
+        many = tmp / "many"
+        make_many_experiments(many, args.files)
+        timed([*amlrun, "--collect-only", "-q"], many, env, 1)  # warm the page cache
+        collect_t = timed([*amlrun, "--collect-only", "-q"], many, env, args.reps)
+        collect_m = statistics.median(collect_t)
+        rows.append((f"amlrun --collect-only ({args.files} files, {args.files // 4 * 3 + args.files} cells)",
+                     fmt(collect_t), f"target < {COLLECT_TARGET} s"))
+        if collect_m > COLLECT_TARGET:
+            missed.append(f"--collect-only {collect_m:.3f} s > {COLLECT_TARGET} s")
+
+        pass_t = timed([py, "-c", "pass"], trivial, env, args.reps)
+        help_t = timed([*amlrun, "--help"], trivial, env, args.reps)
+        rows += [
+            ("python -c pass", fmt(pass_t), "baseline"),
+            ("amlrun --help", fmt(help_t), f"+{statistics.median(help_t) - statistics.median(pass_t):.3f} s"),
+        ]
+    finally:
+        if args.keep:
+            print(f"projects kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    width = max(len(r[0]) for r in rows)
+    print(f"amlrun core benchmarks: median [min] of {args.reps} runs, python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus")
+    print(f"{'command':<{width}}  {'time':<18}  note")
+    print("-" * (width + 40))
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:<18}  {note}")
+    for line in missed:
+        print(f"MISSED: {line}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
