@@ -100,6 +100,10 @@ class Repro:
         self.check = bool(config.getoption("check_baseline"))
         self.missing_mode = config.getoption("baseline_missing") or "fail"
         self.repeat = config.getoption("repeat") or 0
+        if (self.check or self.repeat) and (config.getoption("reuse") or config.getoption("resume")):
+            flag = "--check-baseline" if self.check else "--repeat"
+            raise UsageError(f"{flag} reruns cells to compare their results; it cannot be combined with "
+                             "--reuse or --resume (a reused run would not be checked)")
         self.baseline: bl.Baseline | None = None
         self.project_tolerances = bl.Tolerances()
         self.cells: dict[str, Cell] = {}

@@ -229,6 +229,21 @@ def test_baseline_save_reports_cells_without_runs_and_bad_files(project):
     assert "tolerance for 'accuracy': unknown key 'absolute'" in result.stderr
 
 
+def test_save_a_named_run_and_checks_refuse_reuse(project):
+    project.write({"train.py": SEEDED})
+    assert project.run("--seed", "3").returncode == 0
+    assert project.run("--seed", "4").returncode == 0
+    first = records(project)[0]
+    saved = project.run("baseline", "save", "--run", first["run_id"][:21])
+    assert saved.returncode == 0, saved.output
+    assert f"added train.py::local: run {first['run_id']}" in saved.stdout
+    assert project.run("--check-baseline", "--seed", "3").returncode == 0
+    moved = project.run("--check-baseline", "--seed", "4")
+    assert moved.returncode == 1 and "accuracy (" in moved.stdout
+    result = project.run("--check-baseline", "--reuse")
+    assert result.returncode == 4 and "cannot be combined with --reuse" in result.stderr
+
+
 @pytest.mark.parametrize("spec, reference, value, ok", [
     (0.01, 0.9, 0.91, True), (0.01, 0.9, 0.911, False), ("5%", 2.0, 2.1, True), ("5%", 2.0, 2.11, False),
     ({"abs": 0.1, "rel": 0.5}, 10.0, 14.9, True), ({"abs": 0.1, "rel": 0.5}, 0.0, 0.2, False),
