@@ -129,3 +129,14 @@ def test_timeout_kills_the_prefixed_process(project):
     pid = int((project.root / ".amlrun/runs" / rec["run_id"] / "outputs/pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_doctor_checks_the_launcher_command(project):
+    project.write({"aml_config/niced.compute": 'type: launcher\nlauncher: ["nice", "-n", "1"]\n',
+                   "aml_config/ghost.compute": 'type: launcher\nlauncher: ["no-such-launcher-xyz"]\n'})
+    ok = project.run("doctor", "-c", "niced")
+    assert ok.returncode == 0, ok.output
+    assert "launcher command 'nice'" in ok.stdout
+    bad = project.run("doctor", "-c", "ghost")
+    assert bad.returncode != 0
+    assert "'no-such-launcher-xyz' is not on PATH" in bad.stdout

@@ -81,8 +81,8 @@ class LauncherTarget(LocalTarget):
     def doctor(self) -> list[Check]:
         program = self.prefix[0]
         found = shutil.which(program)
-        return [Check(f"launcher command '{program}'", found is not None,
-                      found or f"'{program}' is not on PATH of this machine")]
+        return [*super().doctor(), Check(f"launcher command '{program}'", found is not None,
+                                         found or f"'{program}' is not on PATH of this machine")]
 
 
 @hookimpl
