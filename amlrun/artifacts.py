@@ -25,6 +25,11 @@ def list_outputs(run_dir: Path) -> list[Artifact]:
     found = []
     if not outputs.is_dir():
         return found
+    try:
+        outputs.rmdir()  # an empty outputs/ is not kept: 1,000 runs would pay a block each
+        return found
+    except OSError:
+        pass
     for dirpath, dirnames, filenames in os.walk(outputs):
         dirnames.sort()
         for name in sorted(filenames):

@@ -163,7 +163,10 @@ class Repro:
         run_dir = job.outputs_dir.parent
         if isinstance(freeze, Freeze):
             try:
-                (run_dir / RUN_FILE).write_text(freeze.text, encoding="utf-8")
+                from amlrun.snapshot import SnapshotStore
+
+                # a hard link to one content-addressed copy: 1,000 runs do not store 1,000 lists
+                SnapshotStore(run_dir.parent.parent).put_file(run_dir / RUN_FILE, freeze.text.encode("utf-8"))
             except OSError:
                 pass
             extra["environment_packages"] = freeze.digest

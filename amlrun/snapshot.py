@@ -53,19 +53,30 @@ class GcResult:
     kept_manifests: int
 
 
-def disk_usage(path: Path) -> int:
-    """Bytes ``path`` (a file, or a folder recursively) occupies on disk."""
+def disk_usage(path: Path, _seen: set | None = None) -> int:
+    """Bytes ``path`` (a file, or a folder recursively) occupies on disk; a file with
+    several hard links inside ``path`` counts once, like ``du``."""
+    seen = set() if _seen is None else _seen
+
+    def blocks(st) -> int:
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                return 0
+            seen.add(key)
+        return st.st_blocks * 512
+
     try:
         st = path.lstat()
     except FileNotFoundError:
         return 0
+    total = blocks(st)
     if not stat.S_ISDIR(st.st_mode):
-        return st.st_blocks * 512
-    total = st.st_blocks * 512
+        return total
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                total += blocks(os.lstat(os.path.join(dirpath, name)))
             except FileNotFoundError:
                 continue
     return total
@@ -185,6 +196,31 @@ class SnapshotStore:
             os.replace(tmp, dest)
         return digest
 
+    def put_file(self, dest: Path, data: bytes) -> str:
+        """Write ``data`` at ``dest`` as a hard link to its content-addressed object, so a
+        file that many runs keep (an environment's package list) is stored once.
+
+        ``dest`` is replaced, never written through (that would change every link); a copy
+        is made where links are impossible (another file system).
+        """
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        obj = self.object_path(digest)
+        if not obj.exists():
+            obj.parent.mkdir(parents=True, exist_ok=True)
+            tmp = obj.with_name(f"{obj.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, obj)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            os.link(obj, tmp)
+        except OSError:
+            tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        return digest
+
     def load(self, digest: str) -> Snapshot:
         data = json.loads((self.manifests / f"{digest}.json").read_text())
         return Snapshot(digest, tuple(SnapshotEntry(*row) for row in data))
@@ -271,7 +307,8 @@ class SnapshotStore:
         freed = 0
         for path in doomed_manifests + doomed_objects:
             try:
-                freed += disk_usage(path)
+                if path.stat().st_nlink == 1:  # else runs still hold the data through a hard link
+                    freed += disk_usage(path)
                 if not dry_run:
                     path.unlink()
             except FileNotFoundError:
