@@ -295,3 +295,92 @@ def test_safe_extract_refuses_hostile_members(tmp_path):
         ["/etc/evil", "../escape.txt", "ok/../../escape2.txt", "link_out", "abs_link", "hard_out", "dev"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz", "dest"]
     assert sorted(p.name for p in dest.iterdir()) == ["ok"]
+
+
+# -- remotedocker: the VM's Docker engine through the SSH connection --------------------------
+
+
+@pytest.fixture(scope="module")
+def docker_client():
+    from dockerhelp import engine
+
+    return engine()
+
+
+def _containers_of(client, record) -> list:
+    return client.containers.list(all=True, filters={"label": f"amlrun.run-id={record['run_id']}"})
+
+
+def test_remotedocker_attach_doctor_matrix_with_docker_and_incremental(project, sshd, docker_client):
+    from dockerhelp import BASE
+
+    result = attach(project, sshd, "remotedocker", "-n", "remotevm", "--base-docker-image", BASE)
+    assert result.returncode == 0, result.output
+    doctor = project.run("doctor", "-c", "remotevm")
+    assert doctor.returncode == 0, doctor.output
+    for name in ("ssh login", "docker engine", "base image"):
+        assert f"ok   {name}" in doctor.stdout, doctor.stdout
+    assert "the Docker engine of 127.0.0.1 over SSH" in doctor.stdout
+    argv = "".join(f"  - {json.dumps(a)}\n" for a in HOSTILE)
+    project.write({
+        "aml_config/docker.compute": f"type: docker\nbaseDockerImage: {BASE}\n",
+        "aml_config/remotevm.runconfig": f"Target: remotevm\nArgumentVector:\n  - $file\n{argv}",
+        "aml_config/docker.runconfig": f"Target: docker\nArgumentVector:\n  - $file\n{argv}",
+        "train.py": ECHO_SCRIPT, "helper.py": "X = 1\n",
+    })
+    ran = project.run("-c", "docker", "-c", "remotevm", "train.py", timeout=900)
+    assert ran.returncode == 0, ran.output
+    records = {r["target"]: r for r in runs(project)}
+    assert set(records) == {"docker", "remotevm"}
+    for record in records.values():
+        assert record["status"] == "completed" and record["metrics"]["accuracy"] == 0.93
+        outputs = run_dir(project, record) / "outputs"
+        assert json.loads((outputs / "args.json").read_text())["argv"] == HOSTILE
+        assert (outputs / "sub" / "model.bin").read_bytes() == bytes(range(256)) * 10
+        assert _containers_of(docker_client, record) == []
+    remote = records["remotevm"]
+    assert remote["extra"]["remote_host"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
+    assert json.loads((run_dir(project, remote) / "outputs" / "args.json").read_text())["cwd"] == "/amlrun/run"
+    project.write({"helper.py": "X = 2\n"})
+    again = project.run("-c", "remotevm", "train.py", timeout=600)
+    assert again.returncode == 0, again.output
+    latest = runs(project)[-1]
+    assert latest["extra"]["transfer"]["files_sent"] == 1 and latest["extra"]["transfer"]["bytes_sent"] < 4096
+    assert grep_tree(project.root, sshd.password) == []
+
+
+def test_remotedocker_survives_a_dropped_connection_and_cancels_for_real(project, sshd, docker_client):
+    from dockerhelp import BASE
+
+    project.write({"aml_config/vm.compute": sshd.compute_yaml("remotedocker", extra=f"baseDockerImage: {BASE}\n"),
+                   "count.py": COUNTER, "sleeper.py": SLEEPER})
+    proc = project.popen("-c", "vm", "count.py", "--stream")
+    try:
+        _wait_for(proc, "line 5", timeout=600)
+        sshd.stop()
+        time.sleep(2.5)
+        sshd.start()
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sshd.start() if not sshd.pidfile.exists() else None
+    assert proc.returncode == 0, out
+    (record,) = runs(project)
+    log = (run_dir(project, record) / "log.txt").read_text().splitlines()
+    assert [l for l in log if l.startswith("line ")] == [f"line {i}" for i in range(40)]
+    assert record["extra"]["reconnects"] >= 1
+    assert (run_dir(project, record) / "outputs" / "done.txt").read_text() == "complete"
+
+    proc = project.popen("-c", "vm", "sleeper.py", "--stream")
+    try:
+        _wait_for(proc, "started", timeout=300)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out
+    canceled = runs(project)[-1]
+    assert canceled["status"] == "canceled"
+    assert _containers_of(docker_client, canceled) == []
