@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from sshd_fixture import sshd  # noqa: F401  (the fixture)
+
 # A script that records when it ran (for overlap checks) and sleeps a little.
 TRACED = """
 import os, sys, time
@@ -338,3 +340,56 @@ def test_live_status_area_on_a_terminal(project):
     for line in status:  # the status area fits the terminal's width
         assert len(line) < 60, line
     assert "4 passed" in screen
+
+
+# -- a remote target loses its connection mid-matrix (real sshd on 127.0.0.1) -------------------
+
+SLOW_CELL = """
+import os, time
+AMLRUN_PARAMS = {"i": [1, 2, 3, 4]}
+print("started on", os.environ["AMLRUN_TARGET"], flush=True)
+time.sleep(3)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.ssh
+def test_lost_connection_retries_that_targets_cells_and_spares_the_others(project, sshd):
+    project.write({
+        "aml_config/vm.compute": sshd.compute_yaml(extra="maxParallel: 2\n"),
+        "aml_config/box.compute": "type: local\nmaxParallel: 2\n",
+        "exp/slow.py": SLOW_CELL,
+    })
+    env = {"AMLRUN_SSH_RECONNECT_SECONDS": "2", "AMLRUN_RETRY_DELAY": "6"}
+    proc = project.popen("-c", "vm", "-c", "box", "-n", "4", "--retries", "1", "--stream", env=env)
+    seen = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if "::vm" in line and "started on vm" in line:
+                break
+        sshd.stop()        # every connection to the VM dies with the listener
+        time.sleep(5)      # longer than the target's reconnect window
+        sshd.start()
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if not sshd.pidfile.exists():
+            sshd.start()
+    out = "".join(seen) + out
+    lines = result_lines(out)
+    local = [line for line in lines if "::box" in line]
+    remote = [line for line in lines if "::vm" in line]
+    # the local target's cells never noticed
+    assert sorted(line.split()[0] for line in local) == ["PASSED"] * 4, out
+    # the VM's running cells failed as infrastructure errors and were retried, not failed as scripts
+    retried = [line for line in remote if line.startswith("RETRY")]
+    assert retried, out
+    final = [line for line in remote if not line.startswith("RETRY")]
+    assert len(final) == 4 and {line.split()[1] for line in final} == {f"exp/slow.py::vm[i={i}]" for i in range(1, 5)}
+    assert all(line.startswith(("PASSED", "ERROR")) for line in final), out
+    assert not any(line.startswith("FAILED") for line in remote), out
+    assert proc.returncode in (0, 1)
