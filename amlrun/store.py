@@ -237,6 +237,12 @@ class RunStore:
 
     # -- reading -------------------------------------------------------------------------
 
+    def reap(self) -> list[RunRecord]:
+        """Mark runs whose amlrun process died as failed (readers do this on every read)."""
+        if not self.exists():
+            return []
+        return self._reap()
+
     def _reap(self) -> list[RunRecord]:
         """Mark runs of dead amlrun processes on this host as failed; return them.
 

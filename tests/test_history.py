@@ -284,6 +284,12 @@ def test_tracked_run_false_records_nothing(project):
     assert result.returncode == 0 and "hello" in result.stdout
     assert records(project) == []
     assert not list((project.root / ".amlrun" / "runs").glob("*/record.json"))
+    # its folder (log, outputs) is outside the history; gc removes it by age only
+    untracked = project.root / ".amlrun" / "untracked"
+    assert len(list(untracked.iterdir())) == 1
+    assert json.loads(history(project, "gc", "--format", "json").stdout)["untracked"] == 0
+    assert json.loads(history(project, "gc", "--older-than", "0s", "--format", "json").stdout)["untracked"] == 1
+    assert list(untracked.iterdir()) == []
 
 
 def test_concurrent_amlrun_processes_lose_no_record(project):

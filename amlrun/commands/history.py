@@ -470,7 +470,7 @@ def follow(store: RunStore, record: RunRecord, path: Path, tail: int | None, as_
         time.sleep(FOLLOW_POLL_SECONDS)
         now = time.monotonic()
         if now - last_reap > 2.0:
-            store._reap()
+            store.reap()
             last_reap = now
         record = store.get(record.run_id) or record
     if as_json:
@@ -565,11 +565,11 @@ def cmd_gc(options, store: RunStore, project) -> int:
     from amlrun.snapshot import SnapshotMissing, SnapshotStore, disk_usage
 
     dry = options.dry_run
-    if not store.exists():
+    if not store.state_dir.is_dir():
         if options.format == "json":
             emit_json({"dry_run": dry, "runs": [], "bytes": 0})
         else:
-            print(f"no run history in {store.state_dir}")
+            print(f"nothing to clean: {store.state_dir} does not exist")
         return 0
     records = store.list()  # newest first; reaps dead runs first
     now = time.time()
@@ -589,14 +589,39 @@ def cmd_gc(options, store: RunStore, project) -> int:
         run_bytes += disk_usage(store.run_dir(record.run_id))
         if not dry:
             store.delete(record.run_id, remove_folder=True)
-    # working copies left behind by runs whose amlrun process was killed
-    active = {r.run_id for r in records if r.status not in FINAL}
+    # working copies left behind by runs whose amlrun process was killed: only those of
+    # recorded runs that are final (an untracked run's copy has no record to tell whether
+    # it is still going), and environment-freeze jobs' copies older than a day
+    final = {r.run_id for r in records if r.status in FINAL}
     work_root = store.state_dir / "work"
-    leftovers = [p for p in work_root.iterdir() if p.name not in active] if work_root.is_dir() else []
+    leftovers = []
+    if work_root.is_dir():
+        for path in work_root.iterdir():
+            try:
+                stale_freeze = path.name.startswith("freeze-") and now - path.stat().st_mtime > 86400
+            except FileNotFoundError:
+                continue
+            if path.name in final or stale_freeze:
+                leftovers.append(path)
     work_bytes = sum(disk_usage(p) for p in leftovers)
     if not dry:
         for path in leftovers:
             shutil.rmtree(path, ignore_errors=True)
+    # folders of untracked runs (TrackedRun: false) are only removed by age
+    untracked_root = store.state_dir / "untracked"
+    untracked = []
+    if options.older_than is not None and untracked_root.is_dir():
+        for path in untracked_root.iterdir():
+            try:
+                if now - path.stat().st_mtime > options.older_than:
+                    untracked.append(path)
+            except FileNotFoundError:
+                continue
+    untracked_bytes = sum(disk_usage(p) for p in untracked)
+    if not dry:
+        for path in untracked:
+            shutil.rmtree(path, ignore_errors=True)
+    work_bytes += untracked_bytes
     removed_ids = {r.run_id for r in doomed}
     keep = {r.snapshot_digest for r in records if r.run_id not in removed_ids and r.snapshot_digest}
     if not dry:
@@ -609,7 +634,7 @@ def cmd_gc(options, store: RunStore, project) -> int:
     if options.format == "json":
         emit_json({
             "dry_run": dry, "runs": [r.run_id for r in doomed], "run_bytes": run_bytes,
-            "workdirs": len(leftovers), "workdir_bytes": work_bytes, "snapshots": snaps.manifests,
+            "workdirs": len(leftovers), "untracked": len(untracked), "workdir_bytes": work_bytes, "snapshots": snaps.manifests,
             "objects": snaps.objects, "snapshot_bytes": snaps.bytes, "bytes": total,
             "kept_runs": len(records) - len(doomed), "kept_snapshots": snaps.kept_manifests,
         })
@@ -617,7 +642,8 @@ def cmd_gc(options, store: RunStore, project) -> int:
     verb = "would free" if dry else "freed"
     rows = [
         ["runs", len(doomed), size(run_bytes)],
-        ["leftover working copies", len(leftovers), size(work_bytes)],
+        ["leftover working copies", len(leftovers), size(work_bytes - untracked_bytes)],
+        ["untracked run folders", len(untracked), size(untracked_bytes)],
         ["snapshots (manifests)", snaps.manifests, ""],
         ["snapshot files (objects)", snaps.objects, size(snaps.bytes)],
     ]
