@@ -16,13 +16,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from conftest import require_service
 
 SSHD = "/usr/sbin/sshd"
 USER = "amlruntest"
@@ -124,20 +123,36 @@ def _run(*cmd: str, input: str | None = None) -> None:
     subprocess.run(cmd, check=True, input=input, text=True, capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
-    if not os.path.exists(SSHD):
-        require_service("sshd", "openssh-server is not installed (.ci/services/sshd.sh installs it)")
-    if os.geteuid() != 0:
-        require_service("sshd", "creating the test user and starting sshd need root")
-    root = tmp_path_factory.mktemp("sshd")
+def _shared_password() -> str:
+    """The test user's password: made once per machine (root-only file), so concurrent test
+    sessions sharing the user do not lock each other out."""
+    folder = Path(tempfile.gettempdir()) / "amlrun-test-sshd"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / "password"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            text = path.read_text().strip()
+            if text:
+                return text
+            time.sleep(0.1)
+        raise RuntimeError(f"{path} is empty")
+    password = "pw-" + secrets.token_hex(12)
+    _run("chpasswd", input=f"{USER}:{password}\n")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
+
+
+def start_test_sshd(root: Path) -> SSHServer:
+    """Create/refresh the test user and start a private sshd with its files under ``root`` (root only)."""
     os.chmod(root, 0o755)
     try:
         pwd.getpwnam(USER)
     except KeyError:
         _run("useradd", "-m", "-s", "/bin/bash", USER)
-    password = "pw-" + secrets.token_hex(12)
-    _run("chpasswd", input=f"{USER}:{password}\n")
+    password = _shared_password()
     try:
         grp.getgrnam("docker")
         _run("usermod", "-aG", "docker", USER)
@@ -145,12 +160,13 @@ def sshd(tmp_path_factory):
         pass
     entry = pwd.getpwnam(USER)
     home = Path(entry.pw_dir)
-    shutil.rmtree(home / ".amlrun", ignore_errors=True)
     key = root / "id_ed25519"
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
+    # appended, not replaced: several test sessions (engineers, CI) may share the test user
+    with open(ssh_dir / "authorized_keys", "a") as fh:
+        fh.write((root / "id_ed25519.pub").read_text())
     for path in (ssh_dir, ssh_dir / "authorized_keys"):
         os.chown(path, entry.pw_uid, entry.pw_gid)
     os.chmod(ssh_dir / "authorized_keys", 0o600)
@@ -169,5 +185,25 @@ def sshd(tmp_path_factory):
     known.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
     server = SSHServer(root, port, USER, password, key, known, host_key, config, home)
     server.start()
+    return server
+
+
+def sshd_unavailable() -> str | None:
+    """Why a private sshd cannot run here (None when it can)."""
+    if not os.path.exists(SSHD):
+        return "openssh-server is not installed (.ci/services/sshd.sh installs it)"
+    if os.geteuid() != 0:
+        return "creating the test user and starting sshd need root"
+    return None
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    from conftest import require_service
+
+    why = sshd_unavailable()
+    if why:
+        require_service("sshd", why)
+    server = start_test_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()

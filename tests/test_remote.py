@@ -96,8 +96,8 @@ def test_attach_password_doctor_and_run(project, sshd):
     # the password is nowhere in the project (config, history, logs) nor in amlrun's output
     assert grep_tree(project.root, sshd.password) == []
     assert sshd.password not in ran.output + doctor.output + result.output + listed.output
-    # nothing left running or lying around on the VM
-    assert not list(sshd.home.glob(".amlrun/workspaces/*/runs/*"))
+    # the run's folder on the VM is gone
+    assert not Path(record["extra"]["remote_run_dir"]).exists()
 
 
 def test_attach_refuses_password_in_files_and_bad_input(project, sshd):
@@ -173,7 +173,7 @@ def test_incremental_transfer_sends_only_the_changed_file(project, sshd):
     assert second_t["files_sent"] == 1 and second_t["files_absent"] == 1, second_t
     assert "GONE False" in second.output or "GONE False" in (run_dir(project, runs(project)[1]) / "log.txt").read_text()
     assert second_t["bytes_sent"] < 4096
-    mirror = next(sshd.home.glob(".amlrun/workspaces/*/files"))
+    mirror = Path(runs(project)[1]["extra"]["remote_run_dir"]).parents[1] / "files"
     assert (mirror / "helper.py").read_text() == "X = 2  # changed\n"
     assert (mirror / "data" / "big.bin").read_bytes() == big
 
@@ -236,16 +236,17 @@ def test_run_survives_a_dropped_connection(project, sshd):
     assert (run_dir(project, record) / "outputs" / "done.txt").read_text() == "complete"
 
 
-SLEEPER = """
+SLEEP_TOKEN = f"301.{os.getpid()}"    # unique to this test session: the test user may be shared
+SLEEPER = f"""
 import subprocess, sys, time
-child = subprocess.Popen(["sleep", "301"])
+child = subprocess.Popen(["sleep", "{SLEEP_TOKEN}"])
 print("started", flush=True)
 time.sleep(300)
 """
 
 
 def _sleepers(sshd) -> list[str]:
-    return [p for p in sshd.user_processes() if "sleep 301" in p or "sleeper.py" in p]
+    return [p for p in sshd.user_processes() if f"sleep {SLEEP_TOKEN}" in p]
 
 
 def test_ctrl_c_and_timeout_stop_the_remote_process(project, sshd):
