@@ -95,10 +95,12 @@ def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
         if _created(image.attrs.get("Created", "")) > cutoff:
             continue
         size = int(image.attrs.get("Size") or 0)
-        try:  # the base image's layers stay: count only what this image adds
-            size -= int(client.images.get(image.labels.get("amlrun.base-image", "")).attrs.get("Size") or 0)
-        except (docker.errors.APIError, docker.errors.ImageNotFound):
-            pass
+        base = image.labels.get("amlrun.base-image")
+        if base:
+            try:  # the base image's layers stay: count only what this image adds
+                size -= int(client.images.get(base).attrs.get("Size") or 0)
+            except docker.errors.DockerException:
+                pass
         size = max(size, 0)
         tags = ", ".join(image.tags) or image.short_id
         if not dry_run:

@@ -1,0 +1,457 @@
+"""The docker target against the real engine: environment images built, cached and
+rebuilt by content hash; code mounted or copied per run; outputs, env vars, params;
+failures, timeouts, Ctrl-C and kill -9 leaving no container; the missing engine.
+
+Builds are few: one trivial environment image shared by most tests (no packages), two
+pip builds (``six``, then ``six`` + ``tomli``), and small one-off images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dockerhelp import BASE, BUILD_ENV_VARS, HOST_CA, NOCERT_BASE, USER_BASE, derived_image, engine, owned_by
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def client():
+    return engine()
+
+
+@pytest.fixture(autouse=True)
+def _no_build_env(monkeypatch):
+    for name in BUILD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+
+
+@pytest.fixture
+def throwaway_images(client):
+    """Tags of images a test builds for itself; removed afterwards."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        try:
+            client.images.remove(tag, force=True)
+        except Exception:
+            pass
+
+
+def compute(image: str = BASE, **keys) -> str:
+    lines = ["type: docker", f"baseDockerImage: {image}"]
+    lines += [f"{k}: {json.dumps(v)}" for k, v in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+def image_tags(output: str) -> list[str]:
+    return [w for line in output.splitlines() if "building environment image" in line
+            for w in line.split() if w.startswith("amlrun/env:")]
+
+
+def records(root: Path) -> list:
+    from amlrun.store import RunStore
+
+    store = RunStore(root / ".amlrun")
+    try:
+        return store.list()
+    finally:
+        store.close()
+
+
+def wait_for_line(proc, text: str, timeout: float = 120) -> list[str]:
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            seen.append(line)
+            if text in line:
+                done.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert done.wait(timeout), f"never saw {text!r}:\n" + "".join(seen)
+    return seen
+
+
+SLEEPER = """
+import time
+print("started", flush=True)
+time.sleep(120)
+print("not reached")
+"""
+
+
+# -- environment images -------------------------------------------------------------------------
+
+
+def test_first_build_cached_run_code_change_and_dependency_change(project, client, throwaway_images):
+    """pip packages through a CA bundle setting (the base trusts only Debian's stock CAs)."""
+    derived_image(client, NOCERT_BASE)
+    token = f"amlrun-{uuid.uuid4().hex[:8]}.invalid"  # a fresh hash for this test: the first run must build
+    project.write({
+        "aml_config/docker.compute": compute(NOCERT_BASE, caBundle=HOST_CA, pipTrustedHost=token),
+        "aml_config/conda_dependencies.yml": "dependencies:\n  - python=3.11\n  - pip:\n    - six\n",
+        "train.py": "import os, six\nprint('six', six.__version__, 'ca', os.environ.get('SSL_CERT_FILE'))\n",
+    })
+    first = project.run("-c", "docker", "train.py")
+    assert first.returncode == 0, first.output
+    built = image_tags(first.output)
+    throwaway_images.extend(built)
+    assert len(built) == 1, first.output
+    assert "six 1." in first.output and "ca /opt/amlrun/ca-bundle.crt" in first.output
+    image = client.images.get(built[0])
+    assert image.labels["amlrun.managed"] == "1"
+    assert {"train.py"}.isdisjoint(_image_files(client, built[0]))  # no project code in the image
+
+    second = project.run("-c", "docker", "train.py")
+    assert second.returncode == 0, second.output
+    assert "building" not in second.output and "six 1." in second.output
+
+    project.write({"train.py": "import six\nprint('edited code', six.__version__)\n"})
+    third = project.run("-c", "docker", "train.py")
+    assert third.returncode == 0, third.output
+    assert "building" not in third.output and "edited code" in third.output
+
+    project.write({
+        "aml_config/conda_dependencies.yml": "dependencies:\n  - pip:\n    - six\n    - tomli\n",
+        "train.py": "import six, tomli\nprint('tomli', tomli.loads('a = 1'))\n",
+    })
+    fourth = project.run("-c", "docker", "train.py")
+    rebuilt = image_tags(fourth.output)
+    throwaway_images.extend(rebuilt)
+    assert fourth.returncode == 0, fourth.output
+    assert len(rebuilt) == 1 and rebuilt != built, fourth.output
+    assert "tomli {'a': 1}" in fourth.output
+
+
+def _image_files(client, tag: str) -> set[str]:
+    out = client.containers.run(tag, ["sh", "-c", "ls / /opt/amlrun /opt/amlrun/build"], remove=True)
+    return set(out.decode().split())
+
+
+def test_failing_build_is_the_cells_error_with_the_build_log_tail(project, client):
+    """Without the CA bundle pip cannot reach the index from the stock-CA base image."""
+    derived_image(client, NOCERT_BASE)
+    project.write({
+        "aml_config/docker.compute": compute(NOCERT_BASE, pipTrustedHost=f"x{uuid.uuid4().hex[:6]}.invalid"),
+        "aml_config/conda_dependencies.yml": "dependencies:\n  - pip:\n    - six\n",
+        "a.py": "print('never')\n", "b.py": "print('never')\n",
+    })
+    result = project.run("-c", "docker", "-c", "local", "a.py", "b.py", env={"PIP_DEFAULT_TIMEOUT": "5"})
+    assert result.returncode == 1, result.output
+    assert "ERROR a.py::docker" in result.output and "ERROR b.py::docker" in result.output
+    assert "building the environment image failed: pip install failed (six)" in result.output
+    assert "No matching distribution found for six" in result.output  # pip's own words, from the tail
+    assert "PASSED a.py::local" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_conda_packages_on_an_image_without_conda_are_a_clear_error(project, client):
+    project.write({
+        "aml_config/docker.compute": compute(),
+        "aml_config/conda_dependencies.yml": "dependencies:\n  - numpy=1.26\n  - pip:\n    - six\n",
+        "a.py": "print('never')\n",
+    })
+    result = project.run("-c", "docker", "a.py")
+    assert result.returncode == 1, result.output
+    assert "conda packages (numpy=1.26) need conda, mamba or micromamba" in result.output
+    assert BASE in result.output
+
+
+def test_two_processes_never_build_the_same_image_at_once(project, client, throwaway_images):
+    project.write({"aml_config/docker.compute": compute(pipTrustedHost=f"p{uuid.uuid4().hex[:6]}.invalid")})
+    procs = [project.popen("prepare", "-c", "docker") for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    joined = "\n".join(outputs)
+    throwaway_images.extend(image_tags(joined))
+    assert joined.count("building environment image") == 1, joined
+    assert joined.count("cached)") == 1, joined
+
+
+def test_prepare_environment_false_fails_fast_until_prepare_builds(project, client, throwaway_images):
+    project.write({
+        "aml_config/gpu.compute": compute(pipTrustedHost=f"q{uuid.uuid4().hex[:6]}.invalid"),
+        "aml_config/gpu.runconfig": "Target: gpu\nPrepareEnvironment: false\n",
+        "a.py": "print('ran')\n",
+    })
+    started = time.monotonic()
+    result = project.run("-c", "gpu", "a.py")
+    assert result.returncode != 0 and time.monotonic() - started < 30, result.output
+    assert "run: amlrun prepare -c gpu" in result.output and "building" not in result.output
+
+    prepared = project.run("prepare", "-c", "gpu")
+    throwaway_images.extend(image_tags(prepared.output))
+    assert prepared.returncode == 0 and "built in" in prepared.output, prepared.output
+    again = project.run("prepare", "-c", "gpu")
+    assert again.returncode == 0 and "cached" in again.output, again.output
+    ran = project.run("-c", "gpu", "a.py")
+    assert ran.returncode == 0 and "ran" in ran.output, ran.output
+
+
+def test_prepare_reports_a_bad_target_and_exits_4(project):
+    result = project.run("prepare", "-c", "nosuch")
+    assert result.returncode == 4 and "unknown target 'nosuch'" in result.output
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+OWNERSHIP_SCRIPT = """
+import os, pathlib
+os.makedirs("outputs/sub", exist_ok=True)
+pathlib.Path("outputs/sub/result.txt").write_text(f"uid={os.getuid()} cwd={os.getcwd()}")
+print("outputs env", os.environ["AMLRUN_OUTPUTS_DIR"])
+"""
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["mounted", "copied"])
+def test_code_delivery_and_outputs_owned_by_the_invoking_user(project, client, shared):
+    """The base image's user is 1234: mounted runs run as the invoking user, copied runs'
+    files are re-owned on the way back; either way nothing lands in the project tree."""
+    derived_image(client, USER_BASE)
+    project.write({"aml_config/docker.compute": compute(USER_BASE, sharedVolumes=shared), "own.py": OWNERSHIP_SCRIPT})
+    result = project.run("-c", "docker", "own.py")
+    assert result.returncode == 0, result.output
+    assert "outputs env /amlrun/run/outputs" in result.output
+    [record] = records(project.root)
+    produced = project.root / ".amlrun" / "runs" / record.run_id / "outputs" / "sub" / "result.txt"
+    text = produced.read_text()
+    expected_uid = os.getuid() if shared else 1234
+    assert text == f"uid={expected_uid} cwd=/amlrun/run"
+    assert produced.stat().st_uid == os.getuid() and produced.parent.stat().st_uid == os.getuid()
+    assert not (project.root / "outputs").exists()
+    assert [a["path"] for a in record.artifacts] == ["sub/result.txt"] or record.artifacts, record.artifacts
+
+
+ENV_SCRIPT = """
+import argparse, os
+from amlrun_client import log
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float)
+args = parser.parse_args()
+print("FOO", os.environ.get("FOO"), "lr", args.lr, "env lr", os.environ.get("AMLRUN_PARAM_LR"),
+      "share", os.environ.get("AZUREML_NATIVE_SHARE_DIRECTORY"), "run", os.environ.get("AMLRUN_RUN_ID"))
+log("loss", 1.0 - args.lr)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/lr.txt", "w").write(str(args.lr))
+share = os.environ.get("AMLRUN_SHARE_DIRECTORY")
+if share:
+    open(os.path.join(share, "seen-" + str(args.lr)), "w").write("x")
+"""
+
+
+def test_same_sweep_on_local_and_docker_with_env_vars_params_and_share(project, client, tmp_path):
+    share = tmp_path / "share"
+    project.write({
+        "aml_config/docker.compute": compute(nativeSharedDirectory=str(share)),
+        "aml_config/docker.runconfig": "Target: docker\nEnvironmentVariables:\n  FOO: bar\n",
+        "aml_config/local.runconfig": "Target: local\nEnvironmentVariables:\n  FOO: bar\n",
+        "experiments/sweep.py": ENV_SCRIPT,
+    })
+    result = project.run("-c", "local", "-c", "docker", "experiments/", "-p", "lr=0.1,0.2")
+    assert result.returncode == 0, result.output
+    assert result.output.count("PASSED") == 4, result.output
+    found = records(project.root)
+    assert sorted((r.target, float(r.params["lr"])) for r in found) == [
+        ("docker", 0.1), ("docker", 0.2), ("local", 0.1), ("local", 0.2)]
+    for record in found:
+        run_dir = project.root / ".amlrun" / "runs" / record.run_id
+        lr = float(record.params["lr"])
+        assert record.status == "completed" and record.metrics["loss"] == pytest.approx(1 - lr)
+        assert (run_dir / "outputs" / "lr.txt").read_text() == str(lr)
+        log = (run_dir / "log.txt").read_text()
+        assert f"FOO bar lr {lr} env lr {record.params['lr']}" in log
+        if record.target == "docker":
+            assert f"share /amlrun/share run {record.run_id}" in log
+    assert sorted(p.name for p in (share / "proj" / "docker").iterdir()) == ["seen-0.1", "seen-0.2"]
+
+
+def test_failing_script_fails_its_cell(project, client):
+    project.write({"aml_config/docker.compute": compute(sharedVolumes=False),
+                   "bad.py": "import sys\nprint('about to fail')\nsys.exit(3)\n"})
+    result = project.run("-c", "docker", "bad.py")
+    assert result.returncode == 1, result.output
+    assert "FAILED bad.py::docker" in result.output and "about to fail" in result.output
+    [record] = records(project.root)
+    assert record.status == "failed" and record.exit_code == 3 and record.reason == "exited with code 3"
+
+
+def test_resources_and_run_arguments_reach_the_container(project, client):
+    script = """
+import os
+def read(*paths):
+    for p in paths:
+        if os.path.exists(p):
+            return open(p).read().split()[0]
+print("mem", read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+print("quota", read("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"))
+st = os.statvfs("/dev/shm"); print("shm", st.f_blocks * st.f_frsize)
+print("extra", os.environ.get("EXTRA"))
+"""
+    project.write({
+        "aml_config/docker.compute": compute(cpus=1.5, memory="256m", shmSize="64m",
+                                             dockerRunArguments=["--cap-add", "SYS_PTRACE", "-e", "EXTRA=yes"]),
+        "res.py": script,
+    })
+    result = project.run("-c", "docker", "res.py")
+    assert result.returncode == 0, result.output
+    assert f"mem {256 * 2**20}" in result.output and "quota 150000" in result.output
+    assert f"shm {64 * 2**20}" in result.output and "extra yes" in result.output
+    assert "unknown key" not in result.output.lower()
+
+
+def test_nvidia_docker_requests_gpus_from_the_engine(project, client):
+    """No GPU here: the engine refuses the device request, which proves it was made."""
+    project.write({"aml_config/docker.compute": compute(nvidiaDocker=True), "g.py": "print('gpu')\n"})
+    result = project.run("-c", "docker", "g.py")
+    assert result.returncode == 1, result.output
+    assert "the engine cannot provide GPUs (nvidiaDocker: true)" in result.output
+    assert "[[gpu]]" in result.output
+
+
+def test_create_options_carry_the_device_request_and_resources(project):
+    """The request itself (beside the real-engine test above)."""
+    import docker.types
+
+    from amlrun.config import ComputeTarget
+    from amlrun.project import Project
+    from amlrun.targets.base import Job, PreparedEnvironment, TargetContext
+    from amlrun.targets.docker import DockerTarget
+
+    target = DockerTarget(
+        ComputeTarget("d", "docker", {"baseDockerImage": BASE, "nvidiaDocker": True, "cpus": 2, "shmSize": "1g",
+                                      "sharedVolumes": False}),
+        TargetContext(Project(project.root), project.root / "cache"))
+    job = Job("r1", "a.py::d", project.root, ("a.py",), {"X": "1"}, project.root / "out", None)
+    opts = target.create_options(job, PreparedEnvironment("d", python="/opt/amlrun/bin/python", image="img"))
+    assert opts["device_requests"] == [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    assert opts["nano_cpus"] == 2_000_000_000 and opts["shm_size"] == "1g"
+    assert opts["command"] == ["/opt/amlrun/bin/python", "a.py"] and "user" not in opts and opts["volumes"] == []
+    assert opts["labels"]["amlrun.run-id"] == "r1" and opts["labels"]["amlrun.owner-pid"] == str(os.getpid())
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+
+def test_timeout_cancels_and_removes_the_container(project, client):
+    project.write({"aml_config/docker.compute": compute(sharedVolumes=False), "sleep.py": SLEEPER})
+    started = time.monotonic()
+    result = project.run("-c", "docker", "--timeout", "3", "sleep.py")
+    assert time.monotonic() - started < 60, result.output
+    assert result.returncode == 1 and "timed out after 3s" in result.output, result.output
+    [record] = records(project.root)
+    assert record.status == "canceled"
+    assert not client.containers.list(all=True, filters={"label": f"amlrun.run-id={record.run_id}"})
+
+
+def test_ctrl_c_stops_the_container_and_exits_2(project, client):
+    project.write({"aml_config/docker.compute": compute(), "sleep.py": SLEEPER})
+    proc = project.popen("-c", "docker", "sleep.py")
+    try:
+        wait_for_line(proc, "started")
+        assert owned_by(client, proc.pid), "the run's container should be running"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 2
+    finally:
+        proc.kill()
+    assert owned_by(client, proc.pid) == []
+    [record] = records(project.root)
+    assert record.status == "canceled"
+
+
+def test_kill_9_then_any_amlrun_command_removes_the_leftover(project, client):
+    project.write({"aml_config/docker.compute": compute(), "sleep.py": SLEEPER})
+    proc = project.popen("-c", "docker", "sleep.py")
+    wait_for_line(proc, "started")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert len(owned_by(client, proc.pid)) == 1  # the container outlived amlrun
+    result = project.run("-c", "local", "--collect-only")
+    assert result.returncode in (0, 5), result.output
+    assert owned_by(client, proc.pid) == []
+
+
+def test_docker_target_start_up_removes_leftovers_of_dead_amlrun_processes(project, client):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = client.containers.create(BASE, ["sleep", "60"], labels={
+        "amlrun.managed": "1", "amlrun.owner-pid": str(dead.pid), "amlrun.owner-start": "1"})
+    project.write({"aml_config/docker.compute": compute(), "a.py": "print('ok')\n"})
+    try:
+        result = project.run("-c", "docker", "a.py")
+        assert result.returncode == 0, result.output
+        assert not client.containers.list(all=True, filters={"id": leftover.id})
+    finally:
+        try:
+            leftover.remove(force=True)
+        except Exception:
+            pass
+
+
+# -- no engine -----------------------------------------------------------------------------------
+
+
+def test_missing_engine_is_one_line_exit_4_and_local_still_runs(project, tmp_path):
+    dead = f"unix://{tmp_path}/no-engine.sock"
+    project.write({"aml_config/docker.compute": compute(), "a.py": "print('ok')\n", "b.py": "print('ok')\n"})
+    result = project.run("-c", "local", "-c", "docker", "a.py", "b.py", env={"DOCKER_HOST": dead})
+    assert result.returncode == 4, result.output
+    line = f"no Docker engine answers at DOCKER_HOST={dead}"
+    assert line in result.output and "Traceback" not in result.output
+    assert "PASSED a.py::local" in result.output and "PASSED b.py::local" in result.output
+    assert "ERROR a.py::docker" in result.output and "ERROR b.py::docker" in result.output
+    prepared = project.run("prepare", "-c", "docker", env={"DOCKER_HOST": dead})
+    assert prepared.returncode == 4 and line in prepared.output and len(prepared.output.strip().splitlines()) == 1
+
+
+# -- clean ---------------------------------------------------------------------------------------
+
+
+def test_clean_removes_amlrun_images_and_stopped_containers_only(project, client):
+    import io
+
+    token = uuid.uuid4().hex[:8]
+    client.images.build(fileobj=io.BytesIO(f"FROM {BASE}\nLABEL amlrun.managed=1 t={token}\n".encode()),
+                        tag=f"amlrun/env:test{token}", rm=True)
+    ours = client.containers.create(BASE, ["true"], labels={"amlrun.managed": "1"})
+    theirs = client.containers.create(BASE, ["true"], labels={"someone.else": token})
+    try:
+        listed = project.run("clean", "--dry-run", "--no-envs")
+        assert listed.returncode == 0, listed.output
+        assert f"would remove image amlrun/env:test{token}" in listed.output
+        assert f"would remove container {ours.name}" in listed.output and theirs.name not in listed.output
+        assert client.containers.list(all=True, filters={"id": ours.id})
+
+        kept = project.run("clean", "--older-than", "30d", "--no-envs")
+        assert kept.returncode == 0 and f"test{token}" not in kept.output, kept.output
+
+        cleaned = project.run("clean", "--no-envs")
+        assert cleaned.returncode == 0 and "freed" in cleaned.output, cleaned.output
+        assert not client.containers.list(all=True, filters={"id": ours.id})
+        assert client.containers.list(all=True, filters={"id": theirs.id})
+        assert not client.images.list(filters={"label": f"t={token}"})
+    finally:
+        for container in (ours, theirs):
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass
+
+
+def test_clean_rejects_a_bad_age(project):
+    result = project.run("clean", "--older-than", "soon")
+    assert result.returncode == 4 and "--older-than" in result.output
