@@ -115,8 +115,15 @@ def _prescan_plugins(argv: list[str]) -> list[str]:
     return plugins
 
 
+def _exists(arg: str) -> bool:
+    try:
+        return Path(arg).exists()
+    except (OSError, ValueError):  # e.g. a long -p value list: "File name too long"
+        return False
+
+
 def _prescan_paths(argv: list[str]) -> list[str]:
-    return [a for a in argv if not a.startswith("-") and Path(a).exists()]
+    return [a for a in argv if not a.startswith("-") and _exists(a)]
 
 
 def make_config(argv: list[str], prog: str = "amlrun"):
