@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets as _random
 import shutil
 import sqlite3
 import threading
@@ -100,7 +99,7 @@ class RunRecord:
 def new_run_id() -> str:
     """Sortable by time, with 32 random bits: thousands of runs a second stay unique
     (and :meth:`RunStore.new_record` still checks the index)."""
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + _random.token_hex(4)
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + os.urandom(4).hex()
 
 
 def _process_start(pid: int) -> str:
@@ -176,7 +175,7 @@ class RunStore:
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 199:
                         raise
-                    time.sleep(0.02 + 0.03 * _random.randbelow(10) / 10)
+                    time.sleep(0.02 + 0.03 * os.urandom(1)[0] / 255)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._conn = conn
         return self._conn
