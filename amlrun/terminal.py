@@ -166,9 +166,11 @@ class TerminalReporter:
 
     def summary(self, session, duration: float) -> None:
         failed = [r for r in session.reports if r.outcome in (FAILED, ERROR)]
-        if failed and not session.stream_live:
+        # an ERROR's tail is the environment build's log, which live streaming did not show
+        shown = failed if not session.stream_live else [r for r in failed if r.outcome == ERROR and r.log_tail]
+        if shown:
             self.sep("=", "FAILURES")
-            for report in failed:
+            for report in shown:
                 self.sep("_", report.cell.id)
                 for line in report.log_tail[-15:]:
                     self.write_line(line)

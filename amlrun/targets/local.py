@@ -51,11 +51,19 @@ class LocalTarget(Target):
     def describe(self) -> str:
         return "local (managed environment)" if self._managed() else f"local {self._python()}"
 
+    def _base_interpreter(self, deps) -> str:
+        """The interpreter a managed venv is built from: pythonLocation, else one matching the pin."""
+        from amlrun.envs import find_interpreter
+
+        location = self.compute.get("pythonLocation")
+        return _which(str(location)) if location else find_interpreter(deps.python_version)
+
     def environment_digest(self, runconfig) -> str:
         if self._managed():
             deps = self.project.conda_dependencies(runconfig)
             if deps is not None:
-                return venv_key(deps, self._python())
+                # the same key ensure_venv files the environment under
+                return venv_key(deps, self._base_interpreter(deps))
         return hashlib.sha256(f"user-managed\0{self._python()}".encode()).hexdigest()[:20]
 
     def is_prepared(self, runconfig) -> bool:
@@ -70,8 +78,7 @@ class LocalTarget(Target):
         if self._managed():
             deps = self.project.conda_dependencies(runconfig)
             if deps is not None:
-                interpreter = self.compute.get("pythonLocation")
-                built_python, built = ensure_venv(deps, progress, interpreter=_which(interpreter) if interpreter else None)
+                built_python, built = ensure_venv(deps, progress, interpreter=self._base_interpreter(deps))
                 return PreparedEnvironment(self.environment_digest(runconfig), python=str(built_python), built=built)
         return PreparedEnvironment(self.environment_digest(runconfig), python=python)
 
