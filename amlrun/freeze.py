@@ -131,15 +131,17 @@ class EnvironmentRecorder:
         except OSError:
             return None
 
-    def record(self, target, prepared, runconfig) -> Freeze | str:
-        """The environment's package list, or a one-line reason why it could not be read."""
+    def record(self, target, prepared, runconfig, cancel=None) -> Freeze | str:
+        """The environment's package list, or a one-line reason why it could not be read.
+
+        ``cancel``: the event of the run waiting for it, so that canceling the run stops this too."""
         key = (target.name, prepared.digest)
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             found = self._results.get(key)
             if found is None:
-                found = self._run(target, prepared, runconfig)
+                found = self._run(target, prepared, runconfig, cancel)
                 if isinstance(found, Freeze):
                     before = self.cached(prepared.digest)
                     if before is not None and before.text != found.text:
@@ -152,7 +154,7 @@ class EnvironmentRecorder:
                 self._results[key] = found
             return found
 
-    def _run(self, target, prepared, runconfig) -> Freeze | str:
+    def _run(self, target, prepared, runconfig, cancel=None) -> Freeze | str:
         from amlrun.protocol import RUNTIME_SOURCE
 
         workdir = self.work_root / f"freeze-{uuid.uuid4().hex[:10]}"
@@ -163,6 +165,7 @@ class EnvironmentRecorder:
                 run_id=workdir.name, cell_id="(environment)", workdir=workdir, argv=(FREEZE_SCRIPT,),
                 env={"AMLRUN_RUN_ID": workdir.name, "AMLRUN_CELL_ID": "(environment)", "AMLRUN_TARGET": target.name},
                 outputs_dir=workdir / "fetched-outputs", runconfig=runconfig, timeout=FREEZE_TIMEOUT,
+                **({"cancel": cancel} if cancel is not None else {}),
             )
             sink = _CaptureSink()
             try:

@@ -88,7 +88,7 @@ def resolve_baseline_path(config):
         from pathlib import Path
 
         path = Path(given)
-        return path if path.is_absolute() else config.project.root / path
+        return path if path.is_absolute() else Path.cwd() / path
     return bl.baseline_path(config.project)
 
 
@@ -188,7 +188,7 @@ class Repro:
     def _record_environment(self, target, prepared, job, sink):
         if self.recorder is None or job.cell_id not in self.cells:
             return None
-        found = self.recorder.record(target, prepared, job.runconfig)
+        found = self.recorder.record(target, prepared, job.runconfig, job.cancel)
         if isinstance(found, str):
             _note(sink, f"[amlrun] {found}")
             return None
