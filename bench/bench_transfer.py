@@ -89,6 +89,7 @@ def main() -> int:
             third_t = last_transfer(project)
         finally:
             server.stop()
+            server.remove_user()
 
     def row(name, seconds, t):
         print(f"{name:<34} {seconds:7.2f} s  {t['bytes_sent']:>12,} bytes  {t['files_sent']:>5} files sent"

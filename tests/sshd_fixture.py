@@ -1,8 +1,8 @@
 """A private sshd on 127.0.0.1 standing in for a remote VM (the real thing, not a mock).
 
-Its own host key, config (``UsePAM no``), pid file and a high port; a test user made
-with ``useradd -m`` + ``chpasswd`` that logs in with a key or a password and is in the
-``docker`` group when there is one. Needs root (CI runs as root) and openssh-server
+Its own host key, config (``UsePAM no``), pid file and a high port; a test user of the
+session's own (``amlrt<pid>``, removed afterwards) made with ``useradd -m`` + ``chpasswd``
+that logs in with a key or a password and is in the ``docker`` group when there is one. Needs root (CI runs as root) and openssh-server
 (``.ci/services/sshd.sh`` installs it); otherwise ``require_service``.
 """
 
@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 
 SSHD = "/usr/sbin/sshd"
-USER = "amlruntest"
+USER_PREFIX = "amlrt"
 
 
 def _free_port() -> int:
@@ -105,6 +104,10 @@ class SSHServer:
             except OSError:
                 return
 
+    def remove_user(self) -> None:
+        """Delete the session's test user, its home (workspaces, envs) and its processes."""
+        subprocess.run(["userdel", "-r", "-f", self.user], capture_output=True)
+
     def user_processes(self) -> list[str]:
         proc = subprocess.run(["ps", "-u", self.user, "-o", "pid=,args="], capture_output=True, text=True)
         return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
@@ -123,50 +126,29 @@ def _run(*cmd: str, input: str | None = None) -> None:
     subprocess.run(cmd, check=True, input=input, text=True, capture_output=True)
 
 
-def _shared_password() -> str:
-    """The test user's password: made once per machine (root-only file), so concurrent test
-    sessions sharing the user do not lock each other out."""
-    folder = Path(tempfile.gettempdir()) / "amlrun-test-sshd"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / "password"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):
-            text = path.read_text().strip()
-            if text:
-                return text
-            time.sleep(0.1)
-        raise RuntimeError(f"{path} is empty")
-    password = "pw-" + secrets.token_hex(12)
-    _run("chpasswd", input=f"{USER}:{password}\n")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    return password
-
-
 def start_test_sshd(root: Path) -> SSHServer:
-    """Create/refresh the test user and start a private sshd with its files under ``root`` (root only)."""
+    """Create a test user of its own (``amlrt<pid>``: concurrent sessions never share one)
+    and start a private sshd with its files under ``root``. Needs root."""
     os.chmod(root, 0o755)
+    user = f"{USER_PREFIX}{os.getpid()}"
     try:
-        pwd.getpwnam(USER)
+        pwd.getpwnam(user)
     except KeyError:
-        _run("useradd", "-m", "-s", "/bin/bash", USER)
-    password = _shared_password()
+        _run("useradd", "-m", "-s", "/bin/bash", user)
+    password = "pw-" + secrets.token_hex(12)
+    _run("chpasswd", input=f"{user}:{password}\n")
     try:
         grp.getgrnam("docker")
-        _run("usermod", "-aG", "docker", USER)
+        _run("usermod", "-aG", "docker", user)
     except KeyError:
         pass
-    entry = pwd.getpwnam(USER)
+    entry = pwd.getpwnam(user)
     home = Path(entry.pw_dir)
     key = root / "id_ed25519"
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    # appended, not replaced: several test sessions (engineers, CI) may share the test user
-    with open(ssh_dir / "authorized_keys", "a") as fh:
-        fh.write((root / "id_ed25519.pub").read_text())
+    (ssh_dir / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
     for path in (ssh_dir, ssh_dir / "authorized_keys"):
         os.chown(path, entry.pw_uid, entry.pw_gid)
     os.chmod(ssh_dir / "authorized_keys", 0o600)
@@ -178,12 +160,12 @@ def start_test_sshd(root: Path) -> SSHServer:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {root / 'sshd.pid'}\n"
         "UsePAM no\nPasswordAuthentication yes\nPubkeyAuthentication yes\nKbdInteractiveAuthentication no\n"
         "AuthorizedKeysFile .ssh/authorized_keys\nStrictModes no\nPermitRootLogin no\n"
-        f"AllowUsers {USER}\nMaxSessions 50\nMaxStartups 50\nClientAliveInterval 0\n"
+        f"AllowUsers {user}\nMaxSessions 50\nMaxStartups 50\nClientAliveInterval 0\n"
     )
     known = root / "known_hosts"
     pub = (root / "host_ed25519.pub").read_text().split()
     known.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
-    server = SSHServer(root, port, USER, password, key, known, host_key, config, home)
+    server = SSHServer(root, port, user, password, key, known, host_key, config, home)
     server.start()
     return server
 
@@ -207,3 +189,4 @@ def sshd(tmp_path_factory):
     server = start_test_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
+    server.remove_user()
