@@ -44,6 +44,15 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], reps: int, expect: int
     return times
 
 
+def interleaved(commands: list[list[str]], cwd: Path, env: dict[str, str], reps: int) -> list[list[float]]:
+    """Time each command ``reps`` times, round-robin, so drifting machine load hits all alike."""
+    results: list[list[float]] = [[] for _ in commands]
+    for _ in range(reps):
+        for i, cmd in enumerate(commands):
+            results[i] += timed(cmd, cwd, env, 1)
+    return results
+
+
 def make_trivial_project(root: Path) -> None:
     (root / "aml_config").mkdir(parents=True)
     (root / "aml_config" / "local.compute").write_text('type: "local"\n')
@@ -88,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         make_trivial_project(trivial)
         timed([*amlrun, "-c", "local", "trivial.py"], trivial, env, 1)  # warm caches (pyc, snapshot objects)
 
-        python_t = timed([py, "trivial.py"], trivial, env, args.reps)
-        one_t = timed([*amlrun, "-c", "local", "-q", "trivial.py"], trivial, env, args.reps)
         values = ",".join(str(i) for i in range(1, args.cells + 1))
-        many_t = timed([*amlrun, "-c", "local", "-q", "trivial.py", "-p", f"i={values}"], trivial, env, args.reps)
+        python_t, one_t, many_t = interleaved([
+            [py, "trivial.py"],
+            [*amlrun, "-c", "local", "-q", "trivial.py"],
+            [*amlrun, "-c", "local", "-q", "-n", "1", "trivial.py", "-p", f"i={values}"],
+        ], trivial, env, args.reps)
         python_m, one_m, many_m = (statistics.median(t) for t in (python_t, one_t, many_t))
         startup_added = one_m - python_m
         per_cell = (many_m - one_m) / (args.cells - 1)
@@ -117,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if collect_m > COLLECT_TARGET:
             missed.append(f"--collect-only {collect_m:.3f} s > {COLLECT_TARGET} s")
 
-        pass_t = timed([py, "-c", "pass"], trivial, env, args.reps)
-        help_t = timed([*amlrun, "--help"], trivial, env, args.reps)
+        pass_t, help_t = interleaved([[py, "-c", "pass"], [*amlrun, "--help"]], trivial, env, args.reps)
         rows += [
             ("python -c pass", fmt(pass_t), "baseline"),
             ("amlrun --help", fmt(help_t), f"+{statistics.median(help_t) - statistics.median(pass_t):.3f} s"),
