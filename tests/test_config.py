@@ -183,6 +183,11 @@ def test_workbench_project_runs_unchanged(workbench, tmp_path):
     share = home / ".azureml" / "share" / workbench.root.name / "local"
     assert f"SHARE={share}" in result.stdout and share.is_dir()
     assert "warning" not in result.stderr  # every Workbench key is known
+    # the localdocker target and its PySpark runconfig are understood (planning needs no engine)
+    result = workbench.run("-c", "docker", "-c", "local", "--collect-only", "train.py", env={"HOME": str(home)})
+    assert result.returncode == 0, result.output
+    assert "train.py::docker" in result.stdout and "train.py::local" in result.stdout
+    assert "warning" not in result.stderr
 
 
 def test_c_resolves_runconfig_before_compute(workbench, tmp_path):
