@@ -142,10 +142,19 @@ def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str |
         merged = {p: list(meta)[:2] + [_last_used(meta)] for p, meta in remote.items() if p not in pruned}
         merged.update({p: [*meta, now] for p, meta in local.items()})
         copy = ""
+        lists = {"pruned.list": pruned, "absent.list": absent}
         if copy_to:
             parent = q(str(PurePosixPath(copy_to).parent))
-            copy = (f"rm -rf {q(copy_to)}; mkdir -p {parent}; cp -a {ws}/files {q(copy_to)}; "
-                    f"if [ -s absent.list ]; then (cd {q(copy_to)} && xargs -0 rm -f -- < {ws}/absent.list); fi; ")
+            dest = q(copy_to)
+            if len(absent) > len(local):
+                # most of the mirror is other trees': copy just this tree's paths
+                lists["tree.list"] = sorted(local)
+                copy = (f"rm -rf {dest}; mkdir -p {dest}; (cd {ws}/files && tar -cf {ws}/tree.tar --null "
+                        f"--verbatim-files-from -T {ws}/tree.list); (cd {dest} && tar -xpf {ws}/tree.tar); "
+                        f"rm -f {ws}/tree.tar; ")
+            else:
+                copy = (f"rm -rf {dest}; mkdir -p {parent}; cp -a {ws}/files {dest}; "
+                        f"if [ -s absent.list ]; then (cd {dest} && xargs -0 rm -f -- < {ws}/absent.list); fi; ")
         if expected == "corrupt":
             reset = f"rm -rf {ws}/files; mkdir -p {ws}/files; "
             guard = ""
@@ -159,10 +168,10 @@ def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str |
             f"{guard}{reset}"
             "tar -xzpf - --no-same-owner; "
             "if [ -s pruned.list ]; then (cd files && xargs -0 rm -f -- < ../pruned.list); fi; "
-            f"mv {MANIFEST}.new {MANIFEST}; {copy}rm -f pruned.list absent.list; echo ok"
+            f"mv {MANIFEST}.new {MANIFEST}; {copy}rm -f pruned.list absent.list tree.list; echo ok"
         )
         with tempfile.TemporaryFile() as payload:
-            _build_payload(root, changed, {'pruned.list': pruned, 'absent.list': absent}, merged, payload)
+            _build_payload(root, changed, lists, merged, payload)
             size = payload.tell()
             result = session.run(script, stdin=_chunks(payload), timeout=3600)
         if result.exit_code == _CONFLICT:

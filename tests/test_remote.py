@@ -385,3 +385,37 @@ def test_remotedocker_survives_a_dropped_connection_and_cancels_for_real(project
     canceled = runs(project)[-1]
     assert canceled["status"] == "canceled"
     assert _containers_of(docker_client, canceled) == []
+
+
+def test_sync_tree_gives_each_tree_exactly_and_resends_nothing_unchanged(sshd, tmp_path):
+    """Two trees sharing a workspace (a run's and, e.g., a freeze job's) never resend each other."""
+    from amlrun.ssh import SSHSession, SSHSettings
+    from amlrun.transfer import sync_tree
+
+    session = SSHSession(SSHSettings("127.0.0.1", sshd.user, sshd.port, key_file=str(sshd.key_file),
+                                     known_hosts=str(sshd.known_hosts)))
+    big, small = tmp_path / "big", tmp_path / "small"
+    names = ["a.py", "-dash.txt", "sp ace/é.txt", "d/x;y.bin", "x" * 120 + "/y"]
+    for i, name in enumerate(names):
+        (big / name).parent.mkdir(parents=True, exist_ok=True)
+        (big / name).write_bytes(os.urandom(50_000 + i))
+    (big / "a.py").chmod(0o755)
+    (small / "only").mkdir(parents=True)
+    (small / "only" / "one.txt").write_text("one")
+    ws = f"{sshd.home}/.amlrun/workspaces/synctest"
+    try:
+        first = sync_tree(session, big, ws, copy_to=f"{ws}/runs/1")
+        other = sync_tree(session, small, ws, copy_to=f"{ws}/runs/2")
+        again = sync_tree(session, big, ws, copy_to=f"{ws}/runs/3")
+        assert (first.files_sent, other.files_sent, again.files_sent) == (5, 1, 0)
+        for run, tree in (("1", big), ("2", small), ("3", big)):
+            copy = Path(ws) / "runs" / run
+            got = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file())
+            want = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+            assert got == want, run
+            for rel in want:
+                assert (copy / rel).read_bytes() == (tree / rel).read_bytes()
+        assert os.stat(Path(ws) / "runs" / "3" / "a.py").st_mode & 0o111
+    finally:
+        session.run(f"rm -rf '{ws}'")
+        session.close()
