@@ -109,6 +109,19 @@ class _Progress:
             self.sink.note(text)
 
 
+class _PrepareLog:
+    """Preparation output kept until the target's first cell can put it in its log."""
+
+    MAX_LINES = 5000
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def note(self, line: str) -> None:
+        if len(self.lines) < self.MAX_LINES:
+            self.lines.append(line)
+
+
 class Session:
     def __init__(self, config: Config, terminal):
         self.config = config
@@ -131,6 +144,7 @@ class Session:
         self._git: GitInfo | None = None
         self._prepared: dict[str, PreparedEnvironment | AmlrunError] = {}
         self._prepare_locks: dict[str, threading.Lock] = {}
+        self._prepare_logs: dict[str, _PrepareLog] = {}
         self._jobs: set = set()
         self._lock = threading.Lock()
         self.started = time.monotonic()
@@ -186,6 +200,11 @@ class Session:
         """Prepare ``target_name``'s environment once; later cells reuse the result (or the error)."""
         with self._prepare_locks[target_name]:
             found = self._prepared.get(target_name)
+            early = self._prepare_logs.get(target_name)
+            if early is not None and sink is not None and sink is not early:
+                del self._prepare_logs[target_name]
+                for line in early.lines:  # prepared by the scheduler: the first cell's log gets the output
+                    sink.note(line)
             if found is None:
                 target = self.targets[target_name]
                 runconfig = self.runconfigs[target_name]
@@ -272,8 +291,9 @@ class Session:
                 self.running.pop(cell.id, None)
 
         def prepare_one(name):
+            log = self._prepare_logs[name] = _PrepareLog()
             try:
-                self.prepare(name)
+                self.prepare(name, log)
             except AmlrunError:
                 pass  # remembered by prepare(); each of the target's cells reports it
 
