@@ -146,7 +146,7 @@ def requirement_lines(deps: CondaDependencies | None) -> tuple[str, ...]:
     return tuple(deps.pip_packages) if deps else ()
 
 
-def install_script(deps: CondaDependencies | None, base_image: str, has_ca: bool) -> str:
+def install_script(deps: CondaDependencies | None, has_ca: bool) -> str:
     """The shell script run inside the build: conda (if asked for), a venv, pip, the wrapper."""
     conda = tuple(deps.conda_packages) if deps else ()
     pip = requirement_lines(deps)
@@ -165,8 +165,8 @@ def install_script(deps: CondaDependencies | None, base_image: str, has_ca: bool
             f"{ENV_ROOT}/build/ca.crt > {CA_PATH}; else cp {ENV_ROOT}/build/ca.crt {CA_PATH}; fi",
         ]
     if conda:
-        need = (f"conda packages ({', '.join(conda)}) need conda, mamba or micromamba, which base image "
-                f"{base_image} does not have; list them under pip: or use a base image with conda")
+        need = (f"conda packages ({', '.join(conda)}) need conda, mamba or micromamba, which the base image "
+                "does not have; list them under pip: or use a base image with conda")
         channels = " ".join(f"-c {_sh(c)}" for c in (deps.channels if deps else ()))
         specs = " ".join(_sh(p) for p in ((f"python={pin}",) if pin else ("python",)) + conda)
         lines += [
@@ -182,7 +182,7 @@ def install_script(deps: CondaDependencies | None, base_image: str, has_ca: bool
     else:
         lines += [
             "PY=\"$(command -v python3 || command -v python || true)\"",
-            f"[ -n \"$PY\" ] || fail {_sh(f'base image {base_image} has no python3 or python on PATH')}",
+            f"[ -n \"$PY\" ] || fail 'the base image has no python3 or python on PATH'",
         ]
         if pin:
             lines += [
@@ -239,7 +239,7 @@ def plan_image(base_image: str, base_id: str, base_user: str, deps: CondaDepende
     buildargs = settings.buildargs()
     files: list[tuple[str, bytes]] = [
         ("Dockerfile", dockerfile(base_id, base_user, buildargs, ca is not None).encode()),
-        ("install.sh", install_script(deps, base_image, ca is not None).encode()),
+        ("install.sh", install_script(deps, ca is not None).encode()),
         ("requirements.txt", "".join(f"{r}\n" for r in requirement_lines(deps)).encode()),
     ]
     if ca is not None:
@@ -347,7 +347,7 @@ def _build(client, spec: ImageSpec, progress, what: str) -> None:
         progress.line(partial)
     if error is not None:
         ours = [line[len("amlrun: error: "):] for line in log if line.startswith("amlrun: error: ")]
-        reason = ours[-1] if ours else error
+        reason = f"{ours[-1]} (base image {spec.base_image})" if ours else error
         raise EnvironmentBuildError(f"building the {what} image failed: {reason}",
                                     "\n".join(log[-BUILD_TAIL_LINES:]))
     progress.status(f"built {spec.tag} in {time.monotonic() - started:.1f}s")

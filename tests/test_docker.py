@@ -455,3 +455,67 @@ def test_clean_removes_amlrun_images_and_stopped_containers_only(project, client
 def test_clean_rejects_a_bad_age(project):
     result = project.run("clean", "--older-than", "soon")
     assert result.returncode == 4 and "--older-than" in result.output
+
+
+# -- pieces without the engine (each beside a real-engine test of the same path) ---------------------
+
+
+def _compute(**settings):
+    from amlrun.config import ComputeTarget
+
+    return ComputeTarget("docker", "docker", {"baseDockerImage": BASE, **settings}, "aml_config/docker.compute")
+
+
+def test_image_hash_follows_base_dependencies_and_build_settings_only(tmp_path):
+    from amlrun.config import CondaDependencies
+    from amlrun.envimage import BuildSettings, plan_image
+
+    deps = CondaDependencies(pip_packages=("six",))
+    plain = BuildSettings()
+    first = plan_image(BASE, "sha256:aaa", "", deps, plain)
+    assert first.digest == plan_image("other-name:same-id", "sha256:aaa", "", deps, plain).digest
+    assert first.digest != plan_image(BASE, "sha256:bbb", "", deps, plain).digest
+    assert first.digest != plan_image(BASE, "sha256:aaa", "", CondaDependencies(pip_packages=("six==1.16",)), plain).digest
+    ca = tmp_path / "ca.pem"
+    ca.write_text("one")
+    with_ca = plan_image(BASE, "sha256:aaa", "", deps, BuildSettings(ca_bundle=str(ca)))
+    ca.write_text("two")
+    assert with_ca.digest not in (first.digest, plan_image(BASE, "sha256:aaa", "", deps, BuildSettings(ca_bundle=str(ca))).digest)
+    assert first.digest != plan_image(BASE, "sha256:aaa", "", deps, BuildSettings(pip_index_url="https://i/simple")).digest
+    names = [name for name, _ in first.files]
+    assert names == ["Dockerfile", "install.sh", "requirements.txt"]  # dependency files only
+
+
+def test_build_settings_precedence_and_pip_environment(tmp_path):
+    from amlrun.envimage import BuildSettings
+
+    env = {"PIP_INDEX_URL": "https://env/simple", "PIP_EXTRA_INDEX_URL": "https://a/simple https://b/simple",
+           "PIP_TRUSTED_HOST": "a b"}
+    from_env = BuildSettings.resolve(_compute(), {}, env)
+    assert from_env.pip_index_url == "https://env/simple" and from_env.pip_trusted_hosts == ("a", "b")
+    assert from_env.buildargs()["PIP_EXTRA_INDEX_URL"] == "https://a/simple https://b/simple"
+    table = BuildSettings.resolve(_compute(), {"pip_index_url": "https://table/simple"}, env)
+    assert table.pip_index_url == "https://table/simple"
+    key = BuildSettings.resolve(_compute(pipIndexUrl="https://key/simple"), {"pip_index_url": "https://t/simple"}, env)
+    assert key.pip_index_url == "https://key/simple"
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "corp.pem").write_text("pem")
+    rel = BuildSettings.resolve(_compute(), {"ca_bundle": "certs/corp.pem"}, {}, project_root=tmp_path)
+    assert rel.ca_bundle == str(tmp_path / "certs" / "corp.pem")
+    from amlrun.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="aml_config/docker.compute: CA bundle /nope.pem"):
+        BuildSettings.resolve(_compute(caBundle="/nope.pem"), {}, {})
+
+
+def test_docker_run_arguments_subset_and_a_clear_error():
+    from amlrun.errors import ConfigError
+    from amlrun.targets.docker import parse_run_arguments
+
+    opts = parse_run_arguments(["--network=host", "--cap-add", "SYS_PTRACE", "-e", "A=1", "-v", "/d:/d:ro",
+                                "--ulimit", "nofile=1024:2048", "--privileged"], "f")
+    assert opts["network_mode"] == "host" and opts["cap_add"] == ["SYS_PTRACE"] and opts["environment"] == {"A": "1"}
+    assert opts["volumes"] == ["/d:/d:ro"] and opts["privileged"] is True and opts["ulimits"][0]["Hard"] == 2048
+    assert parse_run_arguments("--ipc host", "f") == {"ipc_mode": "host"}
+    with pytest.raises(ConfigError, match=r"f: 'dockerRunArguments': unsupported option --rm"):
+        parse_run_arguments(["--rm"], "f")

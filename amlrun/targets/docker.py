@@ -176,6 +176,14 @@ def _size(value: str) -> str:
     return str(value).strip()
 
 
+_VALUED = frozenset({
+    "--cap-add", "--cap-drop", "--device", "--dns", "--security-opt", "--group-add", "--network", "--net", "--ipc",
+    "--pid", "--hostname", "-h", "--shm-size", "--memory", "-m", "--memory-swap", "--pids-limit", "--user", "-u",
+    "--cpuset-cpus", "--runtime", "--cpus", "-e", "--env", "-v", "--volume", "--add-host", "--tmpfs", "--ulimit",
+    "--label", "-l",
+})
+
+
 def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
     """Translate ``dockerRunArguments`` (docker run options) into docker-py ``create`` kwargs."""
     if args in (None, ""):
@@ -205,6 +213,9 @@ def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
             out[flags[opt]] = True
             i += 1
             continue
+        if opt not in _VALUED:
+            raise ConfigError(f"'dockerRunArguments': unsupported option {opt} (supported: "
+                              f"{', '.join(sorted([*flags, *_VALUED]))})", where)
         if i + 1 >= len(tokens):
             raise ConfigError(f"'dockerRunArguments': {opt} needs a value", where)
         value = tokens[i + 1]
@@ -236,10 +247,6 @@ def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
         elif opt == "--label" or opt == "-l":
             key, _, val = value.partition("=")
             out.setdefault("labels", {})[key] = val
-        else:
-            raise ConfigError(
-                f"'dockerRunArguments': unsupported option {opt} (supported: {', '.join(sorted([*flags, *listed, *single, '--cpus', '-e', '--env', '-v', '--volume', '--add-host', '--tmpfs', '--ulimit', '--label']))})",
-                where)
     return out
 
 
@@ -258,6 +265,7 @@ class DockerTarget(Target):
         self._client_obj = None
         self._client_lock = threading.Lock()
         self._spec_cache: dict[str, envimage.ImageSpec] = {}
+        self._removals: list[threading.Thread] = []
 
     # -- the engine -------------------------------------------------------------------------
 
@@ -300,6 +308,9 @@ class DockerTarget(Target):
         return type(self)._connect is DockerTarget._connect
 
     def teardown(self) -> None:
+        for thread in list(self._removals):
+            thread.join(60)
+        self._removals = []
         if self._marks_owner():
             drop_owner_marker(self.context.cache_dir)
         if self._client_obj is not None:
@@ -362,7 +373,9 @@ class DockerTarget(Target):
         built = envimage.ensure_image(self._client(), spec, progress, self._lock_dir(), what=self.what)
         python = str(self.compute.get("pythonLocation") or envimage.IMAGE_PYTHON)
         return PreparedEnvironment(spec.digest[:20], python=python, image=spec.tag, built=built,
-                                   details={"base_image": spec.base_image, "image": spec.tag})
+                                   details={"base_image": spec.base_image, "image": spec.tag,
+                                            # a content-addressed image never changes under its tag
+                                            "immutable": True})
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -459,6 +472,18 @@ class DockerTarget(Target):
         _extract_outputs(stream, job.outputs_dir)
 
     def execute(self, job, prepared, sink) -> ExecResult:
+        try:
+            return self._execute(job, prepared, sink)
+        except TargetUnavailable:
+            raise
+        except Exception as exc:  # the engine went away mid-run (requests/urllib3/docker errors)
+            if type(exc).__module__.split(".")[0] not in ("requests", "urllib3", "docker") and \
+                    not isinstance(exc, ConnectionError):
+                raise
+            return ExecResult("failed", None, f"lost the Docker engine at {self.engine_description()}: "
+                                              f"{_short_reason(exc)}", infrastructure_error=True)
+
+    def _execute(self, job, prepared, sink) -> ExecResult:
         import docker.errors
 
         client = self._client()
@@ -488,10 +513,23 @@ class DockerTarget(Target):
             return outcome
         finally:
             if container is not None:
-                try:
-                    container.remove(force=True)
-                except docker.errors.APIError:
-                    pass
+                self._remove_later(container)
+
+    def _remove_later(self, container) -> None:
+        """Remove a finished container off the run's critical path; teardown waits for it."""
+
+        def remove():
+            import docker.errors
+
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass
+
+        thread = threading.Thread(target=remove, name="amlrun-docker-rm", daemon=True)
+        thread.start()
+        with self._client_lock:
+            self._removals = [t for t in self._removals if t.is_alive()] + [thread]
 
     def _follow(self, container, job, sink) -> ExecResult:
         """Stream logs while waiting for exit, a timeout or a cancel."""
