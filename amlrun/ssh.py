@@ -28,11 +28,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 from amlrun.errors import ConfigError, TargetUnavailable
 
 q = shlex.quote
+T = TypeVar("T")
 
 #: seconds between connection attempts (then the last value again) while reconnecting
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -221,7 +222,7 @@ def connect_with_retry(settings: SSHSettings, attempts: int = DEFAULT_CONNECT_AT
             wait = BACKOFF[min(tries - 1, len(BACKOFF) - 1)]
             out_of_time = deadline is not None and time.monotonic() + wait > deadline
             if (deadline is None and tries >= attempts) or out_of_time:
-                raise TargetUnavailable(str(exc)) from None
+                raise ConnectionLost(str(exc)) from None
             if on_retry is not None:
                 on_retry(f"{exc}; retrying in {wait:g}s")
             time.sleep(wait)
@@ -356,6 +357,33 @@ def _communicate(channel, stdin, timeout, stdout_to) -> CommandResult:
     return CommandResult(status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace"))
 
 
+def retrying(session: SSHSession, step: Callable[[], "T"], *, reconnect_seconds: float | None = None,
+             on_note: Callable[[str], None] | None = None) -> "T":
+    """Run an idempotent ``step`` (a sync, a fetch, starting a detached command for a run
+    folder), again after a dropped connection, until ``reconnect_seconds`` have passed.
+    Only connection failures are retried, never a refused login or a failing command."""
+    import paramiko
+
+    if reconnect_seconds is None:
+        reconnect_seconds = float(os.environ.get("AMLRUN_SSH_RECONNECT_SECONDS", DEFAULT_RECONNECT_SECONDS))
+    deadline = time.monotonic() + reconnect_seconds
+    tries = 0
+    while True:
+        try:
+            return step()
+        except (HostKeyUnknown, AuthenticationFailed):
+            raise
+        except (ConnectionLost, OSError, EOFError, paramiko.SSHException) as exc:
+            wait = BACKOFF[min(tries, len(BACKOFF) - 1)]
+            tries += 1
+            if time.monotonic() + wait > deadline:
+                raise ConnectionLost(f"{session.settings.label}: connection lost: {exc}") from None
+            if on_note is not None:
+                on_note(f"connection lost ({exc}); retrying in {wait:g}s")
+            session.drop()
+            time.sleep(wait)
+
+
 # -- detached commands ------------------------------------------------------------------
 
 LOG, EXIT, PID, ENV = "log", "exit", "pid", "env"
@@ -392,7 +420,9 @@ def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: s
         f"\"$@\"; code=$?; echo $code > {rd}/{EXIT}.tmp && mv {rd}/{EXIT}.tmp {rd}/{EXIT}"
     )
     script = (
-        f"set -e; umask 077; mkdir -p {rd}; rm -f {rd}/{EXIT} {rd}/{PID} {rd}/{LOG}; cat > {rd}/{ENV}; "
+        # idempotent per run folder: a retry after a dropped connection does not start it twice
+        f"if [ -s {rd}/{PID} ]; then cat > /dev/null; cat {rd}/{PID}; exit 0; fi; "
+        f"set -e; umask 077; mkdir -p {rd}; rm -f {rd}/{EXIT} {rd}/{LOG}; cat > {rd}/{ENV}; "
         f"umask 022; "
         f"if command -v setsid >/dev/null 2>&1; then S=setsid; else S=; fi; "
         f"$S nohup sh -c {q(inner)} amlrun-job {' '.join(q(a) for a in argv)} "

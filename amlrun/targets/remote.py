@@ -197,13 +197,14 @@ class RemoteTarget(SSHTargetMixin, Target):
         session = self.ssh()
         run_dir = f"{self.workspace()}/runs/{job.run_id}"
         work = f"{run_dir}/work"
-        stats = send_job(self, job, work)
+        stats = send_job(self, job, work, sink)
         share = self.remote_share()
         env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
         prelude = f"mkdir -p {_q(work)}/outputs" + (f" {_q(share)}" if share else "")
-        from amlrun.ssh import start_detached
+        from amlrun.ssh import retrying, start_detached
 
-        pgid = start_detached(session, run_dir, job.command(prepared.python), cwd=work, env=env, prelude=prelude)
+        pgid = retrying(session, lambda: start_detached(session, run_dir, job.command(prepared.python), cwd=work,
+                                                        env=env, prelude=prelude))
         extra = {"remote_host": session.settings.label, "remote_run_dir": run_dir, "remote_pgid": pgid,
                  "transfer": stats.to_json()}
         result = follow(session, run_dir, job, sink, extra, kill=lambda: _kill(session, run_dir))
@@ -227,19 +228,26 @@ class RemoteTarget(SSHTargetMixin, Target):
 # -- shared by remote and remotedocker ----------------------------------------------------
 
 
-def send_job(target, job, work: str):
-    """Sync ``job.workdir`` into the target's workspace and copy it to ``work`` on the VM."""
+def send_job(target, job, work: str, sink=None):
+    """Sync ``job.workdir`` into the target's workspace and copy it to ``work`` on the VM
+    (again after a dropped connection: the sync is idempotent)."""
+    from amlrun.ssh import retrying
     from amlrun.transfer import sync_tree
 
-    return sync_tree(target.ssh(), job.workdir, target.workspace(), copy_to=work)
+    session = target.ssh()
+    workspace = target.workspace()
+    note = (lambda text: sink.write(f"[amlrun] {text}")) if sink is not None else None
+    return retrying(session, lambda: sync_tree(session, job.workdir, workspace, copy_to=work), on_note=note)
 
 
 def fetch_outputs(target, job, remote_outputs: str, sink, extra: dict) -> None:
     """Bring ``remote_outputs`` back into ``job.outputs_dir`` (best effort after a failure)."""
+    from amlrun.ssh import retrying
     from amlrun.transfer import fetch_tree
 
+    session = target.ssh()
     try:
-        received, refused = fetch_tree(target.ssh(), remote_outputs, job.outputs_dir)
+        received, refused = retrying(session, lambda: fetch_tree(session, remote_outputs, job.outputs_dir))
     except TargetUnavailable as exc:
         sink.write(f"[amlrun] outputs not fetched: {exc}")
         return
@@ -258,9 +266,9 @@ def cleanup(session, run_dir: str) -> None:
 
 
 def _kill(session, run_dir: str) -> bool:
-    from amlrun.ssh import kill_group
+    from amlrun.ssh import kill_group, retrying
 
-    return kill_group(session, run_dir)
+    return retrying(session, lambda: kill_group(session, run_dir), reconnect_seconds=60)
 
 
 def follow(session, run_dir: str, job, sink, extra: dict, kill) -> ExecResult:
@@ -422,7 +430,7 @@ if DockerTarget is not None:
             if self.shared_volumes():
                 run_dir = f"{self.workspace()}/runs/{job.run_id}"
                 work = f"{run_dir}/work"
-                stats = send_job(self, job, work)
+                stats = send_job(self, job, work, sink)
                 session.run_checked(f"mkdir -p {_q(work)}/outputs", "creating outputs/")
                 self._vm_work[job.run_id] = work
                 extra.update({"remote_run_dir": run_dir, "transfer": stats.to_json()})
