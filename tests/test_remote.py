@@ -419,3 +419,38 @@ def test_sync_tree_gives_each_tree_exactly_and_resends_nothing_unchanged(sshd, t
     finally:
         session.run(f"rm -rf '{ws}'")
         session.close()
+
+
+def test_secrets_travel_in_a_private_file_never_in_the_remote_command_line(project, sshd):
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    project.write({
+        "aml_config/vm.compute": sshd.compute_yaml(),
+        "aml_config/vm.runconfig": "Target: vm\nEnvironmentVariables:\n  API_TOKEN: secret:AMLRUN_TEST_API_TOKEN\n",
+        "leak.py": "import os, time\nprint('token', os.environ['API_TOKEN'], flush=True)\n"
+                   "print('ready', flush=True)\ntime.sleep(4)\n",
+    })
+    proc = project.popen("-c", "vm", "leak.py", "--stream", env={"AMLRUN_TEST_API_TOKEN": secret})
+    try:
+        seen = _wait_for(proc, "ready")
+        cmdlines = []
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == pwd_uid(sshd.user):
+                    cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+            except OSError:
+                pass
+        assert cmdlines and not any(secret.encode() in c for c in cmdlines)
+        assert not list(sshd.home.glob(".amlrun/workspaces/*/runs/*/env"))      # sourced, then deleted
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert secret not in "".join(seen) + out
+    assert grep_tree(project.root, secret) == []
+
+
+def pwd_uid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_uid

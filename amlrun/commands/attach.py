@@ -108,6 +108,10 @@ def main(argv: list[str], prog: str) -> int:
             store.put(ref, passphrase)
             fields["passphrase"] = f"secret:{ref}"
     else:
+        if options.password not in (None, _PROMPT):
+            print("amlrun attach: warning: a password given on the command line stays in your shell history "
+                  "and is visible to other users in the process list; prefer --password alone (prompt) or "
+                  "--password-stdin", file=sys.stderr)
         password = _secret(options.password, f"password of {options.username}@{options.address}: ",
                            options.password_stdin)
         redactor.add(password)
