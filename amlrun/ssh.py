@@ -117,6 +117,15 @@ def settings_from_compute(compute, where: str | None = None) -> SSHSettings:
         key_file = os.path.expanduser(str(key_file))
         if not os.path.isfile(key_file):
             raise ConfigError(f"'privateKeyFile' {key_file} does not exist", where)
+    from amlrun.secrets import is_reference, redactor
+
+    for key, value in (("password", password), ("passphrase", passphrase)):
+        if value and not is_reference(value):
+            redactor.add(str(value))
+            from amlrun.diagnostics import warn
+
+            warn(f"{where}: '{key}' holds the secret itself; move it out of the project with "
+                 f"'amlrun attach ... --force' (it then becomes a secret: reference)")
     return SSHSettings(
         host=host, port=port, username=username,
         password=resolve(password, where) if password else None,

@@ -454,3 +454,28 @@ def pwd_uid(user: str) -> int:
     import pwd
 
     return pwd.getpwnam(user).pw_uid
+
+
+def test_remotedocker_without_shared_volumes_copies_code_in(project, sshd, docker_client):
+    from dockerhelp import BASE
+
+    project.write({
+        "aml_config/vm.compute": sshd.compute_yaml("remotedocker", extra=f"baseDockerImage: {BASE}\nsharedVolumes: false\n"),
+        "train.py": ECHO_SCRIPT,
+    })
+    ran = project.run("-c", "vm", "train.py", timeout=600)
+    assert ran.returncode == 0, ran.output
+    (record,) = runs(project)
+    assert "transfer" not in record["extra"]              # copied into the container, not synced
+    outputs = run_dir(project, record) / "outputs"
+    assert (outputs / "sub" / "model.bin").read_bytes() == bytes(range(256)) * 10
+    assert _containers_of(docker_client, record) == []
+
+
+def test_plain_password_in_a_compute_file_works_with_a_warning_and_is_redacted(project, sshd):
+    project.write({"aml_config/vm.compute": sshd.compute_yaml(auth="password").replace(
+        "secret:AMLRUN_TEST_SSH_PASSWORD", sshd.password)})
+    doctor = project.run("doctor", "-c", "vm")
+    assert doctor.returncode == 0, doctor.output
+    assert "'password' holds the secret itself" in doctor.stderr
+    assert sshd.password not in doctor.output
