@@ -289,24 +289,29 @@ class SSHSession:
 
     def open_channel(self, command: str, deadline: float | None = None, on_retry=None):
         """An exec channel running ``command`` (already a full command line)."""
-        transport = self.transport(deadline, on_retry)
-        try:
-            channel = transport.open_session(timeout=self.settings.connect_timeout)
-        except Exception:
-            # a half-dead transport: reconnect once
-            self.drop()
+        for attempt in (1, 2):
             transport = self.transport(deadline, on_retry)
-            channel = transport.open_session(timeout=self.settings.connect_timeout)
-        channel.exec_command(command)
-        return channel
+            try:
+                channel = transport.open_session(timeout=self.settings.connect_timeout)
+                channel.exec_command(command)
+                return channel
+            except Exception as exc:  # a half-dead transport: reconnect once
+                self.drop()
+                if attempt == 2:
+                    raise ConnectionLost(f"{self.settings.label}: cannot open a channel: {exc}") from None
+        raise AssertionError("unreachable")
 
     def run(self, script: str, *, stdin: bytes | Iterable[bytes] | None = None, timeout: float | None = 120,
             stdout_to=None) -> CommandResult:
         """Run a POSIX sh ``script`` and capture its output (``stdout_to``: a binary file
         receiving stdout instead). ``stdin``: bytes or an iterable of byte chunks."""
+        import paramiko
+
         channel = self.open_channel(sh(script))
         try:
             return _communicate(channel, stdin, timeout, stdout_to)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(f"{self.settings.label}: the connection dropped during a command: {exc}") from None
         finally:
             channel.close()
 
