@@ -113,6 +113,17 @@ def test_init_extends_existing_pyproject_and_gitignore(tmp_path):
     assert len(again.stderr.strip().splitlines()) == 1
 
 
+def test_init_folder_with_spaces_and_non_ascii(tmp_path):
+    result = Project(tmp_path).run("init", "my prøj")
+    assert result.returncode == 0, result.output
+    assert "cd 'my prøj' && amlrun" in result.stdout
+    from amlrun.project import tomllib
+
+    assert tomllib.loads((tmp_path / "my prøj/pyproject.toml").read_text())["project"]["name"] == "my-pr-j"
+    run = Project(tmp_path / "my prøj").run("-q")
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.output
+
+
 def test_init_custom_docker_image_and_bad_directory(tmp_path):
     result = Project(tmp_path).run("init", "p", "--docker-image", "mybase:1")
     assert result.returncode == 0, result.output

@@ -158,7 +158,9 @@ def _files(name: str, image: str) -> dict[str, str]:
 
 
 def _pyproject_text(name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.") or "experiments"
+    # a valid distribution name (PEP 508: ASCII letters, digits, - _ .)
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "-" for c in name).strip("-._")
+    safe = safe or "experiments"
     return f'[project]\nname = "{safe}"\nversion = "0.1.0"\n\n{PYPROJECT_TABLE}'
 
 
