@@ -4,7 +4,8 @@ baseline measured in the same run.
     python3 bench/bench_core.py            # default: 5 repetitions
     python3 bench/bench_core.py --reps 10 --cells 20 --files 2000
 
-What is measured (median over the repetitions; min in brackets):
+What is measured (wall-clock median over the repetitions, min in brackets, and the
+CPU time of the whole process tree, which a loaded machine inflates far less):
 
 - ``python trivial.py``                         the baseline a cell cannot beat
 - ``amlrun -c local trivial.py``                 one cell: start-up + one run
@@ -20,36 +21,57 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PER_CELL_TARGET = 0.15
 COLLECT_TARGET = 1.5
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str], reps: int, expect: int = 0) -> list[float]:
-    times = []
+@dataclass
+class Samples:
+    """Wall-clock and CPU (user + sys of the whole process tree) seconds per repetition."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], reps: int, into: Samples | None = None) -> Samples:
+    samples = into or Samples()
     for _ in range(reps):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         elapsed = time.perf_counter() - started
-        if proc.returncode != expect:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
             sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout.decode(errors='replace')[-2000:]}")
-        times.append(elapsed)
-    return times
+        samples.wall.append(elapsed)
+        samples.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return samples
 
 
-def interleaved(commands: list[list[str]], cwd: Path, env: dict[str, str], reps: int) -> list[list[float]]:
+def interleaved(commands: list[list[str]], cwd: Path, env: dict[str, str], reps: int) -> list[Samples]:
     """Time each command ``reps`` times, round-robin, so drifting machine load hits all alike."""
-    results: list[list[float]] = [[] for _ in commands]
+    results = [Samples() for _ in commands]
     for _ in range(reps):
-        for i, cmd in enumerate(commands):
-            results[i] += timed(cmd, cwd, env, 1)
+        for cmd, samples in zip(commands, results):
+            timed(cmd, cwd, env, 1, samples)
     return results
 
 
@@ -72,8 +94,8 @@ def make_many_experiments(root: Path, count: int) -> None:
         (folder / f"exp_{i:05d}.py").write_text(body)
 
 
-def fmt(times: list[float]) -> str:
-    return f"{statistics.median(times):.3f} s  [{min(times):.3f}]"
+def fmt(samples: Samples) -> str:
+    return f"{samples.median:.3f} s [{min(samples.wall):.3f}]  cpu {samples.cpu_median:.3f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env["AMLRUN_CACHE_DIR"] = str(tmp / "cache")
     env.pop("AMLRUN_PLUGINS", None)
+    # as after a pip install: byte-code cached (in the temp folder, not the work tree), not
+    # recompiled by every process as PYTHONDONTWRITEBYTECODE=1 would have it
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     py = sys.executable
     amlrun = [py, "-m", "amlrun"]
     rows: list[tuple[str, str, str]] = []
@@ -103,17 +129,19 @@ def main(argv: list[str] | None = None) -> int:
             [*amlrun, "-c", "local", "-q", "trivial.py"],
             [*amlrun, "-c", "local", "-q", "-n", "1", "trivial.py", "-p", f"i={values}"],
         ], trivial, env, args.reps)
-        python_m, one_m, many_m = (statistics.median(t) for t in (python_t, one_t, many_t))
-        startup_added = one_m - python_m
-        per_cell = (many_m - one_m) / (args.cells - 1)
-        per_cell_added = per_cell - python_m
+        startup_added = one_t.median - python_t.median
+        per_cell = (many_t.median - one_t.median) / (args.cells - 1)
+        per_cell_added = per_cell - python_t.median
+        per_cell_cpu = (many_t.cpu_median - one_t.cpu_median) / (args.cells - 1)
+        per_cell_cpu_added = per_cell_cpu - python_t.cpu_median
         rows += [
             ("python trivial.py", fmt(python_t), "baseline"),
-            ("amlrun -c local trivial.py (1 cell)", fmt(one_t), f"+{startup_added:.3f} s over python"),
-            (f"amlrun ... -p i=1..{args.cells} ({args.cells} cells)", fmt(many_t),
-             f"{many_m / args.cells:.3f} s per cell overall"),
-            ("  per additional cell", f"{per_cell:.3f} s", f"+{per_cell_added:.3f} s over python "
-             f"(target < {PER_CELL_TARGET} s)"),
+            ("amlrun -c local trivial.py (1 cell)", fmt(one_t),
+             f"+{startup_added:.3f} s over python (cpu +{one_t.cpu_median - python_t.cpu_median:.3f} s)"),
+            (f"amlrun ... -n 1 -p i=1..{args.cells} ({args.cells} cells)", fmt(many_t),
+             f"{many_t.median / args.cells:.3f} s per cell overall"),
+            ("  per additional cell", f"{per_cell:.3f} s  cpu {per_cell_cpu:.3f} s",
+             f"+{per_cell_added:.3f} s over python (cpu +{per_cell_cpu_added:.3f} s; target < {PER_CELL_TARGET} s)"),
         ]
         if per_cell_added > PER_CELL_TARGET:
             missed.append(f"per-cell overhead {per_cell_added:.3f} s > {PER_CELL_TARGET} s")
@@ -122,16 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         make_many_experiments(many, args.files)
         timed([*amlrun, "--collect-only", "-q"], many, env, 1)  # warm the page cache
         collect_t = timed([*amlrun, "--collect-only", "-q"], many, env, args.reps)
-        collect_m = statistics.median(collect_t)
         rows.append((f"amlrun --collect-only ({args.files} files, {args.files // 4 * 3 + args.files} cells)",
                      fmt(collect_t), f"target < {COLLECT_TARGET} s"))
-        if collect_m > COLLECT_TARGET:
-            missed.append(f"--collect-only {collect_m:.3f} s > {COLLECT_TARGET} s")
+        if collect_t.median > COLLECT_TARGET:
+            missed.append(f"--collect-only {collect_t.median:.3f} s > {COLLECT_TARGET} s")
 
         pass_t, help_t = interleaved([[py, "-c", "pass"], [*amlrun, "--help"]], trivial, env, args.reps)
         rows += [
             ("python -c pass", fmt(pass_t), "baseline"),
-            ("amlrun --help", fmt(help_t), f"+{statistics.median(help_t) - statistics.median(pass_t):.3f} s"),
+            ("amlrun --help", fmt(help_t), f"+{help_t.median - pass_t.median:.3f} s"),
         ]
     finally:
         if args.keep:
@@ -140,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     width = max(len(r[0]) for r in rows)
-    print(f"amlrun core benchmarks: median [min] of {args.reps} runs, python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cpus")
-    print(f"{'command':<{width}}  {'time':<18}  note")
-    print("-" * (width + 40))
+    load = os.getloadavg()[0]
+    print(f"amlrun core benchmarks: wall median [min] and cpu median of {args.reps} runs, "
+          f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average {load:.1f}")
+    print(f"{'command':<{width}}  {'time':<34}  note")
+    print("-" * (width + 80))
     for name, value, note in rows:
-        print(f"{name:<{width}}  {value:<18}  {note}")
+        print(f"{name:<{width}}  {value:<34}  {note}")
     for line in missed:
         print(f"MISSED: {line}")
     return 1 if missed else 0
