@@ -346,11 +346,28 @@ def _build(client, spec: ImageSpec, progress, what: str) -> None:
         log.append(partial)
         progress.line(partial)
     if error is not None:
+        _drop_intermediate(client, log)
         ours = [line[len("amlrun: error: "):] for line in log if line.startswith("amlrun: error: ")]
         reason = f"{ours[-1]} (base image {spec.base_image})" if ours else error
         raise EnvironmentBuildError(f"building the {what} image failed: {reason}",
                                     "\n".join(log[-BUILD_TAIL_LINES:]))
     progress.status(f"built {spec.tag} in {time.monotonic() - started:.1f}s")
+
+
+def _drop_intermediate(client, log: list[str]) -> None:
+    """Remove the untagged layers a failed build leaves (the engine drops their parents too)."""
+    import docker.errors
+
+    layers = [line.split("--->", 1)[1].strip() for line in log if line.strip().startswith("---> ")]
+    layers = [layer for layer in layers if re.fullmatch(r"[0-9a-f]{12,64}", layer)]
+    if not layers:
+        return
+    try:
+        image = client.images.get(layers[-1])
+        if not image.tags:
+            client.images.remove(image.id, noprune=False)
+    except docker.errors.DockerException:
+        pass  # still a parent of something, or already gone
 
 
 def _sh(text: str) -> str:
