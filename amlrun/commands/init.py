@@ -9,6 +9,7 @@ example experiment and a ``.gitignore``. Existing files are never overwritten un
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from amlrun.errors import UsageError
@@ -80,7 +81,7 @@ dependencies:
 SPARK_DEPENDENCIES = """\
 # Spark settings and Maven packages for runs with Framework: PySpark.
 configuration:
-  spark.app.name: "{name}"
+  spark.app.name: {name}
 repositories: []
 packages: []
 """
@@ -149,10 +150,10 @@ def _files(name: str, image: str) -> dict[str, str]:
     return {
         "aml_config/local.compute": LOCAL_COMPUTE,
         "aml_config/local.runconfig": LOCAL_RUNCONFIG,
-        "aml_config/docker.compute": DOCKER_COMPUTE.format(image=image),
+        "aml_config/docker.compute": DOCKER_COMPUTE.format(image=json.dumps(image)),
         "aml_config/docker.runconfig": DOCKER_RUNCONFIG,
         "aml_config/conda_dependencies.yml": CONDA_DEPENDENCIES,
-        "aml_config/spark_dependencies.yml": SPARK_DEPENDENCIES.format(name=name),
+        "aml_config/spark_dependencies.yml": SPARK_DEPENDENCIES.format(name=json.dumps(name)),
         "experiments/train.py": TRAIN_PY,
     }
 
