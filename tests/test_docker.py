@@ -416,6 +416,17 @@ def test_missing_engine_is_one_line_exit_4_and_local_still_runs(project, tmp_pat
     assert "ERROR a.py::docker" in result.output and "ERROR b.py::docker" in result.output
     prepared = project.run("prepare", "-c", "docker", env={"DOCKER_HOST": dead})
     assert prepared.returncode == 4 and line in prepared.output and len(prepared.output.strip().splitlines()) == 1
+    doctor = project.run("doctor", "-c", "docker", env={"DOCKER_HOST": dead})
+    assert doctor.returncode != 0 and "FAIL docker engine" in doctor.output and line in doctor.output
+
+
+def test_doctor_checks_engine_base_image_and_disk(project, client):
+    project.write({"aml_config/docker.compute": compute(), "aml_config/gone.compute": compute("amlrun-test/gone:x")})
+    ok = project.run("doctor", "-c", "docker")
+    assert ok.returncode == 0, ok.output
+    assert "ok   docker engine" in ok.output and f"ok   base image: {BASE}" in ok.output and "disk space" in ok.output
+    missing = project.run("doctor", "-c", "gone")
+    assert missing.returncode != 0 and "FAIL base image: amlrun-test/gone:x is not on the engine" in missing.output
 
 
 # -- clean ---------------------------------------------------------------------------------------
