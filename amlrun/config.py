@@ -136,7 +136,7 @@ def load_runconfig(path: Path, project_root: Path) -> RunConfig:
         name=path.stem,
         target=str(data.get("Target") or path.stem),
         argument_vector=tuple(str(a) for a in argv),
-        environment_variables={str(k): "" if v is None else str(v) for k, v in env.items()},
+        environment_variables={str(k): _env_text(v) for k, v in env.items()},
         framework=canonical[framework.lower()],
         conda_dependencies_file=data.get("CondaDependenciesFile", DEFAULT_CONDA_FILE),
         spark_dependencies_file=data.get("SparkDependenciesFile", DEFAULT_SPARK_FILE),
@@ -144,6 +144,15 @@ def load_runconfig(path: Path, project_root: Path) -> RunConfig:
         tracked_run=_bool(data.get("TrackedRun", True), "TrackedRun", shown),
         source=shown,
     )
+
+
+def _env_text(value: Any) -> str:
+    """A YAML scalar as the text a user wrote: ``true`` stays ``true``, not Python's ``True``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def default_runconfig(target: str) -> RunConfig:

@@ -404,3 +404,9 @@ def test_missing_conda_file_named_in_runconfig(project):
     assert result.returncode == 4, result.output
     assert "deps/nothere.yml" in result.output
     assert "Traceback" not in result.output
+
+
+def test_environment_variable_scalars_keep_their_yaml_text(tmp_path):
+    (tmp_path / "r.runconfig").write_text("EnvironmentVariables:\n  A: true\n  B: 3\n  C:\n  D: 0.5\n  E: 'x y'\n")
+    rc = load_runconfig(tmp_path / "r.runconfig", tmp_path)
+    assert rc.environment_variables == {"A": "true", "B": "3", "C": "", "D": "0.5", "E": "x y"}
