@@ -150,6 +150,35 @@ def make_config(argv: list[str], prog: str = "amlrun"):
     return config
 
 
+class _terminate_as_interrupt:
+    """SIGTERM (a CI job canceled, ``timeout``, ``kill``) stops a session as Ctrl-C does.
+
+    Runs live in their own process groups, so without this a terminated amlrun would
+    leave them running; as a KeyboardInterrupt the session kills their groups, records
+    them canceled and exits 2.
+    """
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -174,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         from amlrun.main import run_session
 
-        return run_session(make_config(argv))
+        with _terminate_as_interrupt():
+            return run_session(make_config(argv))
     except AmlrunError as exc:
         from amlrun.secrets import redactor
 

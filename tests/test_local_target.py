@@ -320,6 +320,25 @@ def test_ctrl_c_kills_group_marks_canceled_exits_2(project, tmp_path):
     assert _record(run)["status"] == "canceled"
 
 
+def test_sigterm_is_handled_like_ctrl_c(project, tmp_path):
+    """A canceled CI job or ``timeout`` sends SIGTERM: the runs must not outlive amlrun."""
+    pidfile = tmp_path / "pids"
+    project.write({"slow.py": SPAWNER})
+    proc = project.popen("slow.py", env={"PIDFILE": str(pidfile)})
+    try:
+        _read_until(proc, "spawned")
+        proc.terminate()
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out
+    parent, child = map(int, pidfile.read_text().split())
+    assert _wait_dead(parent) and _wait_dead(child), "SIGTERM left the run's processes behind"
+    (run,) = _runs(project)
+    assert _record(run)["status"] == "canceled"
+
+
 def test_ctrl_c_with_several_cells_stops_everything(project, tmp_path):
     project.write({"w.py": f"""
         import os, sys, time
