@@ -145,7 +145,9 @@ class Conftests:
 
     def hook(self, name: str, directory: Path):
         """The hook caller for ``name`` with only ``directory``'s own and parents' conftests."""
-        key = (name, directory)
+        # keyed by how many folders were seen too: a conftest loaded later (e.g. of a
+        # sibling folder named after this one on the command line) must be excluded as well
+        key = (name, directory, len(self._by_dir))
         caller = self._callers.get(key)
         if caller is None:
             foreign = [

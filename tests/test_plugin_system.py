@@ -180,6 +180,11 @@ def test_amlrunconf_hooks_are_scoped_to_their_directory(project):
     # the same holds when only the sibling is collected, and when a file is named directly
     assert _ids(project.run("--collect-only", "b")) == ["b/train.py::local"]
     assert _ids(project.run("--collect-only", "a/deep/more.py")) == ["a/deep/more.py::local[from=a]"]
+    # ... and whatever order the command line visits the folders in
+    project.write({"b/other.py": ""})
+    assert _ids(project.run("--collect-only", "b/train.py", "a", "b/other.py")) == [
+        "b/train.py::local", "a/train.py::local[from=a]", "a/deep/more.py::local[from=a]", "b/other.py::local",
+    ]
 
 
 def test_nested_amlrunconf_adds_to_parents(project):
