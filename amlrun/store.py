@@ -280,6 +280,17 @@ class RunStore:
         """Records newest first. Status, script and target are filtered in SQL (indexed by
         creation time, so ``limit`` reads only that many rows); ``params`` (name → text as
         given on the command line) are matched after decoding."""
+        return [RunRecord.from_json(data) for _, data in self._select(
+            limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=True)]
+
+    def list_json(self, *, limit: int | None = None, status=None, script=None, target=None,
+                  params: Mapping[str, str] | None = None, reap: bool = True) -> list[str]:
+        """Like :meth:`list`, but each record as its stored JSON text (nothing decoded
+        unless ``params`` must be matched): ``history list --format json`` of 10,000 runs."""
+        return [payload for payload, _ in self._select(
+            limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=False)]
+
+    def _select(self, *, limit, status, script, target, params, reap, decode) -> list[tuple[str, dict | None]]:
         if not self.exists():
             return []
         if reap:
@@ -289,14 +300,14 @@ class RunStore:
         if limit is not None and not params:
             sql += " LIMIT ?"
             args.append(limit)
+        found: list[tuple[str, dict | None]] = []
         with self._lock:
             cursor = self._db().execute(sql, args)
-            found: list[RunRecord] = []
             for (payload,) in cursor:
-                record = RunRecord.from_json(json.loads(payload))
-                if params and not all(param_matches(record.params, k, v) for k, v in params.items()):
+                data = json.loads(payload) if decode or params else None
+                if params and not all(param_matches(data.get("params") or {}, k, v) for k, v in params.items()):
                     continue
-                found.append(record)
+                found.append((payload, data))
                 if limit is not None and len(found) >= limit:
                     break
             cursor.close()

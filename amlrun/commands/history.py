@@ -276,11 +276,13 @@ def cmd_list(options, store: RunStore, project) -> int:
     limit = options.limit or None
     scripts = [_normalise_script(s, project) for s in options.script] if options.script else None
     params = dict(options.param)
+    if options.format == "json":  # the stored JSON as it is: one record a line, nothing re-encoded
+        payloads = store.list_json(limit=limit, status=options.status, script=scripts, target=options.target,
+                                   params=params or None)
+        sys.stdout.write("[\n" + ",\n".join(payloads) + "\n]\n" if payloads else "[]\n")
+        return 0
     records = store.list(limit=limit, status=options.status, script=scripts, target=options.target,
                          params=params or None)
-    if options.format == "json":
-        emit_json([r.to_json() for r in records])
-        return 0
     if not records:
         filtered = any((options.script, options.target, options.status, options.param))
         print("no runs match" if filtered and store.count() else f"no runs recorded in {store.state_dir}")
