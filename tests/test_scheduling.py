@@ -76,9 +76,6 @@ def test_per_target_limits_and_targets_side_by_side(project, tmp_path):
     # cells of different targets ran side by side: 'one' was never idle while 'two' ran
     # (a worker never sat blocked on 'one' while 'two' had queued work)
     assert max_overlap(one + two) == 3
-    # the serial target dominates: 6 cells × 0.4 s, everything else fits beside it
-    first, last = min(s for _, s, _ in rows), max(e for _, _, e in rows)
-    assert last - first < 6 * 0.4 + 1.5
 
 
 def test_n1_runs_in_matrix_order_and_summary_is_in_matrix_order(project):
@@ -302,8 +299,10 @@ def test_plain_heartbeat_when_not_a_terminal(project):
     assert result.returncode == 0, result.output
     beats = [line for line in result.stdout.splitlines() if line.startswith("... ")]
     assert beats and "\x1b[" not in result.stdout
-    assert re.match(r"\.\.\. 2 running, 1 queued, 0 passed, 0 failed \(\d+s\); longest: exp/a\.py::local\[i=\d\] \d+s",
-                    beats[0])
+    for beat in beats:
+        assert re.fullmatch(r"\.\.\. \d running, \d queued, \d passed, 0 failed \(\d+s\)(; longest: \S+ \d+s)?", beat)
+    assert any(re.match(r"\.\.\. 2 running, 1 queued, 0 passed, 0 failed \(\d+s\); longest: exp/a\.py::local\[i=\d\] \d+s",
+                        beat) for beat in beats), beats
 
 
 def test_live_status_area_on_a_terminal(project):
