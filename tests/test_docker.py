@@ -344,6 +344,19 @@ def test_create_options_carry_the_device_request_and_resources(project):
     assert opts["labels"]["amlrun.run-id"] == "r1" and opts["labels"]["amlrun.owner-pid"] == str(os.getpid())
 
 
+def test_code_is_mounted_by_default_only_from_a_local_engine(project, monkeypatch):
+    from amlrun.project import Project
+    from amlrun.targets.base import TargetContext
+    from amlrun.targets.docker import DockerTarget
+
+    target = DockerTarget(_compute(), TargetContext(Project(project.root), project.root / "cache"))
+    assert target.shared_volumes() is True
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert target.shared_volumes() is False
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
+    assert target.shared_volumes() is True
+
+
 # -- stopping ------------------------------------------------------------------------------------
 
 

@@ -333,7 +333,12 @@ class DockerTarget(Target):
         return str(image)
 
     def shared_volumes(self) -> bool:
-        return self.compute.flag("sharedVolumes", default=self.shared_volumes_default)
+        """Mount code (and outputs) from this machine: on by default for a local engine only."""
+        default = self.shared_volumes_default
+        if default and self._marks_owner():
+            host = os.environ.get("DOCKER_HOST", "")
+            default = not host or host.startswith("unix://") or host.startswith("npipe://")
+        return self.compute.flag("sharedVolumes", default=default)
 
     def build_settings(self) -> envimage.BuildSettings:
         return envimage.BuildSettings.resolve(self.compute, self.context.build_settings,
