@@ -147,11 +147,17 @@ def amlrun_run_cell(cell, session):
                                infrastructure_error=infra)
             hook.amlrun_runreport(report=report)
             return report
+        try:
+            env = build_env(session, cell, record.run_id, runconfig)
+        except AmlrunError as exc:  # e.g. an unresolvable secret: record why, then stop as before
+            sink.note(f"[amlrun] {exc}")
+            save(dataclasses.replace(record, status="failed", reason=str(exc), ended=time.time()))
+            raise
         record = save(dataclasses.replace(record, status="running", started=time.time()))
         workdir = materialize_workdir(session, record.run_id)
         job = Job(
             run_id=record.run_id, cell_id=cell.id, workdir=workdir, argv=build_argv(runconfig, cell),
-            env=build_env(session, cell, record.run_id, runconfig), outputs_dir=run_dir / "outputs",
+            env=env, outputs_dir=run_dir / "outputs",
             runconfig=runconfig, params=cell.params.as_dict(), timeout=session.timeout,
         )
         session.register_job(job)

@@ -106,6 +106,8 @@ def test_missing_secret_is_one_clear_line(project):
     assert result.returncode == 4, result.output
     assert "Traceback" not in result.output
     assert "aml_config/secure.runconfig" in result.stderr and "NOT_SET_ANYWHERE" in result.stderr
+    record = json.loads(project.run("history", "list", "--format", "json").stdout)[0]
+    assert record["status"] == "failed" and "NOT_SET_ANYWHERE" in record["reason"]  # why, not "died"
 
 
 def test_compute_file_secret_is_masked_even_before_anything_resolves_it(project):
