@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 
 import pluggy
 
@@ -42,6 +43,58 @@ def _load(spec: str):
     return getattr(module, attr)() if attr else module
 
 
+def _declaring_distributions(group: str):
+    """The installed distributions whose ``entry_points.txt`` declares ``group``, or None
+    when that cannot be told cheaply (a zip file on ``sys.path``, a custom finder).
+
+    importlib.metadata would parse every installed distribution's entry points: about
+    40 ms with a hundred installed, a third of amlrun's start-up, to find usually none.
+    """
+    import sys
+    from importlib.machinery import PathFinder
+
+    if any(hasattr(finder, "find_distributions") and finder is not PathFinder for finder in sys.meta_path):
+        return None
+    header = f"[{group}]"
+    found = []
+    for entry in sys.path:
+        folder = entry or "."
+        try:
+            names = os.listdir(folder)
+        except NotADirectoryError:
+            return None
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                path = os.path.join(folder, name)
+                try:
+                    with open(os.path.join(path, "entry_points.txt"), encoding="utf-8") as fh:
+                        declares = header in fh.read()
+                except OSError:
+                    continue
+                if declares:
+                    found.append(path)
+    return found
+
+
+def load_entry_points(pm: pluggy.PluginManager, group: str = ENTRY_POINT_GROUP) -> None:
+    """Register the plugins of the ``group`` entry points, as pluggy's loader does, faster."""
+    paths = _declaring_distributions(group)
+    if paths is None:
+        pm.load_setuptools_entrypoints(group)
+        return
+    if not paths:
+        return
+    import importlib.metadata
+
+    for path in paths:
+        for ep in importlib.metadata.PathDistribution(Path(path)).entry_points.select(group=group):
+            if pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            pm.register(ep.load(), name=ep.name)
+
+
 def build_pluginmanager(plugin_options: list[str] = ()) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("amlrun")
     pm.add_hookspecs(hookspec)
@@ -59,7 +112,7 @@ def build_pluginmanager(plugin_options: list[str] = ()) -> pluggy.PluginManager:
             raise
         pm.register(plugin, name=name)
     if not os.environ.get(DISABLE_AUTOLOAD_ENV):
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        load_entry_points(pm)
     requested = [p for p in plugin_options if not p.startswith("no:")]
     requested += [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
     for name in requested:

@@ -102,6 +102,24 @@ def test_builder_unit(plugin_dir, monkeypatch):
     assert build_pluginmanager([]) is not pm
 
 
+def test_fast_entry_point_loader_agrees_with_pluggys(plugin_dir, monkeypatch):
+    """amlrun reads entry_points.txt itself (importlib.metadata is slow); same plugins as pluggy finds."""
+    import pluggy
+
+    from amlrun.plugins import load_entry_points
+
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    ours, theirs = pluggy.PluginManager("amlrun"), pluggy.PluginManager("amlrun")
+    load_entry_points(ours)
+    theirs.load_setuptools_entrypoints("amlrun")
+    assert "epdemo" in dict(ours.list_name_plugin())
+    assert dict(ours.list_name_plugin()) == dict(theirs.list_name_plugin())
+    blocked = pluggy.PluginManager("amlrun")
+    blocked.set_blocked("epdemo")
+    load_entry_points(blocked)
+    assert "epdemo" not in dict(blocked.list_name_plugin())
+
+
 # -- a third-party compute target type -------------------------------------------------------------
 
 
