@@ -47,6 +47,17 @@ def _words(value: Any) -> tuple[str, ...]:
     return tuple(str(value).split())
 
 
+def _secret_url(value: Any, where: str) -> str:
+    """An index URL, or the secret it refers to (``secret:NAME``); its password is masked in output."""
+    from amlrun import secrets
+
+    url = secrets.resolve(value, where) if value not in (None, "") else ""
+    match = re.match(r"^[a-z+]+://[^/@:]*:([^/@]+)@", url)
+    if match:
+        secrets.redactor.add(match.group(1))
+    return url
+
+
 @dataclass(frozen=True)
 class BuildSettings:
     """How image builds reach package indexes (closed networks, TLS-inspecting proxies).
@@ -86,10 +97,13 @@ class BuildSettings:
                                   "is not a file", where)
             ca = str(path.resolve())
         network = pick("buildNetwork", "network", None)
+        index = _secret_url(pick("pipIndexUrl", "pip_index_url", "PIP_INDEX_URL"), where)
+        extra = tuple(_secret_url(u, where) for u in _words(pick("pipExtraIndexUrl", "pip_extra_index_url",
+                                                                "PIP_EXTRA_INDEX_URL")))
         return cls(
             ca_bundle=ca,
-            pip_index_url=str(pick("pipIndexUrl", "pip_index_url", "PIP_INDEX_URL") or "") or None,
-            pip_extra_index_urls=_words(pick("pipExtraIndexUrl", "pip_extra_index_url", "PIP_EXTRA_INDEX_URL")),
+            pip_index_url=index or None,
+            pip_extra_index_urls=extra,
             pip_trusted_hosts=_words(pick("pipTrustedHost", "pip_trusted_host", "PIP_TRUSTED_HOST")),
             network=str(network) if network else None,
         )

@@ -522,6 +522,16 @@ def test_build_settings_precedence_and_pip_environment(tmp_path):
     assert table.pip_index_url == "https://table/simple"
     key = BuildSettings.resolve(_compute(pipIndexUrl="https://key/simple"), {"pip_index_url": "https://t/simple"}, env)
     assert key.pip_index_url == "https://key/simple"
+    from amlrun import secrets
+
+    secret_env = {"PIP_INDEX_URL": "secret:AMLRUN_TEST_INDEX"}
+    os.environ["AMLRUN_TEST_INDEX"] = "https://me:hunter2pw@index.invalid/simple"
+    try:
+        with_secret = BuildSettings.resolve(_compute(), {}, secret_env)
+    finally:
+        del os.environ["AMLRUN_TEST_INDEX"]
+    assert with_secret.pip_index_url == "https://me:hunter2pw@index.invalid/simple"
+    assert "hunter2pw" not in secrets.redactor("Looking in indexes: https://me:hunter2pw@index.invalid/simple")
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "corp.pem").write_text("pem")
     rel = BuildSettings.resolve(_compute(), {"ca_bundle": "certs/corp.pem"}, {}, project_root=tmp_path)
