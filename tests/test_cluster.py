@@ -20,6 +20,7 @@ import pytest
 
 from conftest import REPO, Project
 from spark_fixture import SPARK_ENV, free_port, require_spark, spark_cluster  # noqa: F401  (the fixture)
+from sshd_fixture import sshd  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.spark
 
@@ -372,6 +373,53 @@ def test_example_sweep_trains_pyspark_ml_model_on_the_cluster(tmp_path, spark_cl
         assert app["name"] == "machines-logreg" and app["memoryperexecutor"] == 512
     # the managed environment (numpy for pyspark.ml) was built once and reused
     assert len({r["environment_digest"] for r in recs}) == 1
+
+
+#: a pyspark copy readable by the test sshd's user (root's site-packages is not); .ci/services/spark.sh
+SHARED_SPARK = Path("/opt/amlrun-spark/pyspark")
+
+SSH_SCRIPT = """
+import os, sys
+from pyspark.sql import SparkSession
+from amlrun_client import log
+spark = SparkSession.builder.getOrCreate()
+sc = spark.sparkContext
+log("executor_memory", sc.getConf().get("spark.executor.memory"))
+log("user", os.environ.get("USER") or os.getlogin())
+log("squares", sc.parallelize(range(4), 2).map(lambda x: x * x).sum())
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/argv.txt", "w") as fh:
+    fh.write("\\n".join(sys.argv[1:]))
+spark.stop()
+"""
+
+
+def test_submission_from_a_head_node_over_ssh(project, spark_cluster, sshd):
+    """address set: the job goes to the node over SSH and spark-submit runs there, as its user."""
+    if not (SHARED_SPARK / "bin" / "spark-submit").exists():
+        require_service("spark for the ssh user", f"no {SHARED_SPARK} (.ci/services/spark.sh installs it)")
+    extra = (f"sparkMaster: {spark_cluster.master}\nsparkMasterUI: {spark_cluster.ui}\n"
+             f"sparkSubmitLocation: {SHARED_SPARK}\npythonLocation: /usr/bin/python3\nuserManagedEnvironment: true\n")
+    project.write({
+        "aml_config/headnode.compute": sshd.compute_yaml("cluster", extra=extra),
+        "aml_config/headnode.runconfig": SPARK_RUNCONFIG.replace("Target: spark", "Target: headnode")
+        + "EnvironmentVariables:\n  SPARK_LOCAL_IP: 127.0.0.1\n",
+        "aml_config/spark_dependencies.yml": "configuration:\n  spark.executor.memory: 512m\n",
+        "job.py": SSH_SCRIPT,
+    })
+    result = project.run("-c", "headnode", "job.py", "-p", "note=it's $HOME; a b", timeout=600)
+    assert result.returncode == 0, result.output
+    (rec,) = records(project)
+    assert rec["metrics"] == {"executor_memory": "512m", "user": sshd.user, "squares": 14}
+    assert (run_dir(project, rec) / "outputs/argv.txt").read_text().splitlines() == ["--note", "it's $HOME; a b"]
+    extra = rec["extra"]
+    assert extra["spark_app_id"].startswith("app-") and extra["remote_host"].startswith(sshd.user)
+    assert extra["spark_submit"].startswith(str(SHARED_SPARK / "bin" / "spark-submit"))
+    assert spark_cluster.app(extra["spark_app_id"])["user"] == sshd.user
+
+    doctor = project.run("doctor", "-c", "headnode", timeout=300)
+    assert doctor.returncode == 0, doctor.output
+    assert "ok   ssh login" in doctor.stdout and "ok   python: driver and executors run Python" in doctor.stdout
 
 
 def wait_until(predicate, timeout: float = 60) -> None:

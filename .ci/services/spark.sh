@@ -11,3 +11,16 @@ if ! command -v spark-submit >/dev/null 2>&1; then
 fi
 command -v spark-submit >/dev/null 2>&1 || { echo "spark.sh: spark-submit is not on PATH after installing pyspark" >&2; exit 1; }
 echo "spark: pyspark $(python3 -c 'import pyspark; print(pyspark.__version__)'), $(java -version 2>&1 | head -1)"
+
+# A copy every user can read, for the tests that submit through the test sshd's
+# unprivileged user (root's own site-packages may be unreadable to it).
+SHARED=/opt/amlrun-spark
+version=$(python3 -c 'import pyspark; print(pyspark.__version__)')
+if [ ! -x "$SHARED/pyspark/bin/spark-submit" ] || [ "$(cat "$SHARED/.version" 2>/dev/null)" != "$version" ]; then
+  rm -rf "$SHARED.tmp"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$SHARED.tmp" "pyspark==$version"
+  chmod -R a+rX "$SHARED.tmp"
+  echo "$version" > "$SHARED.tmp/.version"
+  rm -rf "$SHARED" && mv "$SHARED.tmp" "$SHARED"
+fi
+echo "spark: shared copy for other users in $SHARED/pyspark"

@@ -20,18 +20,19 @@ from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.hookspec import hookimpl
 from amlrun.process import run_streaming
 from amlrun.secrets import is_reference
-from amlrun.targets.base import Check, ExecResult, PreparedEnvironment, Target, contract_env
+from amlrun.targets.base import RUNTIME_DIRNAME, Check, ExecResult, PreparedEnvironment, Target, contract_env
 from amlrun.targets.local import move_outputs, share_directory
+from amlrun.targets.remote import SSH_COMPUTE_KEYS, SSHTargetMixin
 
 #: variables of the run that executors get too (``spark.executorEnv.*``); secrets never
 EXECUTOR_ENV_PREFIXES = ("AMLRUN_", "AZUREML_")
 
 
-class ClusterTarget(Target):
+class ClusterTarget(SSHTargetMixin, Target):
     type_name = "cluster"
     #: ``sparkMasterUI``: a standalone master's web UI (default http://<master host>:8080),
-    #: used to verify that a canceled application is gone
-    compute_keys = frozenset({"sparkMasterUI"})
+    #: used to verify that a canceled application is gone; plus the SSH keys of ``remote``
+    compute_keys = frozenset({"sparkMasterUI"}) | SSH_COMPUTE_KEYS
     default_parallel = 1
 
     # -- settings ----------------------------------------------------------------------
@@ -68,13 +69,15 @@ class ClusterTarget(Target):
     def _interpreter(self) -> str:
         configured = self.compute.get("pythonLocation")
         if configured:
-            return shutil.which(str(configured)) or str(configured)
+            return str(configured) if self.remote else shutil.which(str(configured)) or str(configured)
         return "python3" if self.remote else sys.executable
 
     def spark_submit(self) -> str:
         """The spark-submit program: ``sparkSubmitLocation`` (a file or a Spark home/bin
         folder), else ``spark-submit`` on PATH, else ``$SPARK_HOME/bin/spark-submit``."""
         configured = self.compute.get("sparkSubmitLocation")
+        if self.remote:
+            return self._remote_spark_submit(configured)
         if configured:
             path = Path(os.path.expanduser(str(configured)))
             for candidate in (path, path / "spark-submit", path / "bin" / "spark-submit"):
@@ -94,6 +97,26 @@ class ClusterTarget(Target):
             f"target '{self.name}': spark-submit not found on PATH; install Spark (pip install pyspark) "
             f"or set sparkSubmitLocation in {self.compute.source or self.name}"
         )
+
+    def _remote_spark_submit(self, configured) -> str:
+        from amlrun.ssh import q
+
+        if configured:
+            loc = str(configured)
+            if loc == "~" or loc.startswith("~/"):
+                loc = self.home() + loc[1:]
+            script = (f"for c in {q(loc)} {q(loc + '/spark-submit')} {q(loc + '/bin/spark-submit')}; do "
+                      '[ -f "$c" ] && [ -x "$c" ] && { echo "$c"; exit 0; }; done; exit 1')
+        else:
+            script = ('command -v spark-submit || { [ -n "$SPARK_HOME" ] && [ -x "$SPARK_HOME/bin/spark-submit" ] '
+                      '&& echo "$SPARK_HOME/bin/spark-submit"; } || exit 1')
+        found = self.ssh().run(script, timeout=30)
+        if found.ok and found.stdout.strip():
+            return found.stdout.strip().splitlines()[-1]
+        where = f"sparkSubmitLocation {configured} is not an executable spark-submit on" if configured else \
+            "spark-submit is not found by the non-interactive shell of"
+        raise TargetUnavailable(f"target '{self.name}': {where} {self.compute.address} "
+                                f"(set sparkSubmitLocation in {self.compute.source or self.name})")
 
     def describe(self) -> str:
         where = f" via {self.compute.address}" if self.remote else ""
@@ -118,10 +141,33 @@ class ClusterTarget(Target):
     def is_prepared(self, runconfig) -> bool:
         if not self._managed() or self.project.conda_dependencies(runconfig) is None:
             return True
+        if self.remote:
+            return self._remote_env_helper().is_prepared(runconfig)
         from amlrun.envs import COMPLETE_MARKER, cache_dir, venv_key
 
         deps = self.project.conda_dependencies(runconfig)
         return (cache_dir() / "envs" / venv_key(deps, self._interpreter()) / COMPLETE_MARKER).exists()
+
+    def _managed_python(self, runconfig) -> str:
+        """The interpreter of the (already built) managed environment."""
+        if self.remote:
+            helper = self._remote_env_helper()
+            return f"{helper._venv_dir(runconfig)}/bin/python"
+        from amlrun.envs import cache_dir, venv_key, venv_python
+
+        deps = self.project.conda_dependencies(runconfig)
+        return str(venv_python(cache_dir() / "envs" / venv_key(deps, self._interpreter())))
+
+    def _remote_env_helper(self):
+        """A ``remote`` target on the same node and connection: builds managed venvs there."""
+        import dataclasses
+
+        from amlrun.targets.remote import RemoteTarget
+
+        settings = {**self.compute.settings, "userManagedEnvironment": False}
+        helper = RemoteTarget(dataclasses.replace(self.compute, settings=settings), self.context)
+        helper._ssh = self.ssh()
+        return helper
 
     def check_master(self) -> None:
         """Raise TargetUnavailable when no endpoint of the master accepts a connection."""
@@ -131,13 +177,25 @@ class ClusterTarget(Target):
             return  # yarn, local[*]: nothing to dial here
         problems = []
         for host, port in endpoints:
-            problem = spark.tcp_check(host, port)
+            problem = self._remote_tcp_check(host, port) if self.remote else spark.tcp_check(host, port)
             if problem is None:
                 return
             problems.append(f"{host}:{port} {problem}")
+        where = f" from {self.compute.address}" if self.remote else ""
         raise TargetUnavailable(
-            f"target '{self.name}': Spark master {master} does not answer ({'; '.join(problems)})"
+            f"target '{self.name}': Spark master {master} does not answer{where} ({'; '.join(problems)})"
         )
+
+    def _remote_tcp_check(self, host: str, port: int) -> str | None:
+        """The TCP check, run on the head node (the master may be reachable only from there)."""
+        from amlrun.ssh import q
+
+        dial = q(f"exec 3<>/dev/tcp/{host}/{int(port)}")
+        result = self.ssh().run(f"timeout 5 bash -c {dial} 2>&1", timeout=30)
+        if result.ok:
+            return None
+        detail = (result.stdout.strip().splitlines() or ["timed out" if result.exit_code == 124 else "refused"])[-1]
+        return detail.rsplit(": ", 1)[-1].lower()
 
     def prepare(self, runconfig, progress) -> PreparedEnvironment:
         details: dict = {}
@@ -148,6 +206,8 @@ class ClusterTarget(Target):
             self.check_master()
         python = self._interpreter()
         built = False
+        if self.remote:
+            return self._prepare_remote_python(runconfig, progress, details)
         if self._managed():
             deps = self.project.conda_dependencies(runconfig)
             if deps is not None:
@@ -158,9 +218,20 @@ class ClusterTarget(Target):
                 python = str(built_python)
         return PreparedEnvironment(self.environment_digest(runconfig), python=python, built=built, details=details)
 
+    def _prepare_remote_python(self, runconfig, progress, details: dict) -> PreparedEnvironment:
+        """On the head node: ``pythonLocation``/python3, or a managed venv built there
+        exactly as the ``remote`` target builds it (same cache folder on the node)."""
+        digest = self.environment_digest(runconfig)
+        if not self._managed() or self.project.conda_dependencies(runconfig) is None:
+            return PreparedEnvironment(digest, python=self._interpreter(), details=details)
+        env = self._remote_env_helper().prepare(runconfig, progress)
+        return PreparedEnvironment(digest, python=env.python, built=env.built, details={**details, **env.details})
+
     # -- running ---------------------------------------------------------------------------
 
     def execute(self, job, prepared, sink) -> ExecResult:
+        if self.remote:
+            return self._execute_remote(job, prepared, sink)
         if job.runconfig.framework != "PySpark":
             return self._execute_python(job, prepared, sink)
         return self._execute_spark(job, prepared, sink)
@@ -179,8 +250,9 @@ class ClusterTarget(Target):
             move_outputs(outputs, job.outputs_dir)
         return _result(outcome, job)
 
-    def submission(self, job, prepared, *, spark_submit: str, workdir: Path) -> spark.Submission:
-        """The spark-submit call for ``job`` (paths as seen from where it runs)."""
+    def submission(self, job, prepared, *, spark_submit: str, node_workdir: str | None = None) -> spark.Submission:
+        """The spark-submit call for ``job``; ``node_workdir``: where the job's folder is on
+        the node that runs spark-submit (default: ``job.workdir`` here)."""
         if not job.argv or not job.argv[0].endswith(".py"):
             raise ConfigError(
                 "Framework PySpark needs an ArgumentVector that starts with the script ($file), got "
@@ -200,7 +272,9 @@ class ClusterTarget(Target):
                 ours[f"spark.yarn.appMasterEnv.{name}"] = value
             elif mode == "cluster" and master.startswith("k8s://"):
                 ours[f"spark.kubernetes.driverEnv.{name}"] = value
-        zipped = spark.pack_py_files(workdir, workdir / ".amlrun_runtime" / spark.PY_FILES_NAME)
+        zipped = spark.pack_py_files(job.workdir, job.workdir / RUNTIME_DIRNAME / spark.PY_FILES_NAME)
+        if zipped and node_workdir:
+            zipped = f"{node_workdir}/{RUNTIME_DIRNAME}/{spark.PY_FILES_NAME}"
         return spark.Submission(
             spark_submit=spark_submit, master=master, deploy_mode=mode,
             script=job.argv[0], args=tuple(job.argv[1:]),
@@ -228,7 +302,7 @@ class ClusterTarget(Target):
         outputs = job.workdir / "outputs"
         outputs.mkdir(exist_ok=True)
         submit = prepared.details.get("spark_submit") or self.spark_submit()
-        submission = self.submission(job, prepared, spark_submit=submit, workdir=job.workdir)
+        submission = self.submission(job, prepared, spark_submit=submit)
         env = os.environ.copy()
         env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(self)))
         driver = spark.DriverLog(sink)
@@ -248,6 +322,54 @@ class ClusterTarget(Target):
                 result = ExecResult(result.status, result.exit_code, f"{result.reason}; {problem}", extra=extra)
         return result
 
+    def _execute_remote(self, job, prepared, sink) -> ExecResult:
+        """Over SSH, as the ``remote`` target: sync the job's folder to the head node, start
+        spark-submit (or python) detached there, stream its log, fetch ``outputs/``."""
+        from amlrun.ssh import q, retrying, start_detached
+        from amlrun.targets.remote import _kill, cleanup, fetch_outputs, follow, owner_line, send_job
+
+        session = self.ssh()
+        self.sweep_once(sink)
+        run_dir = f"{self.workspace()}/runs/{job.run_id}"
+        work = f"{run_dir}/work"
+        pyspark = job.runconfig.framework == "PySpark"
+        submission = None
+        if pyspark:
+            submit = prepared.details.get("spark_submit") or self.spark_submit()
+            submission = self.submission(job, prepared, spark_submit=submit, node_workdir=work)
+            argv = submission.argv()
+        else:
+            argv = job.command(prepared.python)
+        stats = send_job(self, job, work, sink)
+        share = self.remote_share()
+        env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
+        prelude = f"mkdir -p {q(work)}/outputs" + (f" {q(share)}" if share else "")
+        pgid = retrying(session, lambda: start_detached(session, run_dir, argv, cwd=work, env=env, prelude=prelude,
+                                                        owner=owner_line()))
+        extra = {"remote_host": session.settings.label, "remote_run_dir": run_dir, "remote_pgid": pgid,
+                 "transfer": stats.to_json()}
+        driver = spark.DriverLog(sink)
+
+        def kill() -> bool:
+            if pyspark:
+                self._stop_cluster_app(driver, submission.spark_submit, session)
+            return _kill(session, run_dir)
+
+        result = follow(session, run_dir, job, driver, extra, kill=kill)
+        fetch_outputs(self, job, f"{work}/outputs", sink, extra)
+        if result.status != "failed" or not result.infrastructure_error:
+            cleanup(session, run_dir)
+        if pyspark:
+            extra.update(self._extra(driver, submission))
+        extra.update(result.extra)
+        reason = result.reason
+        if pyspark and result.status == "canceled":
+            problem = self._ensure_app_stopped(driver)
+            if problem:
+                sink.write(f"[amlrun] {problem}")
+                reason = f"{reason}; {problem}"
+        return ExecResult(result.status, result.exit_code, reason, result.infrastructure_error, extra)
+
     def _extra(self, driver: spark.DriverLog, submission: spark.Submission) -> dict:
         extra = {"spark_master": submission.master}
         if submission.deploy_mode:
@@ -259,22 +381,22 @@ class ClusterTarget(Target):
         extra["spark_submit"] = submission.command_line()
         return extra
 
-    def _stop_cluster_app(self, driver: spark.DriverLog, submit: str) -> None:
+    def _stop_cluster_app(self, driver: spark.DriverLog, submit: str, session=None) -> None:
         """Before the local spark-submit dies: in cluster deploy mode the driver runs on
         the cluster and would outlive it, so ask the cluster manager to kill it."""
         if self.deploy_mode() != "cluster":
             return
         master = self.master()
         found = driver.found
-        if master == "yarn" and driver.app_id and shutil.which("yarn"):
-            _quiet([shutil.which("yarn"), "application", "-kill", driver.app_id])
+        if master == "yarn" and driver.app_id:
+            _quiet(["yarn", "application", "-kill", driver.app_id], session)
         elif master.startswith("k8s://") and found.get("spark_driver_pod"):
             pod = found["spark_driver_pod"]
             if found.get("spark_namespace"):
                 pod = f"{found['spark_namespace']}:{pod}"
-            _quiet([submit, "--master", master, "--kill", pod])
+            _quiet([submit, "--master", master, "--kill", pod], session)
         elif found.get("spark_submission_id"):
-            _quiet([submit, "--master", master, "--kill", found["spark_submission_id"]])
+            _quiet([submit, "--master", master, "--kill", found["spark_submission_id"]], session)
 
     def _ensure_app_stopped(self, driver: spark.DriverLog) -> str | None:
         """After a cancel: a standalone master must not list the application as running."""
@@ -287,11 +409,15 @@ class ClusterTarget(Target):
 
     def doctor(self) -> list[Check]:
         checks: list[Check] = []
+        if self.remote:
+            checks = self.ssh_checks()
+            if not checks or not checks[0].ok:
+                return checks
         try:
             submit = self.spark_submit()
             checks.append(Check("spark-submit", True, submit))
         except TargetUnavailable as exc:
-            return [Check("spark-submit", False, str(exc))]
+            return checks + [Check("spark-submit", False, str(exc))]
         master = self.master()
         try:
             self.check_master()
@@ -324,29 +450,36 @@ class ClusterTarget(Target):
 
         runconfig = default_runconfig(self.name)
         python = self._interpreter()
-        if self._managed() and self.is_prepared(runconfig):
-            deps = self.project.conda_dependencies(runconfig)
-            if deps is not None:
-                from amlrun.envs import cache_dir, venv_key, venv_python
-
-                python = str(venv_python(cache_dir() / "envs" / venv_key(deps, self._interpreter())))
+        if self._managed() and self.project.conda_dependencies(runconfig) is not None and self.is_prepared(runconfig):
+            python = self._managed_python(runconfig)
         sdeps = self.project.spark_dependencies(runconfig)
         conf = spark.merge_conf({"spark.pyspark.python": python, "spark.pyspark.driver.python": python},
                                 dict(sdeps.configuration) if sdeps else {})
-        with tempfile.TemporaryDirectory(prefix="amlrun-doctor-") as tmp:
-            script = Path(tmp) / "amlrun_probe.py"
-            script.write_text(spark.PROBE_SCRIPT, encoding="utf-8")
-            argv = spark.Submission(submit, master, str(script), deploy_mode=None, conf=conf).argv()
+        argv = spark.Submission(submit, master, "amlrun_probe.py", deploy_mode=None, conf=conf).argv()
+        if self.remote:
+            from amlrun.ssh import q
+
+            script = ('d=$(mktemp -d) && cat > "$d/amlrun_probe.py" && cd "$d" && '
+                      + " ".join(q(a) for a in argv) + '; code=$?; rm -rf "$d"; exit $code')
             try:
-                proc = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=300)
-            except subprocess.TimeoutExpired:
-                return Check("python", False, f"the probe application on {master} did not finish in 300 s")
+                done = self.ssh().run(script, stdin=spark.PROBE_SCRIPT.encode(), timeout=300)
+            except TargetUnavailable as exc:
+                return Check("python", False, f"the probe application could not run: {exc}")
+            code, stdout, stderr = done.exit_code, done.stdout, done.stderr
+        else:
+            with tempfile.TemporaryDirectory(prefix="amlrun-doctor-") as tmp:
+                (Path(tmp) / "amlrun_probe.py").write_text(spark.PROBE_SCRIPT, encoding="utf-8")
+                try:
+                    proc = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=300)
+                except subprocess.TimeoutExpired:
+                    return Check("python", False, f"the probe application on {master} did not finish in 300 s")
+            code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
         match = None
-        for line in proc.stdout.splitlines():
+        for line in stdout.splitlines():
             match = spark.PROBE_LINE.search(line) or match
         if match is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            return Check("python", False, f"the probe application failed (exit {proc.returncode}): {tail}")
+            tail = (stderr.strip().splitlines() or ["no output"])[-1]
+            return Check("python", False, f"the probe application failed (exit {code}): {tail}")
         driver, executors = match.group(1), [v for v in match.group(2).split(",") if v]
         if any(v.split(".")[:2] != driver.split(".")[:2] for v in executors):
             return Check("python", False, f"driver Python {driver} but executors run {', '.join(executors)}")
@@ -364,9 +497,20 @@ def _result(outcome, job, extra: dict | None = None) -> ExecResult:
     return ExecResult("failed", outcome.exit_code, f"exited with code {outcome.exit_code}", extra=extra)
 
 
-def _quiet(cmd: list[str]) -> None:
+def _quiet(cmd: list[str], session=None) -> None:
+    """Run a best-effort command here, or on the node over ``session``."""
     import subprocess
 
+    if session is not None:
+        from amlrun.ssh import q
+
+        try:
+            session.run(" ".join(q(c) for c in cmd) + " >/dev/null 2>&1", timeout=60)
+        except TargetUnavailable:
+            pass
+        return
+    if shutil.which(cmd[0]) is None:
+        return
     try:
         subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=60)
