@@ -124,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         timed([*amlrun, "-c", "local", "trivial.py"], trivial, env, 1)  # warm caches (pyc, snapshot objects)
 
         values = ",".join(str(i) for i in range(1, args.cells + 1))
-        python_t, one_t, many_t = interleaved([
+        python_t, one_t, many_t, bare_t = interleaved([
             [py, "trivial.py"],
             [*amlrun, "-c", "local", "-q", "trivial.py"],
             [*amlrun, "-c", "local", "-q", "-n", "1", "trivial.py", "-p", f"i={values}"],
+            # what the once-per-session environment listing (repro plugin) costs
+            [*amlrun, "-c", "local", "-q", "-p", "no:repro", "trivial.py"],
         ], trivial, env, args.reps)
         startup_added = one_t.median - python_t.median
         per_cell = (many_t.median - one_t.median) / (args.cells - 1)
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             ("python trivial.py", fmt(python_t), "baseline"),
             ("amlrun -c local trivial.py (1 cell)", fmt(one_t),
              f"+{startup_added:.3f} s over python (cpu +{one_t.cpu_median - python_t.cpu_median:.3f} s)"),
+            ("  the same, -p no:repro", fmt(bare_t),
+             f"+{bare_t.median - python_t.median:.3f} s over python (no per-session environment listing)"),
             (f"amlrun ... -n 1 -p i=1..{args.cells} ({args.cells} cells)", fmt(many_t),
              f"{many_t.median / args.cells:.3f} s per cell overall"),
             ("  per additional cell", f"{per_cell:.3f} s  cpu {per_cell_cpu:.3f} s",
