@@ -17,6 +17,7 @@ import json
 import os
 import re
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,7 +298,12 @@ def image_exists(client, tag: str) -> bool:
         return False
 
 
-def ensure_image(client, spec: ImageSpec, progress, lock_dir: Path, *, what: str = "environment") -> bool:
+class BuildInterrupted(EnvironmentBuildError):
+    """The session was interrupted (Ctrl-C, --maxfail) while an image was being built."""
+
+
+def ensure_image(client, spec: ImageSpec, progress, lock_dir: Path, *, what: str = "environment",
+                 abort=None) -> bool:
     """Build ``spec`` unless its tag exists; True when this call built it.
 
     A file lock per digest keeps two amlrun processes from building the same image at
@@ -313,17 +319,25 @@ def ensure_image(client, spec: ImageSpec, progress, lock_dir: Path, *, what: str
         lock.acquire(timeout=0.2)
     except Timeout:
         progress.status(f"waiting for another amlrun process building {spec.tag}")
-        lock.acquire()
+        while True:
+            try:
+                lock.acquire(timeout=0.5)
+                break
+            except Timeout:
+                if abort is not None and abort():
+                    raise BuildInterrupted(f"interrupted while waiting for the {what} image build") from None
     try:
         if image_exists(client, spec.tag):
             return False
-        _build(client, spec, progress, what)
+        _build(client, spec, progress, what, abort)
         return True
     finally:
         lock.release()
 
 
-def _build(client, spec: ImageSpec, progress, what: str) -> None:
+def _build(client, spec: ImageSpec, progress, what: str, abort=None) -> None:
+    """Run the build, streaming its output; ``abort()`` is polled at every line of it
+    (closing the stream makes the engine abandon the build)."""
     import docker.errors
 
     started = time.monotonic()
@@ -331,12 +345,18 @@ def _build(client, spec: ImageSpec, progress, what: str) -> None:
     log: list[str] = []
     error = None
     partial = ""
+    done = threading.Event()
+    if abort is not None:
+        threading.Thread(target=_watch_abort, args=(client, log, abort, done), daemon=True).start()
     try:
         stream = client.api.build(
             fileobj=spec.context(), custom_context=True, tag=spec.tag, labels=spec.labels, rm=True, forcerm=True,
             pull=False, decode=True, buildargs=spec.buildargs or None, network_mode=spec.network,
         )
         for chunk in stream:
+            if abort is not None and abort():
+                stream.close()
+                break
             if "stream" in chunk:
                 partial += chunk["stream"]
                 *complete, partial = partial.split("\n")
@@ -355,10 +375,15 @@ def _build(client, spec: ImageSpec, progress, what: str) -> None:
         if not isinstance(exc, (OSError, ConnectionError)) and "requests" not in type(exc).__module__:
             raise
         error = f"lost the engine during the build: {exc}"
+    finally:
+        done.set()
     partial = _ANSI.sub("", partial).strip()
     if partial:
         log.append(partial)
         progress.line(partial)
+    if abort is not None and abort():
+        _drop_intermediate(client, log)
+        raise BuildInterrupted(f"the {what} image build was interrupted", "\n".join(log[-BUILD_TAIL_LINES:]))
     if error is not None:
         _drop_intermediate(client, log)
         ours = [line[len("amlrun: error: "):] for line in log if line.startswith("amlrun: error: ")]
@@ -366,6 +391,19 @@ def _build(client, spec: ImageSpec, progress, what: str) -> None:
         raise EnvironmentBuildError(f"building the {what} image failed: {reason}",
                                     "\n".join(log[-BUILD_TAIL_LINES:]))
     progress.status(f"built {spec.tag} in {time.monotonic() - started:.1f}s")
+
+
+def _watch_abort(client, log: list[str], abort, done: threading.Event) -> None:
+    """On ``abort()``, kill the build step's container so the build ends now, not at its next line."""
+    while not done.wait(0.2):
+        if abort():
+            steps = [line.rsplit(" ", 1)[-1] for line in list(log) if "---> Running in " in line]
+            if steps:
+                try:
+                    client.api.kill(steps[-1])
+                except Exception:
+                    pass  # already finished
+            return
 
 
 def _drop_intermediate(client, log: list[str]) -> None:

@@ -386,6 +386,29 @@ def test_ctrl_c_stops_the_container_and_exits_2(project, client):
     assert record.status == "canceled"
 
 
+def test_ctrl_c_during_a_build_abandons_it_at_once(project, client):
+    """pip without the CA bundle retries for many seconds: Ctrl-C must not wait for it."""
+    derived_image(client, NOCERT_BASE)
+    project.write({
+        "aml_config/docker.compute": compute(NOCERT_BASE, pipTrustedHost=f"c{uuid.uuid4().hex[:6]}.invalid"),
+        "aml_config/conda_dependencies.yml": "dependencies:\n  - pip:\n    - six\n",
+        "a.py": "print('never')\n",
+    })
+    proc = project.popen("-c", "docker", "-v", "a.py")
+    try:
+        wait_for_line(proc, "amlrun: pip install")
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        assert proc.wait(30) == 2
+        assert time.monotonic() - interrupted < 8
+    finally:
+        proc.kill()
+    time.sleep(0.5)
+    building = [c for c in client.containers.list(all=True) if "/opt/amlrun/build/install.sh" in " ".join(c.attrs["Config"].get("Cmd") or [])]
+    assert building == []
+
+
 def test_kill_9_then_any_amlrun_command_removes_the_leftover(project, client):
     project.write({"aml_config/docker.compute": compute(), "sleep.py": SLEEPER})
     proc = project.popen("-c", "docker", "sleep.py")

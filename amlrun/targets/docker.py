@@ -266,6 +266,7 @@ class DockerTarget(Target):
         self._client_lock = threading.Lock()
         self._spec_cache: dict[str, envimage.ImageSpec] = {}
         self._removals: list[threading.Thread] = []
+        self._session = None   # set at session start: builds stop when it is interrupted
 
     # -- the engine -------------------------------------------------------------------------
 
@@ -370,12 +371,17 @@ class DockerTarget(Target):
             return False  # the base image is missing: nothing is built
         return envimage.image_exists(self._client(), spec.tag)
 
+    def _interrupted(self) -> bool:
+        session = self._session
+        return bool(session is not None and (session.interrupted or session.shouldstop))
+
     def _lock_dir(self) -> Path:
         return self.context.cache_dir / "docker-locks"
 
     def prepare(self, runconfig, progress) -> PreparedEnvironment:
         spec = self.image_spec(runconfig, progress)
-        built = envimage.ensure_image(self._client(), spec, progress, self._lock_dir(), what=self.what)
+        built = envimage.ensure_image(self._client(), spec, progress, self._lock_dir(), what=self.what,
+                                      abort=self._interrupted)
         python = str(self.compute.get("pythonLocation") or envimage.IMAGE_PYTHON)
         return PreparedEnvironment(spec.digest[:20], python=python, image=spec.tag, built=built,
                                    details={"base_image": spec.base_image, "image": spec.tag,
@@ -693,6 +699,13 @@ def _extract_outputs(stream, dest: Path) -> None:
                 os.chown(dest / member.name, uid, gid)
             except OSError:
                 pass
+
+
+@hookimpl
+def amlrun_sessionstart(session):
+    for target in getattr(session, "targets", {}).values():
+        if isinstance(target, DockerTarget):
+            target._session = session
 
 
 @hookimpl
