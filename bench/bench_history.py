@@ -63,15 +63,22 @@ def env() -> dict:
     return e
 
 
-def timed(cmd: list[str], cwd: Path, repeat: int) -> float:
-    """Median wall time of ``cmd`` as a whole process (one warm-up run first)."""
+def timed(cmd: list[str], cwd: Path, repeat: int) -> dict:
+    """Median wall time and median CPU time (user + system) of ``cmd`` as a whole process,
+    after one warm-up run. On a busy machine wall time mostly measures the queue for a
+    core; CPU time is what the command itself costs."""
+    import resource
+
     subprocess.run(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, check=True)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {"wall": round(statistics.median(walls), 4), "cpu": round(statistics.median(cpus), 4)}
 
 
 def writers(state: Path, processes: int, runs_each: int) -> float:
@@ -195,9 +202,10 @@ def main() -> int:
     try:
         if "list" in only:
             report["list"] = bench_list(work / "list", 1000 if args.quick else 10000, args.repeat)
-            print("history list (whole process, median seconds):")
+            print(f"history list (whole process, median seconds; load average {os.getloadavg()[0]:.1f}):")
             for key, value in report["list"].items():
-                print(f"  {key:<52} {value:.3f}" if isinstance(value, float) else f"  {key:<52} {value}")
+                shown = f"wall {value['wall']:.3f}  cpu {value['cpu']:.3f}" if isinstance(value, dict) else value
+                print(f"  {key:<52} {shown}")
         if "writers" in only:
             report["writers"] = bench_writers(work / "writers", 4, 50 if args.quick else 250)
             print("concurrent writers:")
