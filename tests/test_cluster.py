@@ -422,6 +422,46 @@ def test_submission_from_a_head_node_over_ssh(project, spark_cluster, sshd):
     assert "ok   ssh login" in doctor.stdout and "ok   python: driver and executors run Python" in doctor.stdout
 
 
+def test_timeout_over_ssh_stops_the_application_and_python_framework_runs_on_the_node(project, spark_cluster, sshd):
+    if not (SHARED_SPARK / "bin" / "spark-submit").exists():
+        require_service("spark for the ssh user", f"no {SHARED_SPARK} (.ci/services/spark.sh installs it)")
+    extra = (f"sparkMaster: {spark_cluster.master}\nsparkMasterUI: {spark_cluster.ui}\n"
+             f"sparkSubmitLocation: {SHARED_SPARK}\npythonLocation: /usr/bin/python3\nuserManagedEnvironment: true\n")
+    project.write({
+        "aml_config/headnode.compute": sshd.compute_yaml("cluster", extra=extra),
+        "aml_config/headnode.runconfig": SPARK_RUNCONFIG.replace("Target: spark", "Target: headnode")
+        + "EnvironmentVariables:\n  SPARK_LOCAL_IP: 127.0.0.1\n",
+        "aml_config/nodepython.runconfig": "Target: headnode\nFramework: Python\n",
+        "slow.py": """
+            import time
+            from pyspark.sql import SparkSession
+            spark = SparkSession.builder.appName("amlrun-timeout-check").getOrCreate()
+            spark.sparkContext.parallelize([0], 1).map(lambda x: time.sleep(600)).collect()
+        """,
+        "plain.py": """
+            import os, sys
+            from amlrun_client import log
+            log("user", os.environ.get("USER"))
+            log("python", sys.executable)
+        """,
+    })
+    plain = project.run("-c", "nodepython", "plain.py", timeout=300)
+    assert plain.returncode == 0, plain.output
+    assert records(project)[0]["metrics"] == {"user": sshd.user, "python": "/usr/bin/python3"}
+
+    started = time.monotonic()
+    result = project.run("-c", "headnode", "slow.py", "--timeout", "45", timeout=400)
+    assert result.returncode == 1, result.output
+    rec = records(project)[-1]
+    assert rec["status"] == "canceled" and "timed out after 45s" in rec["reason"], rec
+    assert rec["extra"]["spark_app_id"].startswith("app-")
+    assert time.monotonic() - started < 200
+    assert spark_cluster.active_apps() == []
+    assert spark_cluster.app(rec["extra"]["spark_app_id"])["state"] in ("FINISHED", "KILLED")
+    # no spark-submit JVM left on the node (other sessions' remote tests may share the user: no broader match)
+    assert not [p for p in sshd.user_processes() if "org.apache.spark.deploy.SparkSubmit" in p]
+
+
 def wait_until(predicate, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
