@@ -39,9 +39,11 @@ class RunSink:
     def _metric(self, payload: str) -> None:
         try:
             data = json.loads(payload)
-            name = str(data["name"])
+            name = data["name"]
         except (ValueError, KeyError, TypeError):
             return
+        if not isinstance(name, str) or not name.strip():
+            return  # the documented format: "name" is a non-empty string
         entry = {"name": name, "value": data.get("value"), "step": data.get("step"), "time": time.time()}
         if self._metrics_file is None:
             self._metrics_file = open(self._metrics_path, "a", encoding="utf-8", buffering=1)

@@ -51,6 +51,8 @@ def test_the_line_format_works_from_any_language(project):
         print('##amlrun-metric {"name": "rmse", "value": 0.5}', flush=True)
         print("##amlrun-metric not json", flush=True)
         print('##amlrun-metric {"value": 1}', flush=True)
+        print('##amlrun-metric {"name": null, "value": 1}', flush=True)
+        print('##amlrun-metric [1, 2]', flush=True)
         print('  ##amlrun-metric {"name": "indented", "value": 1}', flush=True)
     """})
     result = project.run("shell.py")
