@@ -5,18 +5,15 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from amlrun import secrets
 from amlrun.config import RunConfig
 from amlrun.errors import AmlrunError, ConfigError, TargetUnavailable, UsageError
 from amlrun.gitinfo import GitInfo, read_git
-from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, SKIPPED, RunReport
+from amlrun.protocol import CANCELED, ERROR, FAILED, RunReport
 from amlrun.store import RunStore
 from amlrun.snapshot import SnapshotStore
 from amlrun.targets.base import PreparedEnvironment, Target, TargetContext

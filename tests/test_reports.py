@@ -4,7 +4,6 @@ self-contained HTML page opened in headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
