@@ -17,6 +17,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from amlrun.errors import UsageError
 from amlrun.hookspec import hookimpl
 from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, REUSED, SKIPPED
 
@@ -35,20 +36,29 @@ def amlrun_addoption(parser, group):
                        help="write a self-contained HTML page: the matrix, metric charts, links to outputs")
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def amlrun_sessionfinish(session, exitstatus):
+    """Last, so a report that cannot be written (one-line error, exit 4) stops no other plugin."""
     config = session.config
     duration = time.monotonic() - session.started
-    writers = ((config.getoption("junitxml"), write_junitxml), (config.getoption("report_json"), write_json),
-               (config.getoption("html_report"), write_html))
-    for path, writer in writers:
+    writers = (("--junitxml", config.getoption("junitxml"), write_junitxml),
+               ("--report-json", config.getoption("report_json"), write_json),
+               ("--html", config.getoption("html_report"), write_html))
+    problems = []
+    for option, path, writer in writers:
         if path:
             target = Path(path)
             if not target.is_absolute():
                 target = Path.cwd() / target
-            target.parent.mkdir(parents=True, exist_ok=True)
-            writer(session, target, duration, exitstatus)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                writer(session, target, duration, exitstatus)
+            except OSError as exc:
+                problems.append(f"{option} {path}: cannot write: {exc.strerror or exc}")
+                continue
             session.terminal.progress(f"report: {target}")
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def _write(path: Path, text: str) -> None:

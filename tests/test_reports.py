@@ -157,3 +157,16 @@ def test_html_report_in_headless_chromium(matrix_run, tmp_path):
                     f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000  # a page with content, not a blank canvas
+
+
+def test_unwritable_report_path_is_one_line_and_other_reports_are_written(project, tmp_path):
+    project.write({"exp/a.py": "import sys\nsys.exit(1)\n"})
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = project.run("--junitxml", str(blocker / "junit.xml"), "--report-json", "out/r.json")
+    assert result.returncode == 4
+    assert re.fullmatch(rf"amlrun: error: --junitxml {re.escape(str(blocker / 'junit.xml'))}: cannot write: [^\n]+",
+                        result.stderr.strip())
+    assert json.loads((project.root / "out/r.json").read_text())["cells"][0]["outcome"] == "failed"
+    # the session's own bookkeeping still happened: --lf knows the failure
+    assert "rerun previous 1 failure" in project.run("--lf").stdout
