@@ -48,6 +48,16 @@ def _positive_workers(value: str) -> int:
     return number
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return number
+
+
 def _seconds(value: str) -> float:
     try:
         number = float(value)
@@ -82,7 +92,7 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
     run.add_argument("-n", "--numprocesses", type=_positive_workers, default=1, metavar="N",
                      help="run up to N cells at once ('auto': one per core); each target also has its own limit")
     run.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail", help="stop after the first failure")
-    run.add_argument("--maxfail", type=int, default=0, metavar="N", help="stop after N failures")
+    run.add_argument("--maxfail", type=_count, default=0, metavar="N", help="stop after N failures (0: never)")
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="cancel a cell running longer than this")
     run.add_argument("--stream", action="store_true", help="stream every cell's output live, each line prefixed with its cell id")
     run.add_argument("--seed", type=int, metavar="N", help="the value of AMLRUN_SEED in every run (default 0)")

@@ -55,7 +55,7 @@ def test_exit_3_internal_error_from_a_plugin(project):
     assert "internal error" in result.stderr.splitlines()[-1]
 
 
-@pytest.mark.parametrize("args", [["--maxfail", "x"], ["-n", "0"], ["--no-such-option"], ["-p", "=3"],
+@pytest.mark.parametrize("args", [["--maxfail", "x"], ["--maxfail", "-1"], ["-n", "0"], ["--no-such-option"], ["-p", "=3"],
                                   ["-c", "ghost"], ["missing_dir/"]])
 def test_exit_4_usage_errors(project, args):
     project.write({"t.py": ""})
