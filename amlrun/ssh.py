@@ -400,7 +400,7 @@ def retrying(session: SSHSession, step: Callable[[], "T"], *, reconnect_seconds:
 
 # -- detached commands ------------------------------------------------------------------
 
-LOG, EXIT, PID, ENV = "log", "exit", "pid", "env"
+LOG, EXIT, PID, ENV, OWNER = "log", "exit", "pid", "env", "owner"
 
 
 def env_file_text(env: dict[str, str]) -> bytes:
@@ -416,14 +416,15 @@ def env_file_text(env: dict[str, str]) -> bytes:
 
 
 def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: str,
-                   env: dict[str, str] | None = None, prelude: str = "") -> int:
+                   env: dict[str, str] | None = None, prelude: str = "", owner: str = "") -> int:
     """Start ``argv`` on the host in its own session, detached from this connection.
 
     ``run_dir`` (created) receives ``log`` (stdout+stderr), ``pid`` (the process group)
     and, when the command ends, ``exit`` (its exit code). ``env`` travels through a 0600
     file in ``run_dir`` (written from stdin, never in a command line) that the command
     sources and deletes before it starts. ``prelude``: extra sh lines run first (after
-    the environment is loaded). Returns the process group id.
+    the environment is loaded). ``owner``: a line written to ``run_dir/owner`` naming the
+    local process responsible for it (see :func:`sweep_orphans`). Returns the process group id.
     """
     rd = q(run_dir)
     inner = (
@@ -437,7 +438,8 @@ def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: s
         # idempotent per run folder: a retry after a dropped connection does not start it twice
         f"if [ -s {rd}/{PID} ]; then cat > /dev/null; cat {rd}/{PID}; exit 0; fi; "
         f"set -e; umask 077; mkdir -p {rd}; rm -f {rd}/{EXIT} {rd}/{LOG}; cat > {rd}/{ENV}; "
-        f"umask 022; "
+        + (f"printf '%s\\n' {q(owner)} > {rd}/{OWNER}; " if owner else "")
+        + "umask 022; "
         f"if command -v setsid >/dev/null 2>&1; then S=setsid; else S=; fi; "
         f"$S nohup sh -c {q(inner)} amlrun-job {' '.join(q(a) for a in argv)} "
         f"> {rd}/{LOG} 2>&1 < /dev/null & "
@@ -681,3 +683,24 @@ class SocketRelay:
             self._server.close()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def sweep_orphans(session: SSHSession, runs_root: str, is_dead: Callable[[str], bool]) -> list[str]:
+    """Stop and remove the detached commands under ``runs_root/*`` whose owner line (see
+    :func:`start_detached`) ``is_dead`` says belongs to a local process that is gone (an
+    amlrun killed with -9, a laptop that crashed): the counterpart of the Docker target's
+    orphan-container cleanup. Returns the run folders removed."""
+    root = q(runs_root)
+    listing = session.run(f"for d in {root}/*/; do [ -s \"${{d}}{OWNER}\" ] || continue; "
+                          f"printf '%s\\t%s\\n' \"$d\" \"$(head -1 \"${{d}}{OWNER}\")\"; done 2>/dev/null; true",
+                          timeout=60)
+    removed = []
+    for line in listing.stdout.splitlines():
+        folder, _, owner = line.partition("\t")
+        if not folder or not is_dead(owner):
+            continue
+        folder = folder.rstrip("/")
+        kill_group(session, folder, grace=2.0)
+        session.run(f"rm -rf {q(folder)}", timeout=120)
+        removed.append(folder)
+    return removed

@@ -105,7 +105,14 @@ class SSHServer:
                 return
 
     def remove_user(self) -> None:
-        """Delete the session's test user, its home (workspaces, envs) and its processes."""
+        """Stop what the session's test user still runs (a failed test's leftovers), then
+        delete the user and its home (workspaces, envs)."""
+        proc = subprocess.run(["ps", "-u", self.user, "-o", "pid="], capture_output=True, text=True)
+        for pid in proc.stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
         subprocess.run(["userdel", "-r", "-f", self.user], capture_output=True)
 
     def user_processes(self) -> list[str]:

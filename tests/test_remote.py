@@ -479,3 +479,22 @@ def test_plain_password_in_a_compute_file_works_with_a_warning_and_is_redacted(p
     assert doctor.returncode == 0, doctor.output
     assert "'password' holds the secret itself" in doctor.stderr
     assert sshd.password not in doctor.output
+
+
+def test_a_run_left_by_a_killed_amlrun_is_stopped_by_the_next_session(project, sshd):
+    project.write({"aml_config/vm.compute": sshd.compute_yaml(), "sleeper.py": SLEEPER, "quick.py": "print('hi')\n"})
+    proc = project.popen("-c", "vm", "sleeper.py", "--stream")
+    try:
+        _wait_for(proc, "started")
+        proc.kill()                      # kill -9: amlrun cannot clean up
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _sleepers(sshd)               # detached: it survives its amlrun
+    before = sshd.user_processes()
+    again = project.run("-c", "vm", "quick.py")
+    assert again.returncode == 0, again.output
+    assert _sleepers(sshd) == [], (before, sshd.user_processes(), again.output)
+    runs_dirs = list(sshd.home.glob(".amlrun/workspaces/*/runs/*"))
+    assert not any((d / "owner").exists() and "sleeper.py" in str(list(d.rglob("sleeper.py"))) for d in runs_dirs)

@@ -110,10 +110,43 @@ class SSHTargetMixin:
             checks.append(Check("free disk", False, str(exc)))
         return checks
 
+    def sweep_once(self, sink=None) -> None:
+        """Once per session: stop runs on the VM left by a dead amlrun of this machine."""
+        lock = self.__dict__.setdefault("_sweep_lock", threading.Lock())
+        with lock:
+            if self.__dict__.get("_swept"):
+                return
+            self._swept = True
+            from amlrun.ssh import sweep_orphans
+
+            try:
+                removed = sweep_orphans(self.ssh(), f"{self.workspace()}/runs", owner_dead)
+            except TargetUnavailable:
+                return
+            if removed and sink is not None:
+                sink.write(f"[amlrun] stopped {len(removed)} run(s) on the VM left by an amlrun that is gone")
+
     def teardown(self) -> None:
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
+
+
+def owner_line() -> str:
+    """``host pid start``: this amlrun process, as written next to a detached run on the VM."""
+    from amlrun.store import _process_start
+
+    return f"{socket.gethostname()} {os.getpid()} {_process_start(os.getpid()) or 0}"
+
+
+def owner_dead(line: str) -> bool:
+    """Whether the owner line names a process of this machine that no longer runs."""
+    from amlrun.store import _alive
+
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False  # another machine's amlrun (or unreadable): not ours to judge
+    return not _alive(int(parts[1]), "" if parts[2] == "0" else parts[2])
 
 
 def _q(value: str) -> str:
@@ -195,6 +228,7 @@ class RemoteTarget(SSHTargetMixin, Target):
 
     def execute(self, job, prepared, sink) -> ExecResult:
         session = self.ssh()
+        self.sweep_once(sink)
         run_dir = f"{self.workspace()}/runs/{job.run_id}"
         work = f"{run_dir}/work"
         stats = send_job(self, job, work, sink)
@@ -204,7 +238,7 @@ class RemoteTarget(SSHTargetMixin, Target):
         from amlrun.ssh import retrying, start_detached
 
         pgid = retrying(session, lambda: start_detached(session, run_dir, job.command(prepared.python), cwd=work,
-                                                        env=env, prelude=prelude))
+                                                        env=env, prelude=prelude, owner=owner_line()))
         extra = {"remote_host": session.settings.label, "remote_run_dir": run_dir, "remote_pgid": pgid,
                  "transfer": stats.to_json()}
         result = follow(session, run_dir, job, sink, extra, kill=lambda: _kill(session, run_dir))
