@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 
 GRACE_SECONDS = 5.0
+#: how long processes a finished script started may keep its output open
+STRAGGLER_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,5 +91,13 @@ def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: floa
                 on_stop()
             _kill_group(proc)
             break
-    pump.join(10)
+    pump.join(STRAGGLER_GRACE)
+    if pump.is_alive():
+        # the script ended but processes it started still hold its output: a run is its
+        # process group, and it must not outlive its cell (nor write to a finished log)
+        note = getattr(sink, "note", None)
+        if note is not None:
+            note("[amlrun] the script exited; stopping the processes it left running")
+        _kill_group(proc)
+        pump.join(10)
     return ProcessOutcome(proc.returncode, timed_out=timed_out, canceled=canceled)

@@ -285,6 +285,23 @@ SPAWNER = """
 """
 
 
+def test_processes_left_running_by_a_finished_script_are_stopped(project, tmp_path):
+    pidfile = tmp_path / "pid"
+    project.write({"bg.py": f"""
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import time; print('bg alive', flush=True); time.sleep(300)"])
+        open({str(pidfile)!r}, "w").write(str(child.pid))
+        print("script done", flush=True)
+    """})
+    started = time.monotonic()
+    result = project.run("bg.py", timeout=120)
+    assert result.returncode == 0, result.output
+    assert time.monotonic() - started < 60
+    assert _wait_dead(int(pidfile.read_text())), "a background process outlived its run"
+    (run,) = _runs(project)
+    assert "stopping the processes it left running" in (run / "log.txt").read_text()
+
+
 def test_timeout_kills_the_process_group(project, tmp_path):
     pidfile = tmp_path / "pids"
     project.write({"slow.py": SPAWNER})
