@@ -93,6 +93,33 @@ def pack_py_files(root: Path, dest: Path) -> Path | None:
     return dest
 
 
+ENV_ARCHIVE_ALIAS = "amlrun_env"
+
+
+def pack_environment(venv: Path, dest: Path) -> tuple[Path, bool]:
+    """A ``.tar.gz`` of the virtual environment ``venv`` for ``--archives`` (executors
+    unpack it as ``./amlrun_env``); made once per environment, atomically. Returns
+    (archive, whether it was made now). Its ``bin/python`` still points at the base
+    interpreter, which must exist at the same path on the executors' machines."""
+    import os
+    import tarfile
+
+    if dest.exists():
+        return dest, False
+    from filelock import FileLock
+
+    with FileLock(str(dest) + ".lock"):
+        if dest.exists():
+            return dest, False
+        partial = dest.with_name(dest.name + f".{os.getpid()}.partial")
+        with tarfile.open(partial, "w:gz") as archive:
+            for item in sorted(venv.iterdir()):
+                archive.add(item, arcname=item.name,
+                            filter=lambda info: None if "__pycache__" in info.name.split("/") else info)
+        os.replace(partial, dest)
+    return dest, True
+
+
 # -- what the driver prints ------------------------------------------------------------
 
 _PATTERNS = (

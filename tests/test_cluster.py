@@ -229,6 +229,32 @@ def test_configuration_parameters_outputs_and_app_id(project, spark_cluster):
     assert "Connected to Spark cluster with app ID" in (folder / "log.txt").read_text()   # driver log kept
 
 
+def test_packed_environment_reaches_the_executors_as_an_archive(project, spark_cluster):
+    """packEnvironment: the managed venv goes to the executors with --archives (made once, cached)."""
+    spark_project(project, spark_cluster, files={
+        "aml_config/spark.compute": spark_cluster.compute_yaml(packEnvironment="true"),
+        "aml_config/conda_dependencies.yml": "dependencies:\n  - python\n",
+        "env.py": """
+            import os, sys
+            from pyspark.sql import SparkSession
+            from amlrun_client import log
+            spark = SparkSession.builder.getOrCreate()
+            log("driver_prefix", sys.prefix)
+            log("executor", spark.sparkContext.parallelize([0], 1).map(lambda _: sys.executable).collect()[0])
+            spark.stop()
+        """,
+    })
+    result = project.run("-c", "spark", "env.py", env=SPARK_ENV)
+    assert result.returncode == 0, result.output
+    (rec,) = records(project)
+    cache = Path(os.environ["AMLRUN_CACHE_DIR"]) / "envs"
+    venvs = [p for p in cache.iterdir() if (p / "pyvenv.cfg").exists()]
+    venv = next(v for v in venvs if str(v) == rec["metrics"]["driver_prefix"])
+    assert (cache / (venv.name + ".tar.gz")).is_file()
+    assert rec["metrics"]["executor"].endswith("/amlrun_env/bin/python")
+    assert f"--archives '{venv}.tar.gz#amlrun_env'" in rec["extra"]["spark_submit"]
+
+
 def test_failing_job_is_failed_with_the_executor_error(project, spark_cluster):
     spark_project(project, spark_cluster, files={"fail.py": """
         from pyspark.sql import SparkSession

@@ -32,7 +32,9 @@ class ClusterTarget(SSHTargetMixin, Target):
     type_name = "cluster"
     #: ``sparkMasterUI``: a standalone master's web UI (default http://<master host>:8080),
     #: used to verify that a canceled application is gone; plus the SSH keys of ``remote``
-    compute_keys = frozenset({"sparkMasterUI"}) | SSH_COMPUTE_KEYS
+    #: ``packEnvironment``: ship the managed venv to the executors as an ``--archives``
+    #: tarball instead of pointing them at its path on this machine
+    compute_keys = frozenset({"sparkMasterUI", "packEnvironment"}) | SSH_COMPUTE_KEYS
     default_parallel = 1
 
     # -- settings ----------------------------------------------------------------------
@@ -125,7 +127,7 @@ class ClusterTarget(SSHTargetMixin, Target):
     # -- environment ---------------------------------------------------------------------
 
     def environment_digest(self, runconfig) -> str:
-        parts = [self.master(), str(self.deploy_mode())]
+        parts = [self.master(), str(self.deploy_mode()), str(self.compute.flag("packEnvironment"))]
         deps = self.project.conda_dependencies(runconfig) if self._managed() else None
         if deps is not None:
             from amlrun.envs import venv_key
@@ -216,12 +218,22 @@ class ClusterTarget(SSHTargetMixin, Target):
                 built_python, built = ensure_venv(deps, progress, interpreter=python if self.compute.get(
                     "pythonLocation") else None)
                 python = str(built_python)
+                if runconfig.framework == "PySpark" and self.compute.flag("packEnvironment"):
+                    venv = built_python.parent.parent
+                    archive, made = spark.pack_environment(venv, venv.with_name(venv.name + ".tar.gz"))
+                    if made:
+                        progress.status(f"packed environment {venv.name} for the executors "
+                                        f"({archive.stat().st_size / 1e6:.1f} MB)")
+                    details["env_archive"] = str(archive)
         return PreparedEnvironment(self.environment_digest(runconfig), python=python, built=built, details=details)
 
     def _prepare_remote_python(self, runconfig, progress, details: dict) -> PreparedEnvironment:
         """On the head node: ``pythonLocation``/python3, or a managed venv built there
         exactly as the ``remote`` target builds it (same cache folder on the node)."""
         digest = self.environment_digest(runconfig)
+        if self.compute.flag("packEnvironment"):
+            raise ConfigError("'packEnvironment' works only when submitting from this machine (without 'address')",
+                              self.compute.source or self.name)
         if not self._managed() or self.project.conda_dependencies(runconfig) is None:
             return PreparedEnvironment(digest, python=self._interpreter(), details=details)
         env = self._remote_env_helper().prepare(runconfig, progress)
@@ -265,6 +277,12 @@ class ClusterTarget(SSHTargetMixin, Target):
         ours: dict[str, str] = {"spark.pyspark.python": prepared.python,
                                 "spark.pyspark.driver.python": prepared.python}
         mode = self.deploy_mode()
+        archives: tuple[str, ...] = ()
+        if prepared.details.get("env_archive"):
+            archives = (f"{prepared.details['env_archive']}#{spark.ENV_ARCHIVE_ALIAS}",)
+            ours["spark.pyspark.python"] = f"./{spark.ENV_ARCHIVE_ALIAS}/bin/python"
+            if mode == "cluster":
+                ours["spark.pyspark.driver.python"] = f"./{spark.ENV_ARCHIVE_ALIAS}/bin/python"
         master = self.master()
         for name, value in self._shareable_env(job).items():
             ours[f"spark.executorEnv.{name}"] = value
@@ -280,7 +298,7 @@ class ClusterTarget(SSHTargetMixin, Target):
             script=job.argv[0], args=tuple(job.argv[1:]),
             conf=spark.merge_conf(ours, user_conf),      # the user's Spark settings win
             packages=sdeps.packages if sdeps else (), repositories=sdeps.repositories if sdeps else (),
-            py_files=(str(zipped),) if zipped else (),
+            py_files=(str(zipped),) if zipped else (), archives=archives,
         )
 
     @staticmethod
