@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import sys
 import tarfile
 import threading
 import time
@@ -269,6 +270,41 @@ def plan_image(base_image: str, base_id: str, base_user: str, deps: CondaDepende
 
 
 # -- engine side ------------------------------------------------------------------------------
+
+
+def docker_sdk():
+    """``import docker``, without the 0.1-0.3 s of paramiko that docker-py imports eagerly
+    for ``ssh://`` engines: the SSH transport is imported when an ``ssh://`` client is made."""
+    found = sys.modules.get("docker")
+    if found is not None:
+        return found
+    key = "docker.transport.sshconn"
+    if "paramiko" in sys.modules or key in sys.modules:
+        import docker
+
+        return docker
+    sys.modules[key] = None  # makes docker-py's guarded `from .sshconn import ...` skip it
+    try:
+        import docker
+    except ImportError:
+        for name in [n for n in sys.modules if n == "docker" or n.startswith("docker.")]:
+            del sys.modules[name]
+        import docker
+
+        return docker
+    finally:
+        if key in sys.modules and sys.modules[key] is None:
+            del sys.modules[key]
+    api_client = sys.modules.get("docker.api.client")
+    if api_client is not None and not hasattr(api_client, "SSHHTTPAdapter"):
+
+        def SSHHTTPAdapter(*args, **kwargs):  # noqa: N802 - stands in for docker-py's class
+            from docker.transport.sshconn import SSHHTTPAdapter as adapter
+
+            return adapter(*args, **kwargs)
+
+        api_client.SSHHTTPAdapter = SSHHTTPAdapter
+    return docker
 
 
 def base_image_info(client, name: str, progress=None) -> tuple[str, str]:

@@ -63,9 +63,9 @@ def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
     from amlrun.targets.docker import DEFAULT_SOCKET, owner_alive
 
     try:
-        import docker
+        from amlrun.envimage import docker_sdk
 
-        client = docker.from_env(timeout=120)
+        client = docker_sdk().from_env(timeout=120)
         client.ping()
     except Exception as exc:
         where = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET

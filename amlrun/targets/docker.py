@@ -145,8 +145,7 @@ def sweep_dead_owners(cache_dir: Path) -> list[str]:
         if owner_alive(labels):
             continue
         try:
-            import docker
-
+            docker = envimage.docker_sdk()
             client = docker.DockerClient(base_url=data.get("docker_host") or DEFAULT_SOCKET, timeout=30)
             try:
                 for container in client.containers.list(
@@ -277,9 +276,7 @@ class DockerTarget(Target):
 
     def _connect(self):
         """Create a docker-py client (overridden by targets that reach other engines)."""
-        import docker
-
-        return docker.from_env(timeout=300)
+        return envimage.docker_sdk().from_env(timeout=300)
 
     def _client(self):
         """The engine client, created (and pinged) once; leftovers are removed at start-up."""
@@ -380,13 +377,16 @@ class DockerTarget(Target):
 
     def prepare(self, runconfig, progress) -> PreparedEnvironment:
         spec = self.image_spec(runconfig, progress)
-        built = envimage.ensure_image(self._client(), spec, progress, self._lock_dir(), what=self.what,
+        client = self._client()
+        built = envimage.ensure_image(client, spec, progress, self._lock_dir(), what=self.what,
                                       abort=self._interrupted)
+        image_id = client.images.get(spec.tag).id
         python = str(self.compute.get("pythonLocation") or envimage.IMAGE_PYTHON)
         return PreparedEnvironment(spec.digest[:20], python=python, image=spec.tag, built=built,
                                    details={"base_image": spec.base_image, "image": spec.tag,
-                                            # a content-addressed image never changes under its tag
-                                            "immutable": True})
+                                            # what the image holds can change only with its id (a rebuild
+                                            # of the same spec after `amlrun clean` may resolve newer packages)
+                                            "image_id": image_id})
 
     # -- running ---------------------------------------------------------------------------------
 
