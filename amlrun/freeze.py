@@ -12,6 +12,7 @@ environment) and to every run's folder as ``environment.txt``; the run record's
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ class Freeze:
     """One environment's package list, as recorded."""
 
     text: str
+    paths: tuple[str, ...] = ()   # folders the packages were read from (not part of the text)
 
     @property
     def digest(self) -> str:
@@ -131,6 +133,29 @@ class EnvironmentRecorder:
         except OSError:
             return None
 
+    def _fingerprint_path(self, digest: str) -> Path:
+        return self.dir / f"{digest}.paths.json"
+
+    @staticmethod
+    def _stat_paths(paths) -> dict[str, int] | None:
+        try:
+            return {p: os.stat(p).st_mtime_ns for p in paths}
+        except OSError:
+            return None
+
+    def _still_valid(self, target, digest: str) -> Freeze | None:
+        """On a target that shares this filesystem, a cached list whose package folders are
+        unchanged (same mtimes: nothing installed or removed) is still right: no process to start."""
+        if not getattr(target, "local_filesystem", False):
+            return None
+        try:
+            recorded = json.loads(self._fingerprint_path(digest).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not recorded or self._stat_paths(recorded) != recorded:
+            return None
+        return self.cached(digest)
+
     def record(self, target, prepared, runconfig, cancel=None) -> Freeze | str:
         """The environment's package list, or a one-line reason why it could not be read.
 
@@ -141,6 +166,10 @@ class EnvironmentRecorder:
         with lock:
             found = self._results.get(key)
             if found is None:
+                found = self._still_valid(target, prepared.digest)
+                if found is not None:
+                    self._results[key] = found
+                    return found
                 found = self._run(target, prepared, runconfig, cancel)
                 if isinstance(found, Freeze):
                     before = self.cached(prepared.digest)
@@ -151,6 +180,9 @@ class EnvironmentRecorder:
                     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
                     tmp.write_text(found.text, encoding="utf-8")
                     os.replace(tmp, path)
+                    paths = self._stat_paths(found.paths) if getattr(target, "local_filesystem", False) else None
+                    if paths:
+                        self._fingerprint_path(prepared.digest).write_text(json.dumps(paths), encoding="utf-8")
                 self._results[key] = found
             return found
 
@@ -164,7 +196,9 @@ class EnvironmentRecorder:
             job = Job(
                 run_id=workdir.name, cell_id="(environment)", workdir=workdir, argv=(FREEZE_SCRIPT,),
                 env={"AMLRUN_RUN_ID": workdir.name, "AMLRUN_CELL_ID": "(environment)", "AMLRUN_TARGET": target.name},
-                outputs_dir=workdir / "fetched-outputs", runconfig=runconfig, timeout=FREEZE_TIMEOUT,
+                outputs_dir=workdir / "fetched-outputs", timeout=FREEZE_TIMEOUT,
+                # plain Python on the node: listing packages must not cost a Spark application
+                runconfig=dataclasses.replace(runconfig, framework="Python"),
                 **({"cancel": cancel} if cancel is not None else {}),
             )
             sink = _CaptureSink()
@@ -176,7 +210,7 @@ class EnvironmentRecorder:
             if data is None:
                 why = result.reason or "the freeze script printed no package list"
                 return f"cannot list the environment's packages: {why}"
-            return Freeze(render(data))
+            return Freeze(render(data), tuple(str(p) for p in data.get("paths") or ()))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -40,8 +40,8 @@ SEEDED = """
 
 
 def records(project) -> list[dict]:
-    runs = sorted((project.root / ".amlrun" / "runs").iterdir())
-    return [json.loads((r / "record.json").read_text()) for r in runs]
+    found = [json.loads((r / "record.json").read_text()) for r in (project.root / ".amlrun" / "runs").iterdir()]
+    return sorted(found, key=lambda r: r["created"])  # run ids of one second sort at random
 
 
 # -- --repeat --------------------------------------------------------------------------------

@@ -59,6 +59,16 @@ def _conda_packages():
     return found
 
 
+def _package_dirs():
+    """The folders packages were read from: their mtimes tell amlrun when to list again."""
+    here = os.getcwd()
+    dirs = [p for p in sys.path if p and os.path.isdir(p) and not os.path.abspath(p).startswith(here)]
+    meta = os.path.join(os.environ.get("CONDA_PREFIX") or sys.prefix, "conda-meta")
+    if os.path.isdir(meta):
+        dirs.append(meta)
+    return [os.path.abspath(p) for p in dirs]
+
+
 def main():
     report = {
         "python": platform.python_version(),
@@ -66,6 +76,7 @@ def main():
         "platform": "%s-%s" % (platform.system(), platform.machine()),
         "packages": _python_packages(),
         "conda": _conda_packages(),
+        "paths": _package_dirs(),
     }
     sys.stdout.write(PREFIX + json.dumps(report, sort_keys=True) + "\n")
     sys.stdout.flush()

@@ -119,6 +119,9 @@ class Target:
     type_name: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
     compute_keys: ClassVar[frozenset[str]] = frozenset()
+    #: True when runs see this machine's filesystem (local, launcher): caches may then be
+    #: validated with os.stat instead of asking the target
+    local_filesystem: ClassVar[bool] = False
     #: how many cells of this target may run at once unless the compute file says (maxParallel)
     default_parallel: ClassVar[int] = 1
 

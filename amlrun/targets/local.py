@@ -40,6 +40,7 @@ def move_outputs(source: Path, dest: Path) -> None:
 
 class LocalTarget(Target):
     type_name = "local"
+    local_filesystem = True
     default_parallel = max(1, (os.cpu_count() or 1))
 
     def _managed(self) -> bool:
