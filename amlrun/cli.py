@@ -207,10 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"amlrun {__version__}")
             return 0
-        if "-h" in argv or "--help" in argv:
-            if not any(a.startswith("-p") or a.startswith("--plugin") for a in argv):
-                run_parser().print_help()
-                return 0
+        # --help goes through make_config too: plugins' options (reports, --lf, --repeat,
+        # the project's amlrunconf.py) belong in it
         from amlrun.main import run_session
 
         with _terminate_as_interrupt():
