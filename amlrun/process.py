@@ -6,6 +6,7 @@ amlrun only; amlrun then stops the whole group for real (SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -57,16 +58,31 @@ def pump_lines(stream, sink) -> threading.Thread:
 
 
 def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: float | None,
-                  on_stop=None) -> ProcessOutcome:
+                  on_stop=None, group_file=None) -> ProcessOutcome:
     """Run ``cmd``; every output line goes to ``sink``; stop on ``cancel`` or ``timeout``.
 
     ``on_stop`` (optional) is called before the process group is killed, e.g. to
-    stop a remote application the process started.
+    stop a remote application the process started. ``group_file`` (optional) records
+    the process group while it runs, so :func:`reap_orphan_groups` can stop it if amlrun
+    itself is killed (kill -9 leaves no chance to clean up).
     """
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    if group_file is not None:
+        _write_group_file(group_file, proc.pid)
+    try:
+        return _supervise(proc, sink, cancel, timeout, on_stop)
+    finally:
+        if group_file is not None:
+            try:
+                os.unlink(group_file)
+            except OSError:
+                pass
+
+
+def _supervise(proc, sink, cancel, timeout, on_stop) -> ProcessOutcome:
     pump = pump_lines(proc.stdout, sink)
     deadline = time.monotonic() + timeout if timeout else None
     timed_out = canceled = False
@@ -101,3 +117,66 @@ def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: floa
         _kill_group(proc)
         pump.join(10)
     return ProcessOutcome(proc.returncode, timed_out=timed_out, canceled=canceled)
+
+
+# -- process groups left behind by a killed amlrun -------------------------------------------
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (guards against pid reuse); empty off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def alive(pid: int, started: str = "") -> bool:
+    """Whether ``pid`` runs and is the same process that started at ``started``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not started or process_start(pid) in ("", started)
+
+
+def _write_group_file(path, pgid: int) -> None:
+    owner = os.getpid()
+    data = {"pgid": pgid, "start": process_start(pgid), "owner": owner, "owner_start": process_start(owner)}
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+    except OSError:
+        pass
+
+
+def reap_orphan_groups(directory) -> list[int]:
+    """Kill process groups recorded in ``directory/*.pgid`` whose amlrun process is gone."""
+    killed = []
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".pgid")]
+    except OSError:
+        return killed
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            pgid, owner = int(data["pgid"]), int(data["owner"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if alive(owner, data.get("owner_start", "")):
+            continue
+        if alive(pgid, data.get("start", "")):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+            except OSError:
+                pass
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return killed

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from amlrun.errors import UsageError
+from amlrun.process import alive, process_start
 from amlrun.secrets import redactor
 
 ACTIVE = ("queued", "preparing", "running")
@@ -102,23 +103,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + os.urandom(4).hex()
 
 
-def _process_start(pid: int) -> str:
-    """The kernel's start time of ``pid`` (guards against pid reuse); empty off Linux."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
-
-
-def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not started or _process_start(pid) in ("", started)
+# kept under these names: other modules import them from here
+_process_start = process_start
+_alive = alive
 
 
 HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")

@@ -337,6 +337,32 @@ def test_ctrl_c_kills_group_marks_canceled_exits_2(project, tmp_path):
     assert _record(run)["status"] == "canceled"
 
 
+def test_runs_of_a_killed_amlrun_are_stopped_by_the_next_amlrun(project, tmp_path):
+    pidfile = tmp_path / "pids"
+    project.write({"slow.py": SPAWNER})
+    proc = project.popen("slow.py", env={"PIDFILE": str(pidfile)})
+    try:
+        _read_until(proc, "spawned")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    parent, child = map(int, pidfile.read_text().split())
+    assert _alive(parent) and _alive(child), "kill -9 of amlrun should leave its run orphaned"
+    try:
+        listed = project.run("--collect-only", "slow.py")
+        assert listed.returncode == 0, listed.output
+        assert _wait_dead(parent) and _wait_dead(child), "the next amlrun left the orphaned run running"
+        (run,) = _runs(project)
+        history = project.run("history", "show", run.name, "--format", "json")
+        assert json.loads(history.stdout)["record"]["status"] == "failed", history.output
+    finally:
+        for pid in (parent, child):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_sigterm_is_handled_like_ctrl_c(project, tmp_path):
     """A canceled CI job or ``timeout`` sends SIGTERM: the runs must not outlive amlrun."""
     pidfile = tmp_path / "pids"

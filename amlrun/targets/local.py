@@ -12,7 +12,7 @@ from pathlib import Path
 
 from amlrun.envs import ensure_venv, venv_key
 from amlrun.hookspec import hookimpl
-from amlrun.process import run_streaming
+from amlrun.process import reap_orphan_groups, run_streaming
 from amlrun.targets.base import ExecResult, PreparedEnvironment, Target, contract_env
 
 WORKBENCH_SHARE_DEFAULT = "~/.azureml/share/"
@@ -42,6 +42,11 @@ class LocalTarget(Target):
     type_name = "local"
     local_filesystem = True
     default_parallel = max(1, (os.cpu_count() or 1))
+
+    def __init__(self, compute, context):
+        super().__init__(compute, context)
+        # runs of an amlrun process that was killed (kill -9) are still running: stop them
+        reap_orphan_groups(self.project.state_dir / "work")
 
     def _managed(self) -> bool:
         return not self.compute.flag("userManagedEnvironment", default=True)
@@ -90,6 +95,7 @@ class LocalTarget(Target):
         env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(self)))
         try:
             outcome = run_streaming(job.command(prepared.python), cwd=job.workdir, env=env, sink=sink,
+                                    group_file=job.workdir.parent / f"{job.run_id}.pgid",
                                     cancel=job.cancel, timeout=job.timeout)
         except FileNotFoundError as exc:
             return ExecResult("failed", None, f"cannot start {exc.filename}: not found")
