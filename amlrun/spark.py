@@ -14,9 +14,7 @@ import shlex
 import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +227,8 @@ class MasterUI:
     timeout: float = 5.0
 
     def state(self) -> dict:
+        import urllib.request
+
         # never through an HTTP proxy: the master is on the cluster's own network
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(self.url.rstrip("/") + "/json/", timeout=self.timeout) as response:
@@ -244,6 +244,8 @@ class MasterUI:
     def kill(self, app_id: str) -> None:
         """Press the UI's kill link. Spark 4 guards it with a CSRF token printed in the
         page's kill form; earlier versions have none."""
+        import urllib.request
+
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         form = {"id": app_id, "terminate": "true"}
         with opener.open(self.url.rstrip("/") + "/", timeout=self.timeout) as response:
@@ -259,6 +261,8 @@ class MasterUI:
     def ensure_stopped(self, app_id: str, wait: float = 15.0) -> str | None:
         """Wait for ``app_id`` to leave the active applications, killing it through the UI
         if it lingers; None when it is gone, else what is wrong (one line)."""
+        import urllib.error
+
         try:
             if self._wait_gone(app_id, wait):
                 return None
@@ -284,6 +288,8 @@ _CSRF = re.compile(r'name="csrfToken"\s+value="([^"]+)"')
 
 
 def _reason(exc: Exception) -> str:
+    import urllib.error
+
     if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
         inner = exc.reason
         return getattr(inner, "strerror", None) or str(inner)
