@@ -143,9 +143,21 @@ class EnvironmentRecorder:
         except OSError:
             return None
 
-    def _still_valid(self, target, digest: str) -> Freeze | None:
-        """On a target that shares this filesystem, a cached list whose package folders are
-        unchanged (same mtimes: nothing installed or removed) is still right: no process to start."""
+    def _image_path(self, digest: str) -> Path:
+        return self.dir / f"{digest}.image"
+
+    def _still_valid(self, target, prepared) -> Freeze | None:
+        """A cached list that is still right, so no process (or container) has to start: an
+        image whose id is unchanged cannot have changed; on a target sharing this filesystem,
+        package folders with unchanged mtimes had nothing installed or removed."""
+        digest = prepared.digest
+        image_id = prepared.details.get("image_id") if prepared.details else None
+        if image_id:
+            try:
+                same = self._image_path(digest).read_text(encoding="utf-8") == image_id
+            except OSError:
+                same = False
+            return self.cached(digest) if same else None
         if not getattr(target, "local_filesystem", False):
             return None
         try:
@@ -166,7 +178,7 @@ class EnvironmentRecorder:
         with lock:
             found = self._results.get(key)
             if found is None:
-                found = self._still_valid(target, prepared.digest)
+                found = self._still_valid(target, prepared)
                 if found is not None:
                     self._results[key] = found
                     return found
@@ -180,8 +192,11 @@ class EnvironmentRecorder:
                     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
                     tmp.write_text(found.text, encoding="utf-8")
                     os.replace(tmp, path)
+                    image_id = prepared.details.get("image_id") if prepared.details else None
                     paths = self._stat_paths(found.paths) if getattr(target, "local_filesystem", False) else None
-                    if paths:
+                    if image_id:
+                        self._image_path(prepared.digest).write_text(str(image_id), encoding="utf-8")
+                    elif paths:
                         self._fingerprint_path(prepared.digest).write_text(json.dumps(paths), encoding="utf-8")
                 self._results[key] = found
             return found
