@@ -309,8 +309,7 @@ def docker_sdk():
 
 def base_image_info(client, name: str, progress=None) -> tuple[str, str]:
     """(id, configured user) of ``name`` on the engine; pulls it when missing."""
-    import docker.errors
-
+    docker = docker_sdk()
     try:
         image = client.images.get(name)
     except docker.errors.ImageNotFound:
@@ -325,8 +324,7 @@ def base_image_info(client, name: str, progress=None) -> tuple[str, str]:
 
 
 def image_exists(client, tag: str) -> bool:
-    import docker.errors
-
+    docker = docker_sdk()
     try:
         client.images.get(tag)
         return True
@@ -374,8 +372,7 @@ def ensure_image(client, spec: ImageSpec, progress, lock_dir: Path, *, what: str
 def _build(client, spec: ImageSpec, progress, what: str, abort=None) -> None:
     """Run the build, streaming its output; ``abort()`` is polled at every line of it
     (closing the stream makes the engine abandon the build)."""
-    import docker.errors
-
+    docker = docker_sdk()
     started = time.monotonic()
     progress.status(f"building {what} image {spec.tag} from {spec.base_image}")
     log: list[str] = []
@@ -444,8 +441,7 @@ def _watch_abort(client, log: list[str], abort, done: threading.Event) -> None:
 
 def _drop_intermediate(client, log: list[str]) -> None:
     """Remove the untagged layers a failed build leaves (the engine drops their parents too)."""
-    import docker.errors
-
+    docker = docker_sdk()
     layers = [line.split("--->", 1)[1].strip() for line in log if line.strip().startswith("---> ")]
     layers = [layer for layer in layers if re.fullmatch(r"[0-9a-f]{12,64}", layer)]
     if not layers:

@@ -54,6 +54,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="amlrun-bench-docker-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["AMLRUN_CACHE_DIR"] = str(tmp / "cache")
+    # byte-code cached as a normal install has it (this machine sets PYTHONDONTWRITEBYTECODE=1)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     amlrun = [sys.executable, "-m", "amlrun"]
     try:
         proj = tmp / "proj"

@@ -73,8 +73,7 @@ def owner_alive(labels: dict[str, str]) -> bool:
 
 def remove_orphans(client) -> list[str]:
     """Remove amlrun containers whose amlrun process is dead; return their names."""
-    import docker.errors
-
+    docker = envimage.docker_sdk()
     removed = []
     for container in client.containers.list(all=True, filters={"label": LABEL_OWNER_PID}):
         if owner_alive(container.labels):
@@ -237,8 +236,7 @@ def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
             path, _, options = value.partition(":")
             out.setdefault("tmpfs", {})[path] = options
         elif opt == "--ulimit":
-            import docker.types
-
+            docker = envimage.docker_sdk()
             name, _, limits = value.partition("=")
             soft, _, hard = limits.partition(":")
             out.setdefault("ulimits", []).append(
@@ -282,8 +280,7 @@ class DockerTarget(Target):
         """The engine client, created (and pinged) once; leftovers are removed at start-up."""
         with self._client_lock:
             if self._client_obj is None:
-                import docker.errors
-
+                docker = envimage.docker_sdk()
                 try:
                     client = self._connect()
                     client.ping()
@@ -425,8 +422,7 @@ class DockerTarget(Target):
         if self.compute.get("shmSize") not in (None, ""):
             opts["shm_size"] = _size(self.compute.get("shmSize"))
         if self.compute.flag("nvidiaDocker", default=False):
-            import docker.types
-
+            docker = envimage.docker_sdk()
             opts["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
         return opts
 
@@ -474,8 +470,7 @@ class DockerTarget(Target):
         if self.shared_volumes():
             move_outputs(job.workdir / "outputs", job.outputs_dir)
             return
-        import docker.errors
-
+        docker = envimage.docker_sdk()
         try:
             stream, _ = container.get_archive(f"{CONTAINER_WORKDIR}/outputs")
         except docker.errors.NotFound:
@@ -495,8 +490,7 @@ class DockerTarget(Target):
                                               f"{_short_reason(exc)}", infrastructure_error=True)
 
     def _execute(self, job, prepared, sink) -> ExecResult:
-        import docker.errors
-
+        docker = envimage.docker_sdk()
         client = self._client()
         (job.workdir / "outputs").mkdir(exist_ok=True)
         try:
@@ -530,8 +524,7 @@ class DockerTarget(Target):
         """Remove a finished container off the run's critical path; teardown waits for it."""
 
         def remove():
-            import docker.errors
-
+            docker = envimage.docker_sdk()
             try:
                 container.remove(force=True)
             except docker.errors.APIError:
@@ -587,8 +580,7 @@ class DockerTarget(Target):
             return [Check("docker engine", False, str(exc))]
         try:
             base = self.base_image()
-            import docker.errors
-
+            docker = envimage.docker_sdk()
             try:
                 client.images.get(base)
                 checks.append(Check("base image", True, base))
@@ -623,8 +615,7 @@ def _short_reason(exc: BaseException) -> str:
 
 
 def _stop(container) -> None:
-    import docker.errors
-
+    docker = envimage.docker_sdk()
     try:
         container.stop(timeout=STOP_GRACE_SECONDS)
     except docker.errors.APIError:
