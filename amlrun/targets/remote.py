@@ -381,6 +381,7 @@ if DockerTarget is not None:
             self._relay = None
             self._vm_work: dict[str, str] = {}
             self._vm_ids: str | None = None
+            self._reconnects: dict[str, int] = {}     # run id → times its log was re-followed
 
         def engine_description(self) -> str:
             return f"the Docker engine of {self.compute.address} over SSH"
@@ -468,7 +469,7 @@ if DockerTarget is not None:
                 session.run_checked(f"mkdir -p {_q(work)}/outputs", "creating outputs/")
                 self._vm_work[job.run_id] = work
                 extra.update({"remote_run_dir": run_dir, "transfer": stats.to_json()})
-            self._reconnects = 0
+            self._reconnects[job.run_id] = 0
             try:
                 result = super().execute(job, prepared, sink)
             except (OSError, TargetUnavailable) as exc:
@@ -481,7 +482,7 @@ if DockerTarget is not None:
                 self._vm_work.pop(job.run_id, None)
                 if run_dir is not None:
                     cleanup(session, run_dir)
-            extra["reconnects"] = self.__dict__.pop("_reconnects", 0)
+            extra["reconnects"] = self._reconnects.pop(job.run_id, 0)
             return dataclasses.replace(result, extra={**result.extra, **extra})
 
         def _follow(self, container, job, sink) -> ExecResult:
@@ -512,10 +513,13 @@ if DockerTarget is not None:
                 try:
                     container.reload()
                     running = container.attrs.get("State", {}).get("Running")
+                    if lost_since is not None:
+                        sink.write("[amlrun] reconnected to the VM's engine")
                     lost_since = None
                 except Exception as exc:  # the tunnel is down: wait for the connection to come back
                     if lost_since is None:
                         lost_since = time.monotonic()
+                        self._reconnects[job.run_id] = self._reconnects.get(job.run_id, 0) + 1
                         sink.write(f"[amlrun] connection to the VM's engine lost ({str(exc)[:120]}); reconnecting")
                     if time.monotonic() - lost_since > reconnect_for:
                         return ExecResult("failed", None, f"connection to {self.compute.address} lost and not back "
@@ -524,8 +528,9 @@ if DockerTarget is not None:
                     continue
                 if not running:
                     break
-                self._reconnects = getattr(self, "_reconnects", 0) + 1
-                sink.write("[amlrun] reconnected; resuming the log")
+                # the log stream broke while the container runs: follow again from the last line seen
+                self._reconnects[job.run_id] = self._reconnects.get(job.run_id, 0) + 1
+                sink.write("[amlrun] resuming the log")
             try:
                 code = container.wait(timeout=60).get("StatusCode")
             except Exception:
