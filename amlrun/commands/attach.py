@@ -30,8 +30,8 @@ def build_parser(prog: str):
     p.add_argument("--username", required=True, help="the login on the VM")
     auth = p.add_mutually_exclusive_group(required=True)
     auth.add_argument("--password", nargs="?", const=_PROMPT, default=None, metavar="PASSWORD",
-                      help="log in with a password; without a value it is prompted for (preferred: a value "
-                           "here stays in your shell history)")
+                      help="log in with a password, prompted for (a value given here would stay in your "
+                           "shell history and the process list)")
     auth.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     auth.add_argument("--private-key-file", metavar="FILE", help="log in with this private key")
     p.add_argument("--passphrase", nargs="?", const=_PROMPT, default=None, metavar="PASSPHRASE",
@@ -81,6 +81,9 @@ def main(argv: list[str], prog: str) -> int:
         raise UsageError(f"-n {options.name!r}: use letters, digits, '.', '_' and '-'")
     if options.port is not None and not 0 < options.port < 65536:
         raise UsageError(f"--port {options.port}: not a TCP port")
+    if options.type == "remotedocker" and not options.base_docker_image:
+        raise UsageError("remotedocker needs --base-docker-image IMAGE (the image environments are built on, "
+                         "present on the VM's Docker engine)")
     if options.passphrase is not None and not options.private_key_file:
         raise UsageError("--passphrase goes with --private-key-file")
     config = load_config(options)
