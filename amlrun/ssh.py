@@ -335,7 +335,7 @@ def _communicate(channel, stdin, timeout, stdout_to) -> CommandResult:
     out: list[bytes] = []
     err: list[bytes] = []
 
-    def reader(recv, ready, sink):
+    def reader(recv, collected: list[bytes], sink):
         while True:
             data = recv(1 << 16)
             if not data:
@@ -343,26 +343,31 @@ def _communicate(channel, stdin, timeout, stdout_to) -> CommandResult:
             if sink is not None:
                 sink.write(data)
             else:
-                out.append(data) if recv == channel.recv else err.append(data)
+                collected.append(data)
 
-    t_out = threading.Thread(target=reader, args=(channel.recv, None, stdout_to), daemon=True)
-    t_err = threading.Thread(target=reader, args=(channel.recv_stderr, None, None), daemon=True)
+    t_out = threading.Thread(target=reader, args=(channel.recv, out, stdout_to), daemon=True)
+    t_err = threading.Thread(target=reader, args=(channel.recv_stderr, err, None), daemon=True)
     t_out.start()
     t_err.start()
-    if stdin is not None:
-        chunks = [stdin] if isinstance(stdin, (bytes, bytearray)) else stdin
-        for chunk in chunks:
-            if chunk:
-                channel.sendall(chunk)
-    channel.shutdown_write()
+    try:
+        if stdin is not None:
+            for chunk in ([stdin] if isinstance(stdin, (bytes, bytearray)) else stdin):
+                if chunk:
+                    channel.sendall(chunk)
+        channel.shutdown_write()
+    except (OSError, EOFError):
+        # the command may have stopped reading (it failed): that is its exit status, not a lost connection
+        channel.status_event.wait(10)
+        if not channel.exit_status_ready():
+            raise ConnectionLost("the connection dropped while sending to a remote command") from None
     deadline = time.monotonic() + timeout if timeout else None
     while not channel.exit_status_ready():
         if deadline is not None and time.monotonic() > deadline:
             channel.close()
             raise TargetUnavailable(f"remote command did not finish within {timeout:g}s")
-        if channel.closed and not channel.exit_status_ready():
+        if channel.closed:
             break
-        time.sleep(0.01)
+        channel.status_event.wait(0.2)
     t_out.join(30)
     t_err.join(30)
     status = channel.recv_exit_status() if channel.exit_status_ready() else -1
