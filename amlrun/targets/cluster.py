@@ -21,7 +21,7 @@ from amlrun.hookspec import hookimpl
 from amlrun.process import run_streaming
 from amlrun.secrets import is_reference
 from amlrun.targets.base import RUNTIME_DIRNAME, Check, ExecResult, PreparedEnvironment, Target, contract_env
-from amlrun.targets.local import move_outputs, share_directory
+from amlrun.targets.local import execute_here, move_outputs, result_of, share_directory
 from amlrun.targets.remote import SSH_COMPUTE_KEYS, SSHTargetMixin
 
 #: variables of the run that executors get too (``spark.executorEnv.*``); secrets never
@@ -249,18 +249,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         return self._execute_spark(job, prepared, sink)
 
     def _execute_python(self, job, prepared, sink) -> ExecResult:
-        outputs = job.workdir / "outputs"
-        outputs.mkdir(exist_ok=True)
-        env = os.environ.copy()
-        env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(self)))
-        try:
-            outcome = run_streaming(job.command(prepared.python), cwd=job.workdir, env=env, sink=sink,
-                                    cancel=job.cancel, timeout=job.timeout)
-        except (FileNotFoundError, PermissionError) as exc:
-            return ExecResult("failed", None, f"cannot start {exc.filename}: {exc.strerror}")
-        finally:
-            move_outputs(outputs, job.outputs_dir)
-        return _result(outcome, job)
+        return execute_here(self, job, prepared.python, sink)
 
     def submission(self, job, prepared, *, spark_submit: str, node_workdir: str | None = None) -> spark.Submission:
         """The spark-submit call for ``job``; ``node_workdir``: where the job's folder is on
@@ -332,7 +321,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         finally:
             move_outputs(outputs, job.outputs_dir)
         extra = self._extra(driver, submission)
-        result = _result(outcome, job, extra)
+        result = result_of(outcome, job, extra)
         if outcome.canceled or outcome.timed_out:
             problem = self._ensure_app_stopped(driver)
             if problem:
@@ -502,17 +491,6 @@ class ClusterTarget(SSHTargetMixin, Target):
         if any(v.split(".")[:2] != driver.split(".")[:2] for v in executors):
             return Check("python", False, f"driver Python {driver} but executors run {', '.join(executors)}")
         return Check("python", True, f"driver and executors run Python {driver} ({python})")
-
-
-def _result(outcome, job, extra: dict | None = None) -> ExecResult:
-    extra = extra or {}
-    if outcome.canceled:
-        return ExecResult("canceled", outcome.exit_code, "canceled", extra=extra)
-    if outcome.timed_out:
-        return ExecResult("canceled", outcome.exit_code, f"timed out after {job.timeout:g}s", extra=extra)
-    if outcome.exit_code == 0:
-        return ExecResult("completed", 0, extra=extra)
-    return ExecResult("failed", outcome.exit_code, f"exited with code {outcome.exit_code}", extra=extra)
 
 
 def _quiet(cmd: list[str], session=None) -> None:

@@ -89,27 +89,38 @@ class LocalTarget(Target):
         return PreparedEnvironment(self.environment_digest(runconfig), python=python)
 
     def execute(self, job, prepared, sink) -> ExecResult:
-        outputs = job.workdir / "outputs"
-        outputs.mkdir(exist_ok=True)
-        env = os.environ.copy()
-        env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(self)))
-        try:
-            outcome = run_streaming(job.command(prepared.python), cwd=job.workdir, env=env, sink=sink,
-                                    group_file=job.workdir.parent / f"{job.run_id}.pgid",
-                                    cancel=job.cancel, timeout=job.timeout)
-        except FileNotFoundError as exc:
-            return ExecResult("failed", None, f"cannot start {exc.filename}: not found")
-        except PermissionError as exc:
-            return ExecResult("failed", None, f"cannot start {exc.filename}: permission denied")
-        finally:
-            move_outputs(outputs, job.outputs_dir)
-        if outcome.canceled:
-            return ExecResult("canceled", outcome.exit_code, "canceled")
-        if outcome.timed_out:
-            return ExecResult("canceled", outcome.exit_code, f"timed out after {job.timeout:g}s")
-        if outcome.exit_code == 0:
-            return ExecResult("completed", 0)
-        return ExecResult("failed", outcome.exit_code, f"exited with code {outcome.exit_code}")
+        return execute_here(self, job, prepared.python, sink)
+
+
+def execute_here(target: Target, job, python: str, sink) -> ExecResult:
+    """Run ``job`` as a local process group in its working copy (local and plain-Python targets)."""
+    outputs = job.workdir / "outputs"
+    outputs.mkdir(exist_ok=True)
+    env = os.environ.copy()
+    env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(target)))
+    try:
+        outcome = run_streaming(job.command(python), cwd=job.workdir, env=env, sink=sink,
+                                group_file=job.workdir.parent / f"{job.run_id}.pgid",
+                                cancel=job.cancel, timeout=job.timeout)
+    except FileNotFoundError as exc:
+        return ExecResult("failed", None, f"cannot start {exc.filename}: not found")
+    except PermissionError as exc:
+        return ExecResult("failed", None, f"cannot start {exc.filename}: permission denied")
+    finally:
+        move_outputs(outputs, job.outputs_dir)
+    return result_of(outcome, job)
+
+
+def result_of(outcome, job, extra: dict | None = None) -> ExecResult:
+    """The ExecResult of a finished local process (canceled, timed out, exit code)."""
+    extra = extra or {}
+    if outcome.canceled:
+        return ExecResult("canceled", outcome.exit_code, "canceled", extra=extra)
+    if outcome.timed_out:
+        return ExecResult("canceled", outcome.exit_code, f"timed out after {job.timeout:g}s", extra=extra)
+    if outcome.exit_code == 0:
+        return ExecResult("completed", 0, extra=extra)
+    return ExecResult("failed", outcome.exit_code, f"exited with code {outcome.exit_code}", extra=extra)
 
 
 def _default_python() -> str:
