@@ -70,6 +70,7 @@ def _seconds(value: str) -> float:
 
 def run_parser(prog: str = "amlrun") -> ArgumentParser:
     commands = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+    commands += f"\n  {'repro':<10} run the selected cells and check them against the baseline (= --check-baseline)"
     parser = ArgumentParser(
         prog=prog,
         usage=f"{prog} [options] [paths ...]\n       {prog} COMMAND [options]",
@@ -192,6 +193,8 @@ class _terminate_as_interrupt:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] == "repro":  # `amlrun repro ...` = `amlrun --check-baseline ...`
+            argv = ["--check-baseline", *argv[1:]]
         if argv and argv[0] in COMMANDS:
             spec, _ = COMMANDS[argv[0]]
             module_name, _, func = spec.partition(":")

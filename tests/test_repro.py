@@ -240,6 +240,10 @@ def test_save_a_named_run_and_checks_refuse_reuse(project):
     assert project.run("--check-baseline", "--seed", "3").returncode == 0
     moved = project.run("--check-baseline", "--seed", "4")
     assert moved.returncode == 1 and "accuracy (" in moved.stdout
+    # `amlrun repro` is the same check
+    assert project.run("repro", "--seed", "3").returncode == 0
+    again = project.run("repro", "--seed", "4")
+    assert again.returncode == 1 and "accuracy (" in again.stdout
     result = project.run("--check-baseline", "--reuse")
     assert result.returncode == 4 and "cannot be combined with --reuse" in result.stderr
 
