@@ -5,7 +5,7 @@
   until it passes).
 - ``--reuse``: a cell whose inputs (the code it sees, environment digest, parameters,
   run configuration, target) equal those of a completed run is not run; it is reported
-  ``reused`` with that run's id. The run cache (``.amlrun/runcache/``) maps an input key
+  ``reused`` with that run's id. The run cache (a table of the history index) maps an input key
   to the run that produced it, as DVC's run cache does.
 - ``--resume``: the same, restricted to runs of the last session (the interrupted one).
 - ``--retries N``: the scheduler re-runs a cell whose failure was the infrastructure's
@@ -30,7 +30,6 @@ from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, REUSED, RunReport
 CACHE_DIRNAME = "cache"
 LASTFAILED = "lastfailed.json"
 LASTSESSION = "lastsession.json"
-RUNCACHE_DIRNAME = "runcache"
 
 
 @hookimpl
@@ -123,29 +122,19 @@ def input_key(code_digest: str, env_digest: str | None, params: dict, runconfig:
 
 
 class RunCache:
-    """``.amlrun/runcache/<key>`` holds the id of the last completed run with those inputs.
-
-    One small file per key, replaced atomically, so several amlrun processes can share it.
-    """
+    """Input key → the id of the last completed run with those inputs: a table of the
+    history's SQLite index (shared safely by several amlrun processes, no file per run)."""
 
     def __init__(self, state_dir: Path):
-        self.root = state_dir / RUNCACHE_DIRNAME
+        from amlrun.store import RunStore
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / key[2:]
+        self.store = RunStore(state_dir)
 
     def get(self, key: str) -> str | None:
-        try:
-            return self._path(key).read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None
+        return self.store.cached_run(key)
 
     def put(self, key: str, run_id: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        tmp.write_text(run_id, encoding="utf-8")
-        os.replace(tmp, path)
+        self.store.remember_run(key, run_id)
 
 
 class SchedulingState:

@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS runcache (
+    key      TEXT PRIMARY KEY,
+    run_id   TEXT NOT NULL
+);
 """
 
 
@@ -218,8 +222,22 @@ class RunStore:
         finds a row whose folder is half gone)."""
         with self._lock:
             self._db().execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self._db().execute("DELETE FROM runcache WHERE run_id = ?", (run_id,))
         if remove_folder:
             shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    # -- the result cache (--reuse): input key → the last completed run with those inputs --
+
+    def remember_run(self, key: str, run_id: str) -> None:
+        with self._lock:
+            self._db().execute("INSERT OR REPLACE INTO runcache (key, run_id) VALUES (?, ?)", (key, run_id))
+
+    def cached_run(self, key: str) -> str | None:
+        if not self.exists():
+            return None
+        with self._lock:
+            row = self._db().execute("SELECT run_id FROM runcache WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     # -- reading -------------------------------------------------------------------------
 
