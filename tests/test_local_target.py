@@ -317,38 +317,36 @@ def test_timeout_kills_the_process_group(project, tmp_path):
     assert _record(run)["status"] == "canceled"
 
 
-def test_ctrl_c_kills_group_marks_canceled_exits_2(project, tmp_path):
+def _signal_spawner(project, tmp_path, sig: int) -> tuple[int, str, int, int]:
+    """Start SPAWNER under amlrun, send ``sig`` to amlrun once the run has spawned its
+    grandchild; return (amlrun's exit code, its output, the script's pid, the grandchild's pid)."""
     pidfile = tmp_path / "pids"
     project.write({"slow.py": SPAWNER})
     proc = project.popen("slow.py", env={"PIDFILE": str(pidfile)})
     try:
         _read_until(proc, "spawned")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, out
+    parent, child = map(int, pidfile.read_text().split())
+    return proc.returncode, out, parent, child
+
+
+def test_ctrl_c_kills_group_marks_canceled_exits_2(project, tmp_path):
+    code, out, parent, child = _signal_spawner(project, tmp_path, signal.SIGINT)
+    assert code == 2, out
     assert "interrupted" in out
     assert "Traceback" not in out
-    parent, child = map(int, pidfile.read_text().split())
     assert _wait_dead(parent) and _wait_dead(child), "Ctrl-C left the run's processes behind"
     (run,) = _runs(project)
     assert _record(run)["status"] == "canceled"
 
 
 def test_runs_of_a_killed_amlrun_are_stopped_by_the_next_amlrun(project, tmp_path):
-    pidfile = tmp_path / "pids"
-    project.write({"slow.py": SPAWNER})
-    proc = project.popen("slow.py", env={"PIDFILE": str(pidfile)})
-    try:
-        _read_until(proc, "spawned")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    parent, child = map(int, pidfile.read_text().split())
+    code, out, parent, child = _signal_spawner(project, tmp_path, signal.SIGKILL)
+    assert code == -signal.SIGKILL, out
     assert _alive(parent) and _alive(child), "kill -9 of amlrun should leave its run orphaned"
     try:
         listed = project.run("--collect-only", "slow.py")
@@ -365,18 +363,8 @@ def test_runs_of_a_killed_amlrun_are_stopped_by_the_next_amlrun(project, tmp_pat
 
 def test_sigterm_is_handled_like_ctrl_c(project, tmp_path):
     """A canceled CI job or ``timeout`` sends SIGTERM: the runs must not outlive amlrun."""
-    pidfile = tmp_path / "pids"
-    project.write({"slow.py": SPAWNER})
-    proc = project.popen("slow.py", env={"PIDFILE": str(pidfile)})
-    try:
-        _read_until(proc, "spawned")
-        proc.terminate()
-        out = proc.communicate(timeout=60)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 2, out
-    parent, child = map(int, pidfile.read_text().split())
+    code, out, parent, child = _signal_spawner(project, tmp_path, signal.SIGTERM)
+    assert code == 2, out
     assert _wait_dead(parent) and _wait_dead(child), "SIGTERM left the run's processes behind"
     (run,) = _runs(project)
     assert _record(run)["status"] == "canceled"
