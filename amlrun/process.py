@@ -26,7 +26,7 @@ class ProcessOutcome:
     canceled: bool = False
 
 
-def _kill_group(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
+def stop_group(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
@@ -105,7 +105,7 @@ def _supervise(proc, sink, cancel, timeout, on_stop) -> ProcessOutcome:
         if canceled or timed_out:
             if on_stop is not None:
                 on_stop()
-            _kill_group(proc)
+            stop_group(proc)
             break
     pump.join(STRAGGLER_GRACE)
     if pump.is_alive():
@@ -114,7 +114,7 @@ def _supervise(proc, sink, cancel, timeout, on_stop) -> ProcessOutcome:
         note = getattr(sink, "note", None)
         if note is not None:
             note("[amlrun] the script exited; stopping the processes it left running")
-        _kill_group(proc)
+        stop_group(proc)
         pump.join(10)
     return ProcessOutcome(proc.returncode, timed_out=timed_out, canceled=canceled)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_service
+from amlrun.process import stop_group
 
 SPARK_ENV = {"SPARK_LOCAL_IP": "127.0.0.1"}
 
@@ -87,19 +87,6 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def start_cluster(root: Path, timeout: float = 120) -> tuple[SparkCluster, list[subprocess.Popen]]:
     root.mkdir(parents=True, exist_ok=True)
     cluster = SparkCluster(free_port(), free_port(), root)
@@ -114,7 +101,7 @@ def start_cluster(root: Path, timeout: float = 120) -> tuple[SparkCluster, list[
         _wait(lambda: cluster.state().get("aliveworkers", 0) >= 1, timeout, "worker", root / "worker.log", procs[1])
     except BaseException:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc, grace=15)
         raise
     return cluster, procs
 
@@ -142,4 +129,4 @@ def spark_cluster(tmp_path_factory):
         yield cluster
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc, grace=15)
