@@ -420,16 +420,24 @@ spark.stop()
 """
 
 
-def test_submission_from_a_head_node_over_ssh(project, spark_cluster, sshd):
-    """address set: the job goes to the node over SSH and spark-submit runs there, as its user."""
+def _headnode_files(spark_cluster, sshd) -> dict[str, str]:
+    """A ``headnode`` cluster target reached over the test sshd, submitting with the
+    Spark copy every user can run."""
     if not (SHARED_SPARK / "bin" / "spark-submit").exists():
         require_service("spark for the ssh user", f"no {SHARED_SPARK} (.ci/services/spark.sh installs it)")
     extra = (f"sparkMaster: {spark_cluster.master}\nsparkMasterUI: {spark_cluster.ui}\n"
              f"sparkSubmitLocation: {SHARED_SPARK}\npythonLocation: /usr/bin/python3\nuserManagedEnvironment: true\n")
-    project.write({
+    return {
         "aml_config/headnode.compute": sshd.compute_yaml("cluster", extra=extra),
         "aml_config/headnode.runconfig": SPARK_RUNCONFIG.replace("Target: spark", "Target: headnode")
         + "EnvironmentVariables:\n  SPARK_LOCAL_IP: 127.0.0.1\n",
+    }
+
+
+def test_submission_from_a_head_node_over_ssh(project, spark_cluster, sshd):
+    """address set: the job goes to the node over SSH and spark-submit runs there, as its user."""
+    project.write({
+        **_headnode_files(spark_cluster, sshd),
         "aml_config/spark_dependencies.yml": "configuration:\n  spark.executor.memory: 512m\n",
         "job.py": SSH_SCRIPT,
     })
@@ -449,14 +457,8 @@ def test_submission_from_a_head_node_over_ssh(project, spark_cluster, sshd):
 
 
 def test_timeout_over_ssh_stops_the_application_and_python_framework_runs_on_the_node(project, spark_cluster, sshd):
-    if not (SHARED_SPARK / "bin" / "spark-submit").exists():
-        require_service("spark for the ssh user", f"no {SHARED_SPARK} (.ci/services/spark.sh installs it)")
-    extra = (f"sparkMaster: {spark_cluster.master}\nsparkMasterUI: {spark_cluster.ui}\n"
-             f"sparkSubmitLocation: {SHARED_SPARK}\npythonLocation: /usr/bin/python3\nuserManagedEnvironment: true\n")
     project.write({
-        "aml_config/headnode.compute": sshd.compute_yaml("cluster", extra=extra),
-        "aml_config/headnode.runconfig": SPARK_RUNCONFIG.replace("Target: spark", "Target: headnode")
-        + "EnvironmentVariables:\n  SPARK_LOCAL_IP: 127.0.0.1\n",
+        **_headnode_files(spark_cluster, sshd),
         "aml_config/nodepython.runconfig": "Target: headnode\nFramework: Python\n",
         "slow.py": """
             import time

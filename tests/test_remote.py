@@ -215,15 +215,16 @@ def _wait_for(proc, text: str, timeout: float = 60) -> list[str]:
     raise AssertionError(f"never saw {text!r}: {''.join(seen)}")
 
 
-def test_run_survives_a_dropped_connection(project, sshd):
-    project.write({"aml_config/vm.compute": sshd.compute_yaml(), "count.py": COUNTER})
+def _drop_connection_mid_run(project, sshd, wait_timeout: float, run_timeout: float) -> tuple[dict, list[str]]:
+    """Run COUNTER on target ``vm``, stop sshd after line 5, start it again; return the
+    finished run's record and log lines (the run must pass)."""
     proc = project.popen("-c", "vm", "count.py", "--stream")
     try:
-        _wait_for(proc, "line 5")
+        _wait_for(proc, "line 5", timeout=wait_timeout)
         sshd.stop()
         time.sleep(2.5)
         sshd.start()
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=run_timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -232,8 +233,14 @@ def test_run_survives_a_dropped_connection(project, sshd):
     (record,) = runs(project)
     log = (run_dir(project, record) / "log.txt").read_text().splitlines()
     assert [l for l in log if l.startswith("line ")] == [f"line {i}" for i in range(60)]
-    assert record["extra"]["reconnects"] >= 1
     assert (run_dir(project, record) / "outputs" / "done.txt").read_text() == "complete"
+    return record, log
+
+
+def test_run_survives_a_dropped_connection(project, sshd):
+    project.write({"aml_config/vm.compute": sshd.compute_yaml(), "count.py": COUNTER})
+    record, _ = _drop_connection_mid_run(project, sshd, wait_timeout=60, run_timeout=120)
+    assert record["extra"]["reconnects"] >= 1
 
 
 SLEEP_TOKEN = f"301.{os.getpid()}"    # unique to this test session: the test user may be shared
@@ -355,23 +362,8 @@ def test_remotedocker_survives_a_dropped_connection_and_cancels_for_real(project
 
     project.write({"aml_config/vm.compute": sshd.compute_yaml("remotedocker", extra=f"baseDockerImage: {BASE}\n"),
                    "count.py": COUNTER, "sleeper.py": SLEEPER})
-    proc = project.popen("-c", "vm", "count.py", "--stream")
-    try:
-        _wait_for(proc, "line 5", timeout=600)
-        sshd.stop()
-        time.sleep(2.5)
-        sshd.start()
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sshd.start() if not sshd.pidfile.exists() else None
-    assert proc.returncode == 0, out
-    (record,) = runs(project)
-    log = (run_dir(project, record) / "log.txt").read_text().splitlines()
-    assert [l for l in log if l.startswith("line ")] == [f"line {i}" for i in range(60)]
+    record, log = _drop_connection_mid_run(project, sshd, wait_timeout=600, run_timeout=180)
     assert record["extra"]["reconnects"] >= 1, "\n".join(l for l in log if not l.startswith("line "))
-    assert (run_dir(project, record) / "outputs" / "done.txt").read_text() == "complete"
 
     proc = project.popen("-c", "vm", "sleeper.py", "--stream")
     try:
