@@ -147,7 +147,7 @@ class Tolerances:
         if data is None:
             return cls()
         if not isinstance(data, dict):
-            raise ConfigError(f"'tolerances' must be a mapping of metric names or artifact paths to tolerances", where)
+            raise ConfigError("'tolerances' must be a mapping of metric names or artifact paths to tolerances", where)
         return cls(tuple((str(k), parse_tolerance(str(k), v, where)) for k, v in data.items()))
 
     def find(self, name: str) -> Tolerance | None:

@@ -183,10 +183,6 @@ class CondaDependencies:
         )
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    @property
-    def is_empty(self) -> bool:
-        return not (self.conda_packages or self.pip_packages)
-
 
 def load_conda_dependencies(path: Path, project_root: Path) -> CondaDependencies:
     shown = _display(path, project_root)

@@ -7,10 +7,6 @@ import sys
 from collections.abc import Iterable
 
 
-class AmlrunWarning(UserWarning):
-    """A problem in a user's file that amlrun can work around."""
-
-
 _seen: set[str] = set()
 
 

@@ -198,7 +198,7 @@ def install_script(deps: CondaDependencies | None, has_ca: bool) -> str:
     else:
         lines += [
             "PY=\"$(command -v python3 || command -v python || true)\"",
-            f"[ -n \"$PY\" ] || fail 'the base image has no python3 or python on PATH'",
+            "[ -n \"$PY\" ] || fail 'the base image has no python3 or python on PATH'",
         ]
         if pin:
             lines += [

@@ -41,7 +41,3 @@ class EnvironmentBuildError(AmlrunError):
     def __init__(self, message: str, log_tail: str = ""):
         self.log_tail = log_tail
         super().__init__(message)
-
-
-class InfrastructureError(AmlrunError):
-    """The run could not complete for reasons outside the script (lost connection, OOM kill)."""

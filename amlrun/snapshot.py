@@ -314,12 +314,3 @@ class SnapshotStore:
             except FileNotFoundError:
                 continue
         return GcResult(len(doomed_manifests), len(doomed_objects), freed, len(kept))
-
-    def referenced_objects(self, digests) -> set[str]:
-        used: set[str] = set()
-        for digest in digests:
-            try:
-                used.update(e.digest for e in self.load(digest).entries)
-            except (OSError, ValueError):
-                continue
-        return used

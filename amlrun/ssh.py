@@ -260,7 +260,6 @@ class SSHSession:
         self.settings = settings
         self._conn = None
         self._lock = threading.Lock()
-        self.connects = 0
 
     def connection(self, deadline: float | None = None, on_retry=None):
         with self._lock:
@@ -271,7 +270,6 @@ class SSHSession:
                 _quiet_close(conn)
                 self._conn = None
             self._conn = connect_with_retry(self.settings, deadline=deadline, on_retry=on_retry)
-            self.connects += 1
             return self._conn
 
     def transport(self, deadline: float | None = None, on_retry=None):
@@ -624,7 +622,6 @@ class SocketRelay:
         os.chmod(self.path, 0o600)
         self._server.listen(32)
         self._closed = False
-        self.connections = 0
         threading.Thread(target=self._accept, name="amlrun-relay", daemon=True).start()
 
     @property
@@ -637,7 +634,6 @@ class SocketRelay:
                 conn, _ = self._server.accept()
             except OSError:
                 return
-            self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:

@@ -12,7 +12,6 @@ import grp
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import subprocess

@@ -3,11 +3,8 @@ and one-line errors (exit 4) for a user's mistakes."""
 
 from __future__ import annotations
 
-import json
-import os
 import stat
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -8,11 +8,9 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 
 TRICKY = ["two words", "it's \"quoted\"", "$HOME and ${PATH}", "a;b && c | d", "naïve 日本語 ✓", "--not-an-option", "*"]
 

@@ -4,7 +4,6 @@ it changes, built once when two amlrun processes race for it."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 

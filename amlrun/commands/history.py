@@ -24,7 +24,6 @@ DEFAULT_LIMIT = 50
 DEFAULT_TAIL = 20
 FOLLOW_POLL_SECONDS = 0.2
 GC_GRACE_SECONDS = 60.0
-SUBCOMMANDS = ("list", "show", "compare", "logs", "download", "restore", "gc", "diff")
 
 
 # -- formatting helpers ---------------------------------------------------------------------

@@ -153,10 +153,6 @@ class Target:
     def execute(self, job: Job, prepared: PreparedEnvironment, sink: Sink) -> ExecResult:
         raise NotImplementedError
 
-    def shared_directory(self) -> str | None:
-        """``nativeSharedDirectory`` as a path on the target (None when not configured)."""
-        return self.compute.get("nativeSharedDirectory")
-
     def doctor(self) -> list[Check]:
         """Checks for ``amlrun doctor -c NAME``; each failing one says what is wrong in one line."""
         return []

@@ -15,9 +15,6 @@ from amlrun.hookspec import hookimpl
 from amlrun.process import reap_orphan_groups, run_streaming
 from amlrun.targets.base import ExecResult, PreparedEnvironment, Target, contract_env
 
-WORKBENCH_SHARE_DEFAULT = "~/.azureml/share/"
-
-
 def share_directory(target: Target) -> str | None:
     """``nativeSharedDirectory/<project>/<target>``, created on first use (a local path)."""
     base = target.compute.get("nativeSharedDirectory")
