@@ -6,7 +6,7 @@ apt_install() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ ! -f /tmp/.amlrun-apt-updated ]; then
-    apt-get update -qq && touch /tmp/.amlrun-apt-updated
+    apt-get -o DPkg::Lock::Timeout=600 update -qq && touch /tmp/.amlrun-apt-updated
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
