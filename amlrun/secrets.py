@@ -76,6 +76,35 @@ class CredentialStore:
         os.replace(self.path.with_suffix(".tmp"), self.path)
 
 
+#: Secrets shorter than this are refused where they are resolved: masking every "a" of
+#: every log would hide the log, not the secret (README, "Secrets").
+MIN_SECRET_LENGTH = 3
+
+
+def secret_forms(value: str) -> set[str]:
+    """The spellings of ``value`` to mask: itself, each line of it, and its JSON-escaped,
+    URL-encoded and base64 forms (what scripts and records commonly turn a secret into)."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    if len(value) < MIN_SECRET_LENGTH:
+        return set()
+    wholes = {value}
+    lines = {line.strip() for line in value.splitlines()} if len(value.splitlines()) > 1 else set()
+    # every line of a multi-line secret (a PEM key, a JSON credential) on its own, except
+    # the ones too short to mask or without a letter or digit ("}", "-----"): they carry
+    # nothing secret, and the whole value is masked wherever it appears whole
+    wholes |= {line for line in lines if len(line) >= MIN_SECRET_LENGTH and any(c.isalnum() for c in line)}
+    forms: set[str] = set()
+    for text in wholes:
+        forms |= {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1],
+                  quote(text, safe=""), quote_plus(text, safe="")}
+    raw = value.encode("utf-8", "surrogateescape")
+    for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
+        forms |= {encoded, encoded.rstrip("=")}
+    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+
+
 class Redactor:
     """Masks every secret value that was resolved in this process."""
 
@@ -85,14 +114,13 @@ class Redactor:
         self._pattern: re.Pattern[str] | None = None
 
     def add(self, value: str) -> None:
-        """Mask ``value`` from now on, also in its JSON-escaped spellings (records and
-        metric lines are JSON). Values shorter than 3 characters are not masked: they
-        would mask half of every text."""
-        if not value or len(value) < 3:
+        """Mask ``value`` from now on in every spelling :func:`secret_forms` lists. Values
+        shorter than :data:`MIN_SECRET_LENGTH` are not masked (:func:`resolve` refuses them)."""
+        if not value:
             return
-        forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+        forms = secret_forms(value)
         with self._lock:
-            if not forms <= self._values:
+            if forms and not forms <= self._values:
                 self._values |= forms
                 ordered = sorted(self._values, key=len, reverse=True)
                 self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
@@ -131,6 +159,12 @@ def resolve(value: object, where: str, store: CredentialStore | None = None) -> 
                 f"secret '{name}' is neither an environment variable nor in {(store or CredentialStore()).path}",
                 where,
             )
+    if 0 < len(found) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"secret '{name}' is {len(found)} character(s) long; amlrun refuses secrets shorter than "
+            f"{MIN_SECRET_LENGTH} characters (it could not mask them in output without hiding the output)",
+            where,
+        )
     redactor.add(found)
     return found
 

@@ -486,12 +486,13 @@ def follow(store: RunStore, record: RunRecord, path: Path, tail: int | None, as_
 
 
 def cmd_download(options, store: RunStore, project) -> int:
+    from amlrun.artifacts import open_regular, output_files
     from amlrun.snapshot import hash_file
 
     record = store.resolve(options.run)
     source = store.run_dir(record.run_id) / "outputs"
     dest = Path(options.dir)
-    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.is_symlink()) if source.is_dir() else []
+    files = list(output_files(source))  # regular files only, never through a link
     if not files:
         message = f"run {record.run_id} has no outputs" + ("" if record.status in FINAL else f" yet ({record.status})")
         if options.format == "json":
@@ -512,7 +513,8 @@ def cmd_download(options, store: RunStore, project) -> int:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.amlrun-tmp")
-        shutil.copyfile(path, tmp)
+        with open_regular(path) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
         shutil.copymode(path, tmp)
         os.replace(tmp, target)
         digest = hash_file(target)

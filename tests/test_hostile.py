@@ -1,0 +1,139 @@
+"""Hostile scripts and damaged state (issue 18): what a script leaves behind is never
+trusted, secrets stay masked in every spelling, damaged history is rebuilt, and a user's
+mistake is one line with exit code 4."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from amlrun.secrets import MASK, Redactor
+
+# -- outputs/ links ------------------------------------------------------------------------
+
+LINK_SCRIPTS = {
+    "exp/replace_outputs.py": """
+        import os, shutil, sys
+        shutil.rmtree("outputs", ignore_errors=True)
+        os.symlink(sys.argv[2], "outputs")
+    """,
+    "exp/links_inside.py": """
+        import os, sys
+        os.makedirs("outputs/sub", exist_ok=True)
+        os.symlink(sys.argv[2], "outputs/host")
+        os.symlink(os.path.join(sys.argv[2], "host.txt"), "outputs/host.txt")
+        os.symlink("/proc/self", "outputs/proc")
+        os.mkfifo("outputs/fifo")
+        open("outputs/sub/real.txt", "w").write("mine")
+    """,
+    "exp/proc_outputs.py": """
+        import os, shutil
+        shutil.rmtree("outputs", ignore_errors=True)
+        os.symlink("/proc/self", "outputs")
+    """,
+}
+
+
+def _host_folder(tmp_path: Path) -> Path:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "host.txt").write_text("the host's file")
+    return host
+
+
+def test_links_in_outputs_are_never_followed_and_proc_does_not_hang(project, tmp_path):
+    host = _host_folder(tmp_path)
+    project.write(LINK_SCRIPTS)
+    result = project.run("exp", "-p", f"dir={host}", timeout=120)
+    assert result.returncode == 0, result.output
+    records = {r["script"]: r for r in json.loads(project.run("history", "list", "--format", "json").stdout)}
+    assert records["exp/replace_outputs.py"]["artifacts"] == []
+    assert records["exp/proc_outputs.py"]["artifacts"] == []
+    assert [a["path"] for a in records["exp/links_inside.py"]["artifacts"]] == ["outputs/sub/real.txt"]
+    for script in ("exp/replace_outputs.py", "exp/proc_outputs.py"):
+        run_dir = project.root / ".amlrun" / "runs" / records[script]["run_id"]
+        assert not (run_dir / "outputs").is_symlink() and not (run_dir / "outputs").exists()
+    for script, record in records.items():
+        dest = tmp_path / f"dl-{Path(script).stem}"
+        download = project.run("history", "download", record["run_id"], "-d", str(dest), timeout=60)
+        assert download.returncode == 0, download.output
+        got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) if dest.exists() else []
+        assert got == (["sub/real.txt"] if script == "exp/links_inside.py" else []), script
+    assert (host / "host.txt").read_text() == "the host's file"
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+PEM = ("-----BEGIN PRIVATE KEY-----\n"
+       "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+       "k1Zq9u0Qp3Xh7W2sYd8fLmN4bVc6tRe\n"
+       "AB==\n"
+       "-----END PRIVATE KEY-----\n")
+CREDENTIAL = json.dumps({"type": "service_account", "private_key_id": "c0ffee-4711-beef"}, indent=2)
+
+SECRET_SCRIPT = """
+    import base64, json, os, sys, urllib.parse
+    from amlrun_client import log
+    for name in ("PEM", "CRED"):
+        value = os.environ[name]
+        print(value)
+        print(value, file=sys.stderr)
+        print(base64.b64encode(value.encode()).decode())
+        print(urllib.parse.quote(value, safe=""))
+        print(json.dumps(value))
+        log("leak_" + name, value)
+    raise SystemExit("failing with " + os.environ["PEM"])
+"""
+
+
+def test_multiline_secrets_are_masked_line_by_line_and_in_encodings(project, tmp_path):
+    project.write({
+        "aml_config/secure.runconfig": "Target: local\nEnvironmentVariables:\n"
+                                       "  PEM: secret:MY_PEM\n  CRED: env:MY_CRED\n",
+        "leak.py": SECRET_SCRIPT,
+    })
+    env = {"MY_PEM": PEM, "MY_CRED": CREDENTIAL}
+    report = tmp_path / "report.json"
+    result = project.run("-c", "secure", "--stream", "--report-json", str(report), env=env)
+    assert result.returncode == 1, result.output
+    assert MASK in result.stdout
+    history = [project.run("history", *args, env=env).output
+               for args in (["show", "last"], ["logs", "last"], ["show", "last", "--format", "json"])]
+    texts = [result.stdout, result.stderr, *history]
+    texts += [p.read_text(errors="replace") for p in project.root.rglob("*") if p.is_file()]
+    texts.append(report.read_text())
+    secret_lines = ["MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "k1Zq9u0Qp3Xh7W2sYd8fLmN4bVc6tRe", "AB==",
+                    "c0ffee-4711-beef"]
+    encodings = [base64.b64encode(v.encode()).decode() for v in (PEM, CREDENTIAL)]
+    encodings += [urllib.parse.quote(v, safe="") for v in (PEM, CREDENTIAL)]
+    for text in texts:
+        for needle in secret_lines + encodings:
+            assert needle not in text
+
+
+def test_short_secrets_are_refused_in_one_line(project):
+    project.write({
+        "aml_config/secure.runconfig": "Target: local\nEnvironmentVariables:\n  PIN: secret:MY_PIN\n",
+        "a.py": "print('hello')\n",
+    })
+    result = project.run("-c", "secure", env={"MY_PIN": "ab"})
+    assert result.returncode == 4, result.output
+    assert "Traceback" not in result.output
+    assert "MY_PIN" in result.stderr and "shorter than 3" in result.stderr
+
+
+def test_redactor_forms():
+    redact = Redactor()
+    redact.add(PEM)
+    assert redact("x MIIEvQIBADANBgkqhkiG9w0BAQEFAASC y") == f"x {MASK} y"
+    assert redact("-----END PRIVATE KEY-----") == MASK  # has letters: masked like any other line
+    assert redact("}") == "}"
+    redact.add("ab")
+    assert redact("ab cd") == "ab cd"
