@@ -38,8 +38,8 @@ COMPUTE_KEYS = frozenset(
     }
 )
 
-#: Run-configuration keys; ``UseSampling`` and ``DataSourceSubstitutions`` were Workbench
-#: data-preparation settings that amlrun accepts and ignores.
+#: Run-configuration keys. ``UseSampling``, ``DataSourceSettings`` and ``DataSourceSubstitutions``
+#: are Workbench's Data Prep settings: they reach ``azureml.dataprep`` in the run.
 RUNCONFIG_KEYS = frozenset(
     {
         "ArgumentVector",
@@ -51,6 +51,7 @@ RUNCONFIG_KEYS = frozenset(
         "PrepareEnvironment",
         "TrackedRun",
         "UseSampling",
+        "DataSourceSettings",
         "DataSourceSubstitutions",
     }
 )
@@ -104,6 +105,8 @@ class RunConfig:
     prepare_environment: bool = True
     tracked_run: bool = True
     source: str | None = None
+    #: Workbench's Data Prep settings (UseSampling, DataSourceSettings, DataSourceSubstitutions)
+    data_prep: dict[str, Any] = field(default_factory=dict)
 
 
 def load_compute(path: Path, project_root: Path, extra_keys: frozenset[str] = frozenset()) -> ComputeTarget:
@@ -143,7 +146,33 @@ def load_runconfig(path: Path, project_root: Path) -> RunConfig:
         prepare_environment=_bool(data.get("PrepareEnvironment", True), "PrepareEnvironment", shown),
         tracked_run=_bool(data.get("TrackedRun", True), "TrackedRun", shown),
         source=shown,
+        data_prep=_data_prep_settings(data, shown),
     )
+
+
+def _data_prep_settings(data: dict[str, Any], shown: str) -> dict[str, Any]:
+    """The runconfig's Data Prep settings, checked: ``UseSampling`` a boolean,
+    ``DataSourceSettings`` ``{file: {Sampling: {Sample: name}}}``, ``DataSourceSubstitutions``
+    ``{file: replacement}``."""
+    settings: dict[str, Any] = {}
+    if data.get("UseSampling") is not None:
+        settings["UseSampling"] = _bool(data["UseSampling"], "UseSampling", shown)
+    per_source = data.get("DataSourceSettings")
+    if per_source is not None:
+        if not isinstance(per_source, dict) or not all(isinstance(v, dict) for v in per_source.values()):
+            raise ConfigError("'DataSourceSettings' must map data source files to settings "
+                              "(e.g. my.dsource: {Sampling: {Sample: MySampleName}})", shown)
+        for name, value in per_source.items():
+            sampling = value.get("Sampling")
+            if sampling is not None and (not isinstance(sampling, dict) or not isinstance(sampling.get("Sample"), str)):
+                raise ConfigError(f"'DataSourceSettings.{name}.Sampling' must be a mapping with a 'Sample' name", shown)
+        settings["DataSourceSettings"] = {str(k): v for k, v in per_source.items()}
+    substitutions = data.get("DataSourceSubstitutions")
+    if substitutions is not None:
+        if not isinstance(substitutions, dict) or not all(isinstance(v, str) for v in substitutions.values()):
+            raise ConfigError("'DataSourceSubstitutions' must map data source files to replacement files", shown)
+        settings["DataSourceSubstitutions"] = {str(k): v for k, v in substitutions.items()}
+    return settings
 
 
 def _env_text(value: Any) -> str:
@@ -236,7 +265,7 @@ class SparkDependencies:
 
 def load_spark_dependencies(path: Path, project_root: Path) -> SparkDependencies:
     shown = _display(path, project_root)
-    data = read_mapping(path, display=shown)
+    data = read_mapping(path, display=shown, tabs=True)  # Workbench accepted TABs here
     warn_unknown_keys(shown, data, {"configuration", "repositories", "packages"})
     conf = data.get("configuration") or {}
     if not isinstance(conf, dict):

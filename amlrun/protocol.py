@@ -7,6 +7,7 @@ snapshot → execute on the target → collect artifacts → record → report.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -99,6 +100,8 @@ def build_env(session, cell, run_id: str, runconfig) -> dict[str, str]:
     env["AMLRUN_CELL_ID"] = cell.id
     env["AMLRUN_TARGET"] = cell.target
     env["AMLRUN_SEED"] = str(session.seed)
+    if runconfig.data_prep:
+        env["AMLRUN_DATAPREP_SETTINGS"] = json.dumps(runconfig.data_prep, sort_keys=True)
     for name, value in cell.params.items:
         env[param_env_name(name)] = _param_text(value)
     return env

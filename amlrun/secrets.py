@@ -3,7 +3,8 @@
 A compute or run-configuration value may *refer* to a secret instead of holding it:
 
 - ``secret:NAME`` (or Workbench's ``AzureMlSecret=NAME``): the environment variable
-  ``NAME`` of the amlrun process, else key ``NAME`` of the user's credentials file;
+  ``NAME`` of the amlrun process, else key ``NAME`` of the user's credentials file.
+  Workbench named its secrets ``<target>#<user>#<hash>``, so a name may hold ``#``;
 - ``env:NAME``: only the environment variable ``NAME``.
 
 The credentials file (``$AMLRUN_CREDENTIALS`` or ``~/.config/amlrun/credentials.yml``)
@@ -24,7 +25,7 @@ from pathlib import Path
 from amlrun.errors import ConfigError
 
 MASK = "*****"
-_REF = re.compile(r"^(?:secret:|AzureMlSecret=)(?P<secret>[A-Za-z0-9_.\-]+)$|^env:(?P<env>[A-Za-z_][A-Za-z0-9_]*)$")
+_REF = re.compile(r"^(?:secret:|AzureMlSecret=)(?P<secret>[A-Za-z0-9_.\-#]+)$|^env:(?P<env>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
 def credentials_path() -> Path:
@@ -155,10 +156,10 @@ def resolve(value: object, where: str, store: CredentialStore | None = None) -> 
         if found is None:
             found = (store or CredentialStore()).get(name)
         if found is None:
-            raise ConfigError(
-                f"secret '{name}' is neither an environment variable nor in {(store or CredentialStore()).path}",
-                where,
-            )
+            path = (store or CredentialStore()).path
+            hint = (f"; Workbench kept it in the system's credential store: put it in {path} under the key "
+                    f"'{name}'" if text.startswith("AzureMlSecret=") else "")
+            raise ConfigError(f"secret '{name}' is neither an environment variable nor in {path}{hint}", where)
     if 0 < len(found) < MIN_SECRET_LENGTH:
         raise ConfigError(
             f"secret '{name}' is {len(found)} character(s) long; amlrun refuses secrets shorter than "

@@ -8,7 +8,9 @@ from typing import Any
 from amlrun.errors import ConfigError
 
 
-def read_yaml(path: Path, *, display: str | None = None) -> Any:
+def read_yaml(path: Path, *, display: str | None = None, tabs: bool = False) -> Any:
+    """The YAML document of ``path``. With ``tabs``, a file YAML refuses because of TAB
+    characters is read again with them as spaces (Workbench accepted them in its files)."""
     import yaml
 
     shown = display or str(path)
@@ -18,6 +20,11 @@ def read_yaml(path: Path, *, display: str | None = None) -> Any:
         raise ConfigError("file not found", shown) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", shown) from None
+    if tabs and "\t" in text:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            text = untab(text)  # same lines: an error found now names the user's line
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -35,8 +42,32 @@ def read_yaml(path: Path, *, display: str | None = None) -> Any:
         raise ConfigError(f"invalid YAML: {exc}", shown) from None
 
 
-def read_mapping(path: Path, *, display: str | None = None) -> dict:
-    data = read_yaml(path, display=display)
+def untab(text: str) -> str:
+    """``text`` with TABs outside quoted scalars and comments as spaces: to the next
+    multiple of 8 in indentation (a consistently tab-indented file keeps its structure),
+    one space elsewhere."""
+    lines = []
+    for line in text.split("\n"):
+        body = line.lstrip(" \t")
+        out = [line[: len(line) - len(body)].expandtabs(8)]
+        quote = ""
+        for at, char in enumerate(body):
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "\"'":
+                quote = char
+            elif char == "#" and (at == 0 or body[at - 1] in " \t"):
+                out.append(body[at:])
+                break
+            elif char == "\t":
+                char = " "
+            out.append(char)
+        lines.append("".join(out))
+    return "\n".join(lines)
+
+
+def read_mapping(path: Path, *, display: str | None = None, tabs: bool = False) -> dict:
+    data = read_yaml(path, display=display, tabs=tabs)
     if data is None:
         return {}
     if not isinstance(data, dict):
