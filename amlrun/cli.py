@@ -94,6 +94,9 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
                      help="run up to N cells at once ('auto': one per core); each target also has its own limit")
     run.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail", help="stop after the first failure")
     run.add_argument("--maxfail", type=_count, default=0, metavar="N", help="stop after N failures (0: never)")
+    run.add_argument("--retries", type=_count, default=0, metavar="N",
+                     help="re-run a cell up to N times when the infrastructure failed it (lost connection, "
+                          "engine unavailable, OOM kill); never for a script's own failure")
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="cancel a cell running longer than this")
     run.add_argument("--stream", action="store_true", help="stream every cell's output live, each line prefixed with its cell id")
     run.add_argument("--seed", type=int, metavar="N", help="the value of AMLRUN_SEED in every run (default 0)")
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # --help goes through make_config too: plugins' options (reports, --lf, --repeat,
         # the project's amlrunconf.py) belong in it
-        from amlrun.main import run_session
+        from amlrun.runner import run_session
 
         with _terminate_as_interrupt():
             return run_session(make_config(argv))

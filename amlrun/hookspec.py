@@ -109,6 +109,15 @@ def amlrun_prepare_environment(target, runconfig, progress):
 
 
 @hookspec(firstresult=True)
+def amlrun_runloop(session):
+    """Run every cell of ``session``; return True (non-None) when done.
+
+    The default (:mod:`amlrun.scheduler`) runs them with ``-n`` workers, per-target
+    limits, prepare gating, retries and ``--maxfail``; a plugin may replace it.
+    """
+
+
+@hookspec(firstresult=True)
 def amlrun_run_cell(cell, session):
     """Run one cell through the whole protocol and return its :class:`RunReport`.
 
@@ -141,6 +150,11 @@ def amlrun_runreport(report) -> None:
 @hookspec
 def amlrun_sessionstart(session) -> None:
     """Notification: collection is done and cells are about to run."""
+
+
+@hookspec
+def amlrun_keyboard_interrupt(session) -> None:
+    """Notification: Ctrl-C (or SIGTERM) stopped the session; running cells are being canceled."""
 
 
 @hookspec

@@ -25,13 +25,14 @@ PLUGINS_ENV = "AMLRUN_PLUGINS"
 BUILTIN_PLUGINS = {
     "collector": "amlrun.collection:DefaultCollector",
     "protocol": "amlrun.protocol",
+    "scheduler": "amlrun.scheduler",
     "artifacts": "amlrun.artifacts",
     "secrets": "amlrun.secrets:plugin",
     "local": "amlrun.targets.local",
     "docker": "amlrun.targets.docker",
     "remote": "amlrun.targets.remote",
     "cluster": "amlrun.targets.cluster",
-    "scheduling": "amlrun.scheduling",
+    "cacheprovider": "amlrun.cacheprovider",
     "reports": "amlrun.reports",
     "repro": "amlrun.repro",
 }

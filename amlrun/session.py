@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amlrun import secrets
 from amlrun.config import RunConfig
@@ -17,6 +15,9 @@ from amlrun.protocol import CANCELED, ERROR, FAILED, RunReport
 from amlrun.store import RunStore
 from amlrun.snapshot import SnapshotStore
 from amlrun.targets.base import PreparedEnvironment, Target, TargetContext
+
+if TYPE_CHECKING:
+    from amlrun.terminal import TerminalReporter
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3, 4, 5
 
@@ -33,6 +34,8 @@ class Config:
         self.hook = pluginmanager.hook
         self.conftests = Conftests(self)
         self._target_types: dict[str, type[Target]] | None = None
+        #: set when the session stops early (Ctrl-C, --maxfail); every target's context carries it
+        self.stopping = threading.Event()
 
     def getoption(self, name: str, default: Any = None) -> Any:
         return getattr(self.options, name, default)
@@ -77,7 +80,8 @@ class Config:
         from amlrun.envs import cache_dir
 
         context = TargetContext(project=project, cache_dir=cache_dir(), options=self.options,
-                                build_settings=dict(project.settings.extra.get("build", {}) or {}))
+                                build_settings=dict(project.settings.extra.get("build", {}) or {}),
+                                stopping=self.stopping)
         return cls(compute, context)
 
     def resolve_runconfig(self, name: str) -> RunConfig:
@@ -96,12 +100,14 @@ class _Progress:
         self.sink = sink
 
     def status(self, message: str) -> None:
-        self.terminal.progress(f"[{self.target_name}] {message}")
+        if self.terminal is not None:
+            self.terminal.progress(f"[{self.target_name}] {message}")
         if self.sink is not None:
             self.sink.note(f"[amlrun] {message}")
 
     def line(self, text: str) -> None:
-        self.terminal.progress_detail(f"[{self.target_name}] {text}")
+        if self.terminal is not None:
+            self.terminal.progress_detail(f"[{self.target_name}] {text}")
         if self.sink is not None:
             self.sink.note(text)
 
@@ -120,9 +126,11 @@ class _PrepareLog:
 
 
 class Session:
-    def __init__(self, config: Config, terminal):
+    """One run command: its targets, its cells, their reports, and the state the run loop shares."""
+
+    def __init__(self, config: Config, terminal: TerminalReporter | None = None):
         self.config = config
-        self.terminal = terminal
+        self.terminal = terminal or config.pluginmanager.get_plugin("terminalreporter")
         self.project = config.project
         self.store = RunStore(self.project.state_dir)
         self.snapshots = SnapshotStore(self.project.state_dir)
@@ -145,10 +153,11 @@ class Session:
         self._jobs: set = set()
         self._lock = threading.Lock()
         self.started = time.monotonic()
-        self.reuse_plan: dict[str, Any] = {}     # cell id → RunRecord to reuse (filled by amlrun.scheduling)
+        self.reuse_plan: dict[str, Any] = {}     # cell id → RunRecord to reuse (filled by amlrun.cacheprovider)
         self.running: dict[str, float] = {}      # cell id → monotonic start, while running
         self.attempts: dict[str, int] = {}       # cell id → attempts started
-        self.queued = lambda: len(self.cells)
+        self.scheduler: Any = None               # the default run loop's Scheduler, while it runs
+        self.stopping = config.stopping         # set on Ctrl-C and --maxfail; targets see it in their context
 
     # -- secrets -----------------------------------------------------------------------
 
@@ -239,7 +248,7 @@ class Session:
                 job.cancel.set()
 
     def stream_for(self, cell):
-        return self.terminal.stream_for(cell, live=self.stream_live)
+        return None if self.terminal is None else self.terminal.stream_for(cell, live=self.stream_live)
 
     @property
     def stream_live(self) -> bool:
@@ -252,165 +261,61 @@ class Session:
         """Whether running ``cell`` needs its target's environment (skipped and reused cells don't)."""
         return cell.skip_mark() is None and cell.id not in self.reuse_plan
 
-    def run_cells(self) -> None:
-        """Run every cell: ``-n`` workers, per-target limits and queues, retries, ``-x``/``--maxfail``, Ctrl-C.
-
-        The dispatcher (this thread) hands a worker a cell only when the cell's target has a
-        free slot, so no worker ever waits on one target while another target's cell could
-        run. A target's environment is prepared by one task before any of its cells start.
-        Among ready cells the one earliest in matrix order goes first, so ``-n 1``
-        reproduces; ``self.reports`` ends up in matrix order whatever the completion order.
-        """
-        workers = max(1, int(self.config.getoption("numprocesses") or 1))
-        limits = {name: t.max_parallel for name, t in self.targets.items()}
-        maxfail = self.config.getoption("maxfail") or 0
-        retries = max(0, int(self.config.getoption("retries") or 0))
-        retry_delay = float(os.environ.get("AMLRUN_RETRY_DELAY", "1"))
-        order = {id(cell): index for index, cell in enumerate(self.cells)}
-        queues: dict[str, collections.deque] = {name: collections.deque() for name in self.targets}
-        for cell in self.cells:
-            queues.setdefault(cell.target, collections.deque()).append(cell)
-            limits.setdefault(cell.target, 1)
-        busy = {name: 0 for name in queues}
-        env_state: dict[str, str] = {}          # target → "preparing" | "ready"
-        not_before: dict[int, float] = {}       # cell index → monotonic time a retry may start
-        in_flight: dict[concurrent.futures.Future, tuple[str, Any]] = {}
-        failures = 0
-        hook = self.config.hook
-
-        def run_one(cell):
-            if self.shouldstop or self.interrupted:
-                return None
-            self.running[cell.id] = time.monotonic()
-            try:
-                return hook.amlrun_run_cell(cell=cell, session=self)
-            finally:
-                self.running.pop(cell.id, None)
-
-        def prepare_one(name):
-            log = self._prepare_logs[name] = _PrepareLog()
-            try:
-                self.prepare(name, log)
-            except AmlrunError:
-                pass  # remembered by prepare(); each of the target's cells reports it
-
-        def next_task():
-            now = time.monotonic()
-            best = None
-            for name, queue in queues.items():
-                if not queue or busy[name] >= limits[name]:
-                    continue
-                cell = queue[0]
-                index = order[id(cell)]
-                if not_before.get(index, 0) > now:
-                    continue
-                if self.cell_needs_environment(cell) and env_state.get(name) != "ready":
-                    if env_state.get(name) == "preparing":
-                        continue
-                    task = ("prepare", name)
-                else:
-                    task = ("cell", cell)
-                if best is None or index < best[0]:
-                    best = (index, task)
-            return None if best is None else best[1]
-
-        def dispatch(pool):
-            while len(in_flight) < workers and not (self.shouldstop or self.interrupted):
-                task = next_task()
-                if task is None:
-                    return
-                kind, value = task
-                if kind == "prepare":
-                    env_state[value] = "preparing"
-                    busy[value] += 1
-                    in_flight[pool.submit(prepare_one, value)] = task
-                else:
-                    queues[value.target].popleft()
-                    busy[value.target] += 1
-                    self.attempts[value.id] = self.attempts.get(value.id, 0) + 1
-                    in_flight[pool.submit(run_one, value)] = task
-
-        def finished(future) -> None:
-            nonlocal failures
-            kind, value = in_flight.pop(future)
-            name = value if kind == "prepare" else value.target
-            busy[name] -= 1
-            if kind == "prepare":
-                future.result()
-                env_state[name] = "ready"
-                return
-            report = future.result()
-            if report is None:
-                return
-            if self._should_retry(report, retries):
-                self._forget_unavailable(name, env_state)
-                queues[name].appendleft(value)
-                not_before[order[id(value)]] = time.monotonic() + retry_delay * self.attempts[value.id]
-                return
-            self.reports.append(report)
-            if report.failed:
-                failures += 1
-                if maxfail and failures >= maxfail and not self.shouldstop:
-                    self.shouldstop = f"stopping after {failures} failure{'s' * (failures != 1)}"
-                    self.cancel_running()
-
-        self.queued = lambda: sum(len(q) for q in queues.values())
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="amlrun-cell")
+    def prepare_ahead(self, target_name: str) -> None:
+        """Prepare before the target's first cell starts (the scheduler's gating); an error is
+        remembered by :meth:`prepare` and each of the target's cells reports it."""
+        log = self._prepare_logs[target_name] = _PrepareLog()
         try:
-            dispatch(pool)
-            while in_flight or (any(queues.values()) and not (self.shouldstop or self.interrupted)):
-                if in_flight:
-                    done, _ = concurrent.futures.wait(list(in_flight), timeout=0.25,
-                                                      return_when=concurrent.futures.FIRST_COMPLETED)
-                    for future in done:
-                        finished(future)
-                else:
-                    time.sleep(0.05)  # only retries waiting for their delay
-                dispatch(pool)
-                self.terminal.tick(self)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            self.terminal.interrupted()
-            self.cancel_running()
-            while True:
-                try:
-                    concurrent.futures.wait(list(in_flight))
-                    break
-                except KeyboardInterrupt:
-                    self.cancel_running()
-            for future in list(in_flight):
-                if not future.cancelled() and future.exception() is None:
-                    finished(future)
-        except BaseException:
-            self.shouldstop = self.shouldstop or "internal error"
-            self.cancel_running()
-            raise
+            self.prepare(target_name, log)
+        except AmlrunError:
+            pass
+
+    def forget_unavailable(self, target_name: str) -> bool:
+        """Before a retry: forget that a target was unreachable while preparing, so it is prepared again."""
+        with self._prepare_locks.get(target_name, threading.Lock()):
+            if isinstance(self._prepared.get(target_name), TargetUnavailable):
+                del self._prepared[target_name]
+                return True
+        return False
+
+    def run_cells(self) -> None:
+        """Run every cell through the run loop (``amlrun_runloop``), then put the reports in
+        matrix order and tear the targets down, whichever loop ran."""
+        order = {id(cell): index for index, cell in enumerate(self.cells)}
+        try:
+            self.config.hook.amlrun_runloop(session=self)
         finally:
-            pool.shutdown(wait=True)
-            self.queued = lambda: 0
             self.reports.sort(key=lambda r: order.get(id(r.cell), len(order)))
-            self.terminal.tick(self, final=True)
-            for target in self.targets.values():
-                try:
-                    target.teardown()
-                except Exception as exc:  # teardown problems must not hide the results
+            self.teardown_targets()
+
+    def teardown_targets(self) -> None:
+        for target in self.targets.values():
+            try:
+                target.teardown()
+            except Exception as exc:  # teardown problems must not hide the results
+                if self.terminal is not None:
                     self.terminal.progress(f"[{target.name}] teardown failed: {exc}")
 
-    def _should_retry(self, report: RunReport, retries: int) -> bool:
-        """Retry only what the infrastructure broke, never a script's own failure."""
-        return (report.infrastructure_error and report.outcome in (ERROR, FAILED) and not self.shouldstop
-                and not self.interrupted and self.attempts.get(report.cell.id, 0) <= retries)
-
-    def _forget_unavailable(self, name: str, env_state: dict[str, str]) -> None:
-        """A target that was unreachable while preparing gets another preparation on retry."""
-        with self._prepare_locks.get(name, threading.Lock()):
-            if isinstance(self._prepared.get(name), TargetUnavailable):
-                del self._prepared[name]
-                env_state.pop(name, None)
+    def queued(self) -> int:
+        """Cells waiting to start (for the status line)."""
+        return self.scheduler.queued() if self.scheduler is not None else len(self.cells)
 
     def will_retry(self, report: RunReport) -> bool:
         """For reporters: is this report an attempt that the scheduler is going to retry?"""
-        return self._should_retry(report, max(0, int(self.config.getoption("retries") or 0)))
+        return self.scheduler is not None and self.scheduler.should_retry(report)
+
+    def stop(self, reason: str) -> None:
+        """Stop dispatching (``--maxfail``, an internal error) and cancel the running cells."""
+        self.shouldstop = self.shouldstop or reason
+        self.stopping.set()
+        self.cancel_running()
+
+    def interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: tell the plugins (``amlrun_keyboard_interrupt``) and cancel every run."""
+        self.interrupted = True
+        self.stopping.set()
+        self.config.hook.amlrun_keyboard_interrupt(session=self)
+        self.cancel_running()
 
     def exitstatus(self) -> int:
         if self.interrupted:

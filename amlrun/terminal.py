@@ -135,7 +135,8 @@ class TerminalReporter:
         self._last_heartbeat = now
         self.write_line("... " + status_summary(session, now))
 
-    def interrupted(self) -> None:
+    @hookimpl
+    def amlrun_keyboard_interrupt(self, session):
         self.write_line()
         self.write_line("!!! interrupted: stopping running cells !!!")
 

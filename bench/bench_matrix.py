@@ -81,7 +81,7 @@ def scheduler_only(cells: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from amlrun.cli import make_config
     from amlrun.hookspec import hookimpl
-    from amlrun.main import build_matrix
+    from amlrun.runner import build_matrix
     from amlrun.protocol import PASSED, RunReport
     from amlrun.session import Session
     from amlrun.terminal import TerminalReporter

@@ -86,7 +86,7 @@ def latest_run(store, cell):
 
 def selected_cells(options):
     from amlrun.cli import make_config
-    from amlrun.main import build_matrix
+    from amlrun.runner import build_matrix
     from amlrun.session import Session
     from amlrun.terminal import TerminalReporter
 

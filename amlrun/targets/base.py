@@ -88,12 +88,14 @@ class Check:
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What a target may use from the session: the project, caches, options."""
+    """What a target may use from the session: the project, caches, options, and whether it stops."""
 
     project: Any                   # amlrun.project.Project
     cache_dir: Path                # user-level cache (~/.cache/amlrun)
     options: Any = None            # argparse namespace of the run command
     build_settings: dict[str, Any] = field(default_factory=dict)
+    #: set when the session stops early (Ctrl-C, SIGTERM, --maxfail): long preparation work aborts
+    stopping: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 def contract_env(job: Job, *, workdir: str, outputs: str, share: str | None, pathsep: str = ":") -> dict[str, str]:

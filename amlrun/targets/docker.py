@@ -263,7 +263,6 @@ class DockerTarget(Target):
         self._client_lock = threading.Lock()
         self._spec_cache: dict[str, envimage.ImageSpec] = {}
         self._removals: list[threading.Thread] = []
-        self._session = None   # set at session start: builds stop when it is interrupted
 
     # -- the engine -------------------------------------------------------------------------
 
@@ -366,8 +365,7 @@ class DockerTarget(Target):
         return envimage.image_exists(self._client(), spec.tag)
 
     def _interrupted(self) -> bool:
-        session = self._session
-        return bool(session is not None and (session.interrupted or session.shouldstop))
+        return self.context.stopping.is_set()
 
     def _lock_dir(self) -> Path:
         return self.context.cache_dir / "docker-locks"
@@ -690,13 +688,6 @@ def _extract_outputs(stream, dest: Path) -> None:
                 os.chown(dest / member.name, uid, gid)
             except OSError:
                 pass
-
-
-@hookimpl
-def amlrun_sessionstart(session):
-    for target in getattr(session, "targets", {}).values():
-        if isinstance(target, DockerTarget):
-            target._session = session
 
 
 @hookimpl

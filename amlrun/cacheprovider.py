@@ -1,4 +1,4 @@
-"""Rerun, resume, result cache and retries: the options that decide *which* cells run.
+"""The rerun cache (pytest's ``cacheprovider``): the options that decide *which* cells run.
 
 - ``--lf`` / ``--ff``: the cells that failed last time (only / first), from
   ``.amlrun/cache/lastfailed.json`` (kept like pytest's cache: a cell stays there
@@ -8,8 +8,6 @@
   ``reused`` with that run's id. The run cache (a table of the history index) maps an input key
   to the run that produced it, as DVC's run cache does.
 - ``--resume``: the same, restricted to runs of the last session (the interrupted one).
-- ``--retries N``: the scheduler re-runs a cell whose failure was the infrastructure's
-  (lost connection, engine unavailable, OOM kill), never a script's own non-zero exit.
 
 The code a cell sees is the project snapshot without the *other* collected experiment
 scripts, so editing one script invalidates only that script's cells, while editing a
@@ -44,27 +42,12 @@ def amlrun_addoption(parser, group):
                             "equal a completed run's; report it as reused with that run's id")
     group.add_argument("--resume", action="store_true",
                        help="don't run cells already completed, with identical inputs, by the last (interrupted) session")
-    group.add_argument("--retries", type=_retries, default=0, metavar="N",
-                       help="re-run a cell up to N times when the infrastructure failed it (lost connection, "
-                            "engine unavailable, OOM kill); never for a script's own failure")
-
-
-def _retries(value: str) -> int:
-    import argparse
-
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return number
 
 
 @hookimpl
 def amlrun_configure(config):
-    if config.pluginmanager.get_plugin("scheduling-state") is None:
-        config.pluginmanager.register(SchedulingState(config), name="scheduling-state")
+    if config.pluginmanager.get_plugin("rerun-cache") is None:
+        config.pluginmanager.register(RerunCache(config), name="rerun-cache")
 
 
 # -- the files under .amlrun/ -------------------------------------------------------------
@@ -138,7 +121,7 @@ class RunCache:
         self.store.remember_run(key, run_id)
 
 
-class SchedulingState:
+class RerunCache:
     """Per-invocation state: the session, the keys of its cells, the reuse plan, the lastfailed file."""
 
     def __init__(self, config):
