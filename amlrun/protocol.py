@@ -175,7 +175,7 @@ def amlrun_run_cell(cell, session):
         artifacts = [a for found in hook.amlrun_collect_artifacts(job=job, run_dir=run_dir) if found for a in found]
         record = save(dataclasses.replace(
             record, status=result.status, exit_code=result.exit_code, reason=result.reason, ended=time.time(),
-            metrics=dict(sink.metrics), artifacts=tuple(a.to_json() for a in artifacts),
+            metrics=dict(sink.metrics), tags=dict(sink.tags), artifacts=tuple(a.to_json() for a in artifacts),
             extra={**record.extra, **result.extra},
         ))
     finally:

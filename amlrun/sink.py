@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 METRIC_PREFIX = "##amlrun-metric "
+TAG_PREFIX = "##amlrun-tag "
 TAIL_LINES = 30
 
 
@@ -25,6 +26,7 @@ class RunSink:
         self._lock = threading.Lock()
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.metrics: dict[str, Any] = {}
+        self.tags: dict[str, str] = {}
 
     def write(self, line: str) -> None:
         line = self._redact(line)
@@ -32,6 +34,8 @@ class RunSink:
             self._log.write(line + "\n")
             if line.startswith(METRIC_PREFIX):
                 self._metric(line[len(METRIC_PREFIX):])
+            elif line.startswith(TAG_PREFIX):
+                self._tag(line[len(TAG_PREFIX):])
             self.tail.append(line)
             if self._stream is not None:
                 self._stream(line)
@@ -49,6 +53,15 @@ class RunSink:
             self._metrics_file = open(self._metrics_path, "a", encoding="utf-8", buffering=1)
         self._metrics_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.metrics[name] = entry["value"]
+
+    def _tag(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+            name, value = data["name"], data.get("value", "")
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(name, str) and name.strip():
+            self.tags[name] = value if isinstance(value, str) else json.dumps(value)
 
     def note(self, line: str) -> None:
         """A line from amlrun itself (build output, reasons): logged, not parsed."""

@@ -76,6 +76,7 @@ class RunRecord:
     snapshot_digest: str | None = None
     environment_digest: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
     artifacts: tuple[dict, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 

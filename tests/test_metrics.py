@@ -4,6 +4,7 @@ and the shared folder, all through real runs of the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_client_module_is_plain_and_importable_alone(tmp_path, capsys):
                     for alias in node.names}
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.module}
-        assert imported <= {"json", "os", "sys", "amlrun_client"}, (path, imported)
+        assert imported <= {"json", "os", "shutil", "sys", "amlrun_client"}, (path, imported)
     assert not (runtime / "azureml" / "__init__.py").exists()  # a namespace portion, never a regular package
     code = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(runtime)!r})
@@ -169,5 +170,6 @@ def test_client_module_is_plain_and_importable_alone(tmp_path, capsys):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "AMLRUN_RUN_ID": "r1"}  # inside a run (outside one it prints a readable line)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out == '##amlrun-metric {"name": "a", "value": 1.5, "step": 2}\n'

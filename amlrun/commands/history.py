@@ -340,6 +340,8 @@ def cmd_show(options, store: RunStore, project) -> int:
         rows.append([label, value])
     for name, value in record.params.items():
         rows.append([f"param {name}", short(value, 60)])
+    for name, value in record.tags.items():
+        rows.append([f"tag {name}", short(value, 60)])
     if diff.is_file():
         rows.append(["git diff", str(diff)])
     rows.append(["folder", str(run_dir)])
