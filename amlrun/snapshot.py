@@ -45,6 +45,11 @@ class SnapshotMissing(Exception):
     """A run's code snapshot (or some of its files) is not in the store any more."""
 
 
+class SnapshotDamaged(SnapshotMissing, ValueError):
+    """A snapshot manifest whose content no longer matches its digest (a ValueError, as
+    unreadable JSON was before)."""
+
+
 @dataclass(frozen=True)
 class GcResult:
     manifests: int         # snapshot manifests removed (or that would be)
@@ -175,15 +180,22 @@ class SnapshotStore:
         manifest = json.dumps([[e.path, e.digest, e.size, e.mode] for e in entries], separators=(",", ":"))
         snap_digest = hashlib.sha256(manifest.encode()).hexdigest()
         target = self.manifests / f"{snap_digest}.json"
-        try:
+        if self._intact(target, manifest):
             os.utime(target)  # reused: its fresh mtime protects it from a concurrent gc
-        except FileNotFoundError:
+        else:  # new, or damaged (truncated, edited): a damaged manifest is never reused
             tmp = target.with_name(f"{snap_digest}.{os.getpid()}.tmp")
             tmp.write_text(manifest)
             os.replace(tmp, target)
         if fresh_cache != cache:
             self._save_stat_cache(fresh_cache)
         return Snapshot(snap_digest, tuple(entries))
+
+    @staticmethod
+    def _intact(path: Path, manifest: str) -> bool:
+        try:
+            return path.read_text(encoding="utf-8", errors="replace") == manifest
+        except OSError:
+            return False
 
     def _store_object(self, path: Path) -> str:
         digest = hash_file(path)
@@ -222,8 +234,15 @@ class SnapshotStore:
         return digest
 
     def load(self, digest: str) -> Snapshot:
-        data = json.loads((self.manifests / f"{digest}.json").read_text())
-        return Snapshot(digest, tuple(SnapshotEntry(*row) for row in data))
+        """The manifest ``digest``, refused when its content no longer hashes to its name."""
+        raw = (self.manifests / f"{digest}.json").read_bytes()
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise SnapshotDamaged(f"code snapshot {digest[:12]}: its manifest is damaged (does not match its digest)")
+        try:
+            data = json.loads(raw)
+            return Snapshot(digest, tuple(SnapshotEntry(*row) for row in data))
+        except (ValueError, TypeError) as exc:
+            raise SnapshotDamaged(f"code snapshot {digest[:12]}: its manifest is damaged ({exc})") from None
 
     def materialize(self, snapshot: Snapshot, dest: Path) -> None:
         """Write the snapshot's files into ``dest`` (fresh copies: a run may modify them)."""

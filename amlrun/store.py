@@ -3,6 +3,11 @@
 SQLite in WAL mode with a generous busy timeout lets several amlrun processes record
 at once without losing or corrupting anything. A run left "running" by an amlrun
 process that died is marked failed the next time the history is read.
+
+The index is only an index: every run's ``record.json`` is written first and is the
+truth. An index that is missing or emptied while run folders exist, or that SQLite finds
+damaged (truncated, garbled), is set aside and rebuilt from the run folders, with one
+line saying so (``amlrun history rebuild`` does it on request).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -116,6 +122,14 @@ _alive = alive
 HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file itself is broken (not busy, not a constraint)."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return False
+    text = str(exc).lower()
+    return any(word in text for word in ("malformed", "not a database", "corrupt", "no such table"))
+
+
 def param_matches(params: Mapping[str, Any], name: str, text: str) -> bool:
     """Whether parameter ``name`` equals ``text`` as typed on a command line (``lr=0.1``
     matches 0.1 given as a number or as the string "0.1")."""
@@ -142,8 +156,10 @@ class RunStore:
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
         self.runs_dir = state_dir / "runs"
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._checked = False
+        self._inode = 0
 
     # -- connection ----------------------------------------------------------------------
 
@@ -152,25 +168,77 @@ class RunStore:
         return self.state_dir / "history.sqlite"
 
     def _db(self) -> sqlite3.Connection:
+        if self._conn is not None and self._inode != self._current_inode():
+            self.close()  # another process rebuilt a damaged index: use the new file
         if self._conn is None:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=60, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            # Several processes may create the index at the same moment: switching to WAL
-            # and creating the schema can meet a lock that the busy handler does not wait on.
-            for attempt in range(200):
-                try:
-                    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                        conn.execute("PRAGMA journal_mode = WAL")
-                    conn.executescript(_SCHEMA)
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 199:
-                        raise
-                    time.sleep(0.02 + 0.03 * os.urandom(1)[0] / 255)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn = conn
+            with self._lock:
+                if self._conn is None:
+                    self._conn = self._open_checked()
+                    self._inode = self._current_inode()
         return self._conn
+
+    def _current_inode(self) -> int:
+        try:
+            return os.stat(self.db_path).st_ino
+        except OSError:
+            return 0
+
+    def _open_checked(self) -> sqlite3.Connection:
+        """Open the index; rebuild it first when it is damaged, or missing or emptied while
+        run folders exist (checked before opening: a writer creates the index before it
+        writes its first record.json, so this is no race with a first run elsewhere)."""
+        try:
+            lost = not self.db_path.is_file() or self.db_path.stat().st_size == 0
+        except OSError:
+            lost = True
+        lost = lost and not self._checked and self._has_run_folders()
+        try:
+            conn = self._connect(self.db_path)
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self._rebuild_damaged(f"the history index {self.db_path} is damaged ({exc})")
+            conn = self._connect(self.db_path)
+        if lost:
+            count, unreadable = self._index_folders(conn, clear=False)
+            self._say(f"the history index {self.db_path} was missing or empty while run folders exist", count,
+                      unreadable)
+        self._checked = True
+        return conn
+
+    def _has_run_folders(self) -> bool:
+        try:
+            with os.scandir(self.runs_dir) as entries:
+                return any(os.path.isfile(os.path.join(e.path, "record.json")) for e in entries)
+        except OSError:
+            return False
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        try:
+            self._init_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA busy_timeout = 60000")
+        # Several processes may create the index at the same moment: switching to WAL
+        # and creating the schema can meet a lock that the busy handler does not wait on.
+        for attempt in range(200):
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 199:
+                    raise
+                time.sleep(0.02 + 0.03 * os.urandom(1)[0] / 255)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("SELECT run_id FROM runs LIMIT 1").fetchall()  # a garbled file fails here
 
     def close(self) -> None:
         if self._conn is not None:
@@ -178,7 +246,117 @@ class RunStore:
             self._conn = None
 
     def exists(self) -> bool:
-        return self.db_path.is_file()
+        return self.db_path.is_file() or self._has_run_folders()
+
+    # -- damage and rebuilding -------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[Any] = (), fetch: str = "all") -> Any:
+        """Run one statement; on an index SQLite finds damaged, rebuild it and retry once."""
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    cursor = self._db().execute(sql, args)
+                    if fetch == "one":
+                        return cursor.fetchone()
+                    return cursor.fetchall() if fetch == "all" else None
+                except sqlite3.DatabaseError as exc:
+                    if attempt or not _is_damage(exc):
+                        raise
+                    self._rebuild_damaged(f"the history index {self.db_path} is damaged ({exc})")
+        return None
+
+    def rebuild(self) -> int:
+        """Index every run folder's ``record.json`` again, in place and in one transaction (safe
+        while other amlrun processes record; the ``--reuse`` cache is kept): ``history rebuild``."""
+        with self._lock:
+            try:
+                return self._index_folders(self._db(), clear=True)[0]
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):
+                    raise
+                return self._rebuild_damaged(f"the history index {self.db_path} is damaged ({exc})")
+
+    def _index_folders(self, conn: sqlite3.Connection, *, clear: bool) -> tuple[int, int]:
+        """Insert every readable ``record.json`` into ``conn``'s index: (indexed, unreadable)."""
+        count = unreadable = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if clear:
+                conn.execute("DELETE FROM runs")
+            verb = "INSERT OR REPLACE" if clear else "INSERT OR IGNORE"
+            entries = sorted(os.scandir(self.runs_dir), key=lambda e: e.name) if self.runs_dir.is_dir() else []
+            for entry in entries:
+                try:
+                    payload = Path(entry.path, "record.json").read_text(encoding="utf-8")
+                    record = RunRecord.from_json(json.loads(payload))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except (OSError, ValueError, TypeError):
+                    unreadable += 1
+                    continue
+                conn.execute(
+                    f"{verb} INTO runs (run_id, created, status, cell_id, script, target, host, pid, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.run_id, record.created, record.status, record.cell_id, record.script, record.target,
+                     record.host, record.pid, payload))
+                count += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return count, unreadable
+
+    @staticmethod
+    def _say(reason: str, count: int, unreadable: int, note: str = "") -> None:
+        skipped = f" ({unreadable} unreadable record.json skipped)" if unreadable else ""
+        print(f"amlrun: {reason}: rebuilt it from {count} run folder{'s' * (count != 1)}{skipped}{note}",
+              file=sys.stderr)
+
+    def _rebuild_damaged(self, reason: str) -> int:
+        """Set a damaged index aside (kept as ``history.sqlite.damaged-*``) and build a new one
+        from the run folders, under a file lock so that concurrent processes do it once."""
+        import fcntl
+
+        self.close()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "history.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._healthy_since_damage():
+                return 0  # another process rebuilt it meanwhile
+            tmp = self.db_path.with_name(f"history.sqlite.{os.getpid()}.rebuild")
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+            conn = self._connect(tmp)
+            try:
+                count, unreadable = self._index_folders(conn, clear=False)
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            for suffix in ("-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+            kept = self.db_path.with_name(f"history.sqlite.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            if self.db_path.exists():
+                os.replace(self.db_path, kept)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+            os.replace(tmp, self.db_path)
+        self._say(reason, count, unreadable, f"; the damaged file is kept as {kept.name}")
+        return count
+
+    def _healthy_since_damage(self) -> bool:
+        """Whether the index on disk now opens and reads (another process rebuilt it)."""
+        try:
+            if not self.db_path.is_file() or self.db_path.stat().st_size == 0:
+                return False
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            try:
+                ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                has_rows = conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+            finally:
+                conn.close()
+            return ok and (has_rows or not self._has_run_folders())
+        except sqlite3.DatabaseError:
+            return False
 
     # -- writing -------------------------------------------------------------------------
 
@@ -206,13 +384,12 @@ class RunStore:
         tmp = folder / f"record.json.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(payload, encoding="utf-8")
         os.replace(tmp, folder / "record.json")
-        with self._lock:
-            self._db().execute(
-                "INSERT OR REPLACE INTO runs (run_id, created, status, cell_id, script, target, host, pid, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.run_id, record.created, record.status, record.cell_id, record.script, record.target,
-                 record.host, record.pid, payload),
-            )
+        self._query(
+            "INSERT OR REPLACE INTO runs (run_id, created, status, cell_id, script, target, host, pid, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.run_id, record.created, record.status, record.cell_id, record.script, record.target,
+             record.host, record.pid, payload), fetch="none",
+        )
         return record
 
     def update(self, record: RunRecord, **changes: Any) -> RunRecord:
@@ -222,22 +399,20 @@ class RunStore:
         """Remove ``run_id`` from the index (and its folder: first the row, so a reader never
         finds a row whose folder is half gone)."""
         with self._lock:
-            self._db().execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-            self._db().execute("DELETE FROM runcache WHERE run_id = ?", (run_id,))
+            self._query("DELETE FROM runs WHERE run_id = ?", (run_id,), fetch="none")
+            self._query("DELETE FROM runcache WHERE run_id = ?", (run_id,), fetch="none")
         if remove_folder:
             shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     # -- the result cache (--reuse): input key → the last completed run with those inputs --
 
     def remember_run(self, key: str, run_id: str) -> None:
-        with self._lock:
-            self._db().execute("INSERT OR REPLACE INTO runcache (key, run_id) VALUES (?, ?)", (key, run_id))
+        self._query("INSERT OR REPLACE INTO runcache (key, run_id) VALUES (?, ?)", (key, run_id), fetch="none")
 
     def cached_run(self, key: str) -> str | None:
         if not self.exists():
             return None
-        with self._lock:
-            row = self._db().execute("SELECT run_id FROM runcache WHERE key = ?", (key,)).fetchone()
+        row = self._query("SELECT run_id FROM runcache WHERE key = ?", (key,), fetch="one")
         return row[0] if row else None
 
     # -- reading -------------------------------------------------------------------------
@@ -255,11 +430,10 @@ class RunStore:
         history. Runs recorded on another host (a shared folder) are left alone: their
         process cannot be checked from here.
         """
-        with self._lock:
-            rows = self._db().execute(
-                f"SELECT record FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))}) AND host = ?",
-                (*ACTIVE, HOST),
-            ).fetchall()
+        rows = self._query(
+            f"SELECT record FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))}) AND host = ?",
+            (*ACTIVE, HOST),
+        )
         reaped = []
         for (payload,) in rows:
             record = RunRecord.from_json(json.loads(payload))
@@ -306,17 +480,27 @@ class RunStore:
         if limit is not None and not params:
             sql += " LIMIT ?"
             args.append(limit)
-        found: list[tuple[str, dict | None]] = []
         with self._lock:
-            cursor = self._db().execute(sql, args)
-            for (payload,) in cursor:
-                data = json.loads(payload) if decode or params else None
-                if params and not all(param_matches(data.get("params") or {}, k, v) for k, v in params.items()):
-                    continue
-                found.append((payload, data))
-                if limit is not None and len(found) >= limit:
-                    break
-            cursor.close()
+            try:
+                return self._scan(sql, args, limit, params, decode)
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):
+                    raise
+                self._rebuild_damaged(f"the history index {self.db_path} is damaged ({exc})")
+                return self._scan(sql, args, limit, params, decode)
+
+    def _scan(self, sql, args, limit, params, decode) -> list[tuple[str, dict | None]]:
+        """The rows of ``sql`` read one at a time (10,000 records are not all decoded at once)."""
+        found: list[tuple[str, dict | None]] = []
+        cursor = self._db().execute(sql, args)
+        for (payload,) in cursor:
+            data = json.loads(payload) if decode or params else None
+            if params and not all(param_matches(data.get("params") or {}, k, v) for k, v in params.items()):
+                continue
+            found.append((payload, data))
+            if limit is not None and len(found) >= limit:
+                break
+        cursor.close()
         return found
 
     def count(self, *, status=None, script=None, target=None) -> int:
@@ -324,22 +508,19 @@ class RunStore:
             return 0
         where, args = self._where(status, script, target)
         with self._lock:
-            return self._db().execute("SELECT COUNT(*) FROM runs" + where, args).fetchone()[0]
+            return int(self._query("SELECT COUNT(*) FROM runs" + where, args, fetch="one")[0])
 
     def snapshot_digests(self) -> set[str]:
         """Digests of the code snapshots that recorded runs reference."""
         if not self.exists():
             return set()
-        with self._lock:
-            rows = self._db().execute(
-                "SELECT DISTINCT json_extract(record, '$.snapshot_digest') FROM runs").fetchall()
+        rows = self._query("SELECT DISTINCT json_extract(record, '$.snapshot_digest') FROM runs")
         return {r[0] for r in rows if r[0]}
 
     def get(self, run_id: str) -> RunRecord | None:
         if not self.exists():
             return None
-        with self._lock:
-            row = self._db().execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = self._query("SELECT record FROM runs WHERE run_id = ?", (run_id,), fetch="one")
         return RunRecord.from_json(json.loads(row[0])) if row else None
 
     def resolve(self, ref: str) -> RunRecord:
@@ -347,15 +528,11 @@ class RunStore:
         if not self.exists():
             raise UsageError(f"no run history in {self.state_dir}")
         self._reap()
-        with self._lock:
-            if ref == "last":
-                rows = self._db().execute(
-                    "SELECT record FROM runs ORDER BY created DESC, run_id DESC LIMIT 1").fetchall()
-            else:
-                escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                rows = self._db().execute(
-                    "SELECT record FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 6", (escaped + "%",)
-                ).fetchall()
+        if ref == "last":
+            rows = self._query("SELECT record FROM runs ORDER BY created DESC, run_id DESC LIMIT 1")
+        else:
+            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = self._query("SELECT record FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 6", (escaped + "%",))
         if not rows:
             raise UsageError(f"no run matches {ref!r}")
         records = [RunRecord.from_json(json.loads(r[0])) for r in rows]

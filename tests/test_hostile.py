@@ -137,3 +137,66 @@ def test_redactor_forms():
     assert redact("}") == "}"
     redact.add("ab")
     assert redact("ab cd") == "ab cd"
+
+
+# -- a damaged history index and snapshot manifest -------------------------------------------------
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "emptied":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 3]))
+    elif how == "garbled":
+        data[100:4000] = b"\xa5" * 3900
+        path.write_bytes(bytes(data))
+    elif how == "deleted":
+        path.unlink()
+
+
+@pytest.mark.parametrize("how", ["emptied", "truncated", "garbled", "deleted"])
+def test_a_damaged_history_index_is_rebuilt_from_the_run_folders(project, how):
+    project.write({f"exp/s{i}.py": f"print({i})\n" for i in range(3)})
+    assert project.run("exp").returncode == 0
+    before = json.loads(project.run("history", "list", "--format", "json").stdout)
+    assert len(before) == 3
+    state = project.root / ".amlrun"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{state / 'history.sqlite'}{suffix}").unlink(missing_ok=True)
+    _damage(state / "history.sqlite", how)
+    listed = project.run("history", "list", "--format", "json")
+    assert listed.returncode == 0, listed.output
+    assert "Traceback" not in listed.output
+    notes = [line for line in listed.stderr.splitlines() if "history index" in line]
+    assert len(notes) == 1 and "rebuilt it from 3 run folders" in notes[0], listed.stderr
+    assert sorted(r["run_id"] for r in json.loads(listed.stdout)) == sorted(r["run_id"] for r in before)
+    again = project.run("exp")  # a new run records into the rebuilt index, silently
+    assert again.returncode == 0 and "history index" not in again.output, again.output
+    assert len(json.loads(project.run("history", "list", "--format", "json").stdout)) == 6
+    if how in ("truncated", "garbled"):
+        assert list(state.glob("history.sqlite.damaged-*"))  # nothing on disk is lost
+
+
+def test_history_rebuild_command_keeps_the_reuse_cache(project):
+    project.write({"a.py": "print('a')\n"})
+    assert project.run("a.py").returncode == 0
+    rebuilt = project.run("history", "rebuild")
+    assert rebuilt.returncode == 0 and "from 1 run folder" in rebuilt.stdout, rebuilt.output
+    reused = project.run("a.py", "--reuse")
+    assert reused.returncode == 0, reused.output
+    assert "reused" in reused.output.lower() or "cached" in reused.output.lower(), reused.output
+
+
+def test_a_damaged_snapshot_manifest_is_not_reused(project):
+    project.write({"a.py": "print(open('data.txt').read())\n", "data.txt": "the data\n"})
+    assert project.run("a.py").returncode == 0
+    manifests = list((project.root / ".amlrun" / "snapshots").glob("*.json"))
+    assert len(manifests) == 1
+    manifests[0].write_text(manifests[0].read_text()[:20])  # truncated
+    result = project.run("a.py", "--stream")
+    assert result.returncode == 0, result.output
+    assert "the data" in result.stdout
+    restored = project.root.parent / "restored"
+    assert project.run("history", "restore", "last", "-d", str(restored)).returncode == 0
+    assert (restored / "data.txt").read_text() == "the data\n"

@@ -207,6 +207,8 @@ def build_parser(prog: str):
                    help=f"keep unreferenced snapshot files younger than this: a session running now may be about "
                         f"to use them (default {GC_GRACE_SECONDS:g})")
 
+    add("rebuild", "rebuild the history index from the run folders' record.json (nothing on disk is lost)")
+
     sub.add_parser("diff", help="what changed between two runs (code, environment, parameters, metrics)",
                    add_help=False)
     return parser
@@ -661,7 +663,16 @@ def cmd_gc(options, store: RunStore, project) -> int:
     return 0
 
 
+def cmd_rebuild(options, store: RunStore, project) -> int:
+    count = store.rebuild()
+    if options.format == "json":
+        emit_json({"runs": count, "index": str(store.db_path)})
+    else:
+        print(f"rebuilt {store.db_path} from {count} run folder{'s' * (count != 1)}")
+    return 0
+
+
 ACTIONS = {
     "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "logs": cmd_logs,
-    "download": cmd_download, "restore": cmd_restore, "gc": cmd_gc,
+    "download": cmd_download, "restore": cmd_restore, "gc": cmd_gc, "rebuild": cmd_rebuild,
 }
