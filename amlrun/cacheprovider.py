@@ -96,12 +96,15 @@ def code_digests(session) -> dict[str, str]:
 
 
 def input_key(code_digest: str, env_digest: str | None, params: dict, runconfig: str, target: str,
-              script: str) -> str | None:
+              script: str, script_args: tuple[str, ...] = ()) -> str | None:
     """The run-cache key of a cell; None when the environment's digest is unknown (never reused)."""
     if not env_digest:
         return None
-    payload = json.dumps({"code": code_digest, "env": env_digest, "params": params, "runconfig": runconfig,
-                          "target": target, "script": script}, sort_keys=True, default=repr)
+    inputs = {"code": code_digest, "env": env_digest, "params": params, "runconfig": runconfig,
+              "target": target, "script": script}
+    if script_args:  # (absent otherwise, so keys of runs without them stay what they were)
+        inputs["script_args"] = list(script_args)
+    payload = json.dumps(inputs, sort_keys=True, default=repr)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -148,7 +151,8 @@ class RerunCache:
         code = self._code.get(cell.script)
         if code is None:
             return None
-        return input_key(code, env_digest, cell.params.as_dict(), runconfig.name, cell.target, cell.script)
+        return input_key(code, env_digest, cell.params.as_dict(), runconfig.name, cell.target, cell.script,
+                         tuple(self.option("script_args") or ()))
 
     # -- collection: --lf, --ff, and the reuse plan ------------------------------------------
 

@@ -73,7 +73,7 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
     commands += f"\n  {'repro':<10} run the selected cells and check them against the baseline (= --check-baseline)"
     parser = ArgumentParser(
         prog=prog,
-        usage=f"{prog} [options] [paths ...]\n       {prog} COMMAND [options]",
+        usage=f"{prog} [options] [paths ...] [-- script arguments ...]\n       {prog} COMMAND [options]",
         description="Run experiment scripts like tests: every script x parameter set x compute target.",
         epilog=f"commands:\n{commands}\n\nRun '{prog} COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -140,12 +140,22 @@ def _prescan_paths(argv: list[str]) -> list[str]:
     return [a for a in argv if not a.startswith("-") and _exists(a)]
 
 
+def split_script_args(argv: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """Everything after the first ``--`` is the scripts' own arguments (Workbench's
+    ``az ml experiment submit -c local train.py 0.01``), appended to every script's argv."""
+    if "--" not in argv:
+        return argv, ()
+    at = argv.index("--")
+    return argv[:at], tuple(argv[at + 1:])
+
+
 def make_config(argv: list[str], prog: str = "amlrun"):
     """Parse the run command in two phases: plugins and project first, then every option."""
     from amlrun.plugins import build_pluginmanager
     from amlrun.project import Project
     from amlrun.session import Config
 
+    argv, script_args = split_script_args(argv)
     pm = build_pluginmanager(_prescan_plugins(argv))
     paths = _prescan_paths(argv)
     project = Project.discover(Path(paths[0]) if paths else Path.cwd(), Path.cwd())
@@ -159,6 +169,7 @@ def make_config(argv: list[str], prog: str = "amlrun"):
     params, plugins = split_p_options(options.p_options)
     options.params = [*options.params, *params]
     options.plugins = [*options.plugins, *plugins]
+    options.script_args = script_args
     config.options = options
     pm.hook.amlrun_configure.call_historic(kwargs=dict(config=config))
     return config

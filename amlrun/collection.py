@@ -194,7 +194,8 @@ def iter_candidate_files(paths: list[Path], settings, conftests: Conftests):
             conftests.load_ancestors(path)
             yield from _walk(path.resolve(), settings, conftests)
         else:
-            raise UsageError(f"file or directory not found: {path}")
+            raise UsageError(f"file or directory not found: {path} (arguments for the scripts go after '--': "
+                             f"amlrun -c TARGET SCRIPT -- {path})")
 
 
 def _walk(directory: Path, settings, conftests: Conftests):

@@ -74,10 +74,13 @@ def materialize_workdir(session, run_id: str) -> Path:
     return workdir
 
 
-def build_argv(runconfig, cell) -> tuple[str, ...]:
+def build_argv(runconfig, cell, script_args: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The runconfig's ``ArgumentVector`` (``$file`` = the script), then the arguments given
+    after ``--``, then the cell's parameters as ``--name value``."""
     argv = [cell.script if a == "$file" else a for a in runconfig.argument_vector]
     if cell.script not in argv:
         argv.insert(0, cell.script)
+    argv += script_args
     for name, value in cell.params.items:
         argv += [f"--{name}", _param_text(value)]
     return tuple(argv)
@@ -120,9 +123,10 @@ def amlrun_run_cell(cell, session):
     runconfig = session.runconfigs[cell.target]
     store = session.store
     tracked = runconfig.tracked_run
+    script_args = tuple(session.config.getoption("script_args") or ())
     record = store.new_record(
         cell_id=cell.id, script=cell.script, target=cell.target, target_type=target.compute.type,
-        runconfig=runconfig.name, params=cell.params.as_dict(), status="preparing",
+        runconfig=runconfig.name, params=cell.params.as_dict(), script_args=script_args, status="preparing",
         git_commit=session.git.commit, git_dirty=session.git.dirty,
         snapshot_digest=session.snapshot.digest, environment_digest=session.environment_digest(cell.target),
     )
@@ -159,7 +163,7 @@ def amlrun_run_cell(cell, session):
         record = save(dataclasses.replace(record, status="running", started=time.time()))
         workdir = materialize_workdir(session, record.run_id)
         job = Job(
-            run_id=record.run_id, cell_id=cell.id, workdir=workdir, argv=build_argv(runconfig, cell),
+            run_id=record.run_id, cell_id=cell.id, workdir=workdir, argv=build_argv(runconfig, cell, script_args),
             env=env, outputs_dir=run_dir / "outputs",
             runconfig=runconfig, params=cell.params.as_dict(), timeout=session.timeout,
         )

@@ -67,6 +67,7 @@ class RunRecord:
     target_type: str
     runconfig: str
     params: dict[str, Any] = field(default_factory=dict)
+    script_args: tuple[str, ...] = ()    # given after `--` on the command line
     status: str = "queued"
     exit_code: int | None = None
     reason: str = ""
@@ -105,6 +106,7 @@ class RunRecord:
             names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
         values = {k: v for k, v in data.items() if k in names}
         values["artifacts"] = tuple(values.get("artifacts") or ())
+        values["script_args"] = tuple(values.get("script_args") or ())
         return cls(**values)
 
 

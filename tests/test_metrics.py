@@ -129,7 +129,7 @@ def test_native_shared_directory_persists_across_runs(project, tmp_path):
             import os
             from amlrun_client import log
             folder = os.environ["AMLRUN_SHARE_DIRECTORY"]
-            assert folder == os.environ["AZUREML_NATIVE_SHARE_DIRECTORY"]
+            assert os.environ["AZUREML_NATIVE_SHARE_DIRECTORY"] == folder + "/"  # with its slash, as Workbench
             with open(os.path.join(folder, "visits.txt"), "a") as fh:
                 fh.write("x")
             log("visits", len(open(os.path.join(folder, "visits.txt")).read()))

@@ -107,7 +107,9 @@ def contract_env(job: Job, *, workdir: str, outputs: str, share: str | None, pat
     env["PYTHONUNBUFFERED"] = "1"
     if share:
         env["AMLRUN_SHARE_DIRECTORY"] = share
-        env["AZUREML_NATIVE_SHARE_DIRECTORY"] = share
+        # with its trailing separator, as Workbench set it: scripts write
+        # os.environ['AZUREML_NATIVE_SHARE_DIRECTORY'] + 'model.pkl'
+        env["AZUREML_NATIVE_SHARE_DIRECTORY"] = share if share.endswith(("/", "\\")) else share + "/"
     return env
 
 
