@@ -15,6 +15,7 @@ import ast
 import fnmatch
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,20 @@ class Experiment:
     marks: tuple[Mark, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class CollectionError:
+    """A script whose declarations cannot be read (pytest's "ERROR collecting"): reported,
+    counted as a failure, and the other scripts still run."""
+
+    path: str
+    message: str
+
+
 # -- static declarations ----------------------------------------------------------------
+
+#: a module-level declaration, found in the text when the host's Python cannot parse the
+#: script (it may be valid only on the target's newer Python)
+_DECLARATION = re.compile(rb"^(AMLRUN_PARAMS|AMLRUN_MARKS)\s*[:=]", re.MULTILINE)
 
 
 def _literal(node: ast.AST, name: str, where: str) -> Any:
@@ -82,8 +96,14 @@ def read_declarations(path: Path, shown: str) -> tuple[tuple[dict, ...], tuple[M
         return (), ()
     try:
         tree = ast.parse(source, filename=shown)
-    except SyntaxError as exc:
-        raise ConfigError(f"syntax error: {exc.msg}", shown, exc.lineno) from None
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
+        declared = _DECLARATION.search(source)
+        if declared is None:
+            return (), ()  # declares nothing: collected as is, the target's Python decides
+        line = getattr(exc, "lineno", None)
+        raise ConfigError(
+            f"cannot read {declared.group(1).decode()}: the host's Python {sys.version_info[0]}.{sys.version_info[1]} "
+            f"finds a syntax error: {getattr(exc, 'msg', exc)}", shown, line) from None
     params: tuple[dict, ...] = ()
     marks: tuple[Mark, ...] = ()
     for node in tree.body:
@@ -218,8 +238,11 @@ def _walk(directory: Path, settings, conftests: Conftests):
         yield from _walk(sub, settings, conftests)
 
 
-def collect(config, paths: list[Path]) -> list[Experiment]:
-    """Collect experiments under ``paths`` through ``amlrun_collect_file`` and ``amlrun_generate_params``."""
+def collect(config, paths: list[Path], errors: list[CollectionError] | None = None) -> list[Experiment]:
+    """Collect experiments under ``paths`` through ``amlrun_collect_file`` and ``amlrun_generate_params``.
+
+    With ``errors``, a script whose declarations cannot be read is appended there and the
+    others are still collected; without it, the first such error is raised."""
     conftests = config.conftests
     experiments: list[Experiment] = []
     seen: set[Path] = set()
@@ -227,18 +250,28 @@ def collect(config, paths: list[Path]) -> list[Experiment]:
         if file_path in seen:
             continue
         seen.add(file_path)
-        directory = file_path.parent
-        experiment = conftests.hook("amlrun_collect_file", directory)(file_path=file_path, config=config)
-        if experiment is None:
+        try:
+            experiment = _collect_one(config, conftests, file_path)
+        except ConfigError as exc:
+            if errors is None:
+                raise
+            errors.append(CollectionError(config.project.relative(file_path), str(exc)))
             continue
-        generated = conftests.hook("amlrun_generate_params", directory)(experiment=experiment, config=config)
-        extra = [ps for result in generated if result for ps in result]
-        if extra:
-            for ps in extra:
-                if not isinstance(ps, dict):
-                    raise ConfigError(f"amlrun_generate_params returned {ps!r}, expected dicts", experiment.path)
-            experiment = Experiment(
-                experiment.path, experiment.fspath, (*experiment.params, *extra), experiment.marks
-            )
-        experiments.append(experiment)
+        if experiment is not None:
+            experiments.append(experiment)
     return experiments
+
+
+def _collect_one(config, conftests: Conftests, file_path: Path) -> Experiment | None:
+    directory = file_path.parent
+    experiment = conftests.hook("amlrun_collect_file", directory)(file_path=file_path, config=config)
+    if experiment is None:
+        return None
+    generated = conftests.hook("amlrun_generate_params", directory)(experiment=experiment, config=config)
+    extra = [ps for result in generated if result for ps in result]
+    if extra:
+        for ps in extra:
+            if not isinstance(ps, dict):
+                raise ConfigError(f"amlrun_generate_params returned {ps!r}, expected dicts", experiment.path)
+        experiment = Experiment(experiment.path, experiment.fspath, (*experiment.params, *extra), experiment.marks)
+    return experiment

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from amlrun.collection import collect
 from amlrun.matrix import expand, parse_param_options, select
-from amlrun.session import EXIT_NOTHING, EXIT_OK, Session
+from amlrun.session import EXIT_FAILED, EXIT_NOTHING, EXIT_OK, Session
 from amlrun.terminal import TerminalReporter, plural
 
 
@@ -34,7 +34,8 @@ def build_matrix(session) -> None:
     """Collect, expand and select the session's cells (raises for bad input)."""
     config = session.config
     session.setup_targets(target_names(config))
-    experiments = collect(config, collection_paths(config))
+    session.collection_errors = []
+    experiments = collect(config, collection_paths(config), session.collection_errors)
     grid = parse_param_options(config.getoption("params") or [])
     cells = expand(experiments, list(session.targets), grid)
     selected, deselected = select(cells, config.getoption("keyword"), config.getoption("markexpr"))
@@ -67,6 +68,8 @@ def print_collection(session, terminal: TerminalReporter) -> None:
         plan = f"{count - skipped - from_cache} to run" + (f", {from_cache} reused from the cache" if from_cache else "")
         plan += f", {skipped} skipped" if skipped else ""
         terminal.write_line(f"target {name}: {plural(count, 'cell')} ({plan}), {ready}")
+    for error in getattr(session, "collection_errors", ()):
+        terminal.write_line(f"ERROR collecting {error.path}: {error.message}")
 
 
 def run_session(config) -> int:
@@ -78,10 +81,14 @@ def run_session(config) -> int:
     terminal.header(session, len(session.cells), len(session.deselected))
     if config.getoption("collect_only"):
         print_collection(session, terminal)
+        if session.collection_errors:
+            return EXIT_FAILED
         return EXIT_OK if session.cells else EXIT_NOTHING
     if not session.cells:
         terminal.write_line("no cells collected" if not session.deselected else "every cell was deselected")
-        return EXIT_NOTHING
+        for error in session.collection_errors:
+            terminal.write_line(f"ERROR {error.path} - {error.message}")
+        return EXIT_FAILED if session.collection_errors else EXIT_NOTHING
     config.hook.amlrun_sessionstart(session=session)
     session.run_cells()
     status = session.exitstatus()

@@ -324,6 +324,6 @@ class Session:
         # an unreachable target or a broken configuration file is the user's to fix: exit 4
         if any(isinstance(p, (TargetUnavailable, ConfigError)) for p in self._prepared.values()):
             return EXIT_USAGE
-        if any(o in (FAILED, ERROR, CANCELED) for o in outcomes):
+        if any(o in (FAILED, ERROR, CANCELED) for o in outcomes) or getattr(self, "collection_errors", None):
             return EXIT_FAILED
         return EXIT_OK

@@ -201,7 +201,8 @@ class RunStore:
                 raise
             self._rebuild_damaged(f"the history index {self.db_path} is damaged ({exc})")
             conn = self._connect(self.db_path)
-        if lost:
+        if lost and conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None:
+            # (in WAL mode a healthy index may have an empty main file: its rows are in the WAL)
             count, unreadable = self._index_folders(conn, clear=False)
             self._say(f"the history index {self.db_path} was missing or empty while run folders exist", count,
                       unreadable)
@@ -379,6 +380,7 @@ class RunStore:
 
     def save(self, record: RunRecord) -> RunRecord:
         """Insert or replace ``record`` in the index and its folder's ``record.json``."""
+        self._db()  # the index exists before any record.json (how a lost index is told from a new one)
         folder = self.run_dir(record.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         # defence in depth: a secret that reached a reason or a parameter is masked here too

@@ -87,7 +87,11 @@ class TerminalReporter:
             for line in [lines] if isinstance(lines, str) else (lines or []):
                 self.write_line(line)
         extra = f" / {deselected} deselected" if deselected else ""
+        errors = getattr(session, "collection_errors", ())
+        extra += f" / {plural(len(errors), 'error')}" if errors else ""
         self.write_line(f"collected {plural(collected, 'cell')}{extra}")
+        for error in errors:
+            self.write_line(f"ERROR collecting {error.path}: {error.message}")
         self.write_line()
 
     def progress(self, message: str) -> None:
@@ -177,8 +181,11 @@ class TerminalReporter:
                     self.write_line(line)
                 if report.run_dir is not None:
                     self.write_line(f"full log: {report.run_dir / 'log.txt'}")
-        if failed:
+        errors = getattr(session, "collection_errors", ())
+        if failed or errors:
             self.sep("=", "short summary")
+            for error in errors:
+                self.write_line(f"ERROR {error.path} - {error.message}")
             for report in failed:
                 reason = f" - {report.reason}" if report.reason else ""
                 self.write_line(f"{report.outcome.upper()} {report.cell.id}{reason}")
@@ -187,7 +194,7 @@ class TerminalReporter:
         reused = [r for r in session.reports if r.outcome == REUSED]
         if reused and len(reused) == len(session.reports):
             self.write_line(f"nothing ran: all {plural(len(reused), 'cell')} reused earlier runs with identical inputs")
-        counts: dict[str, int] = {}
+        counts: dict[str, int] = {ERROR: len(errors)} if errors else {}
         for report in session.reports:
             counts[report.outcome] = counts.get(report.outcome, 0) + 1
         order = [PASSED, FAILED, ERROR, CANCELED, SKIPPED, REUSED]
@@ -201,7 +208,7 @@ class TerminalReporter:
         if session.deselected:
             pieces.append(f"{len(session.deselected)} deselected")
         text = ", ".join(pieces) or "no cells ran"
-        worst = FAILED if failed else (CANCELED if counts.get(CANCELED) else PASSED)
+        worst = FAILED if failed or errors else (CANCELED if counts.get(CANCELED) else PASSED)
         self.sep("=", self.paint(f"{text} in {duration:.2f}s", worst))
 
 

@@ -135,11 +135,13 @@ def test_collected_params_and_marks_in_collect_only(project):
 
 
 def test_syntax_error_in_declaring_script_is_one_line(project):
+    """A script's unreadable declaration is that script's collection error (exit 1, as
+    pytest --continue-on-collection-errors), named with its file and line."""
     project.write({"bad.py": "AMLRUN_PARAMS = {'a': [1,\n"})
     result = project.run("--collect-only")
-    assert result.returncode == 4
+    assert result.returncode == 1
     assert "Traceback" not in result.output
-    assert "bad.py:" in result.stderr and "syntax error" in result.stderr
+    assert "ERROR collecting bad.py: bad.py:1:" in result.stdout and "syntax error" in result.stdout
 
 
 def test_script_with_syntax_error_but_no_declaration_collects(project):

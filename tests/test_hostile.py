@@ -200,3 +200,54 @@ def test_a_damaged_snapshot_manifest_is_not_reused(project):
     restored = project.root.parent / "restored"
     assert project.run("history", "restore", "last", "-d", str(restored)).returncode == 0
     assert (restored / "data.txt").read_text() == "the data\n"
+
+
+# -- collection errors -------------------------------------------------------------------------------
+
+COLLECTION = {
+    # valid only on a newer Python than the host's, and mentions AMLRUN_ as the README advises
+    "exp/newer_python.py": """
+        import os
+        seed = os.environ["AMLRUN_SEED"]
+        print("seed", seed)
+        if False:
+            exec("pass")
+        def f(x):
+            return x
+        print(f(1) if True else (yield))
+    """,
+    "exp/bad_declaration.py": """
+        AMLRUN_PARAMS = {"lr": [0.1, 0.01]}
+        def broken(:
+            pass
+    """,
+    "exp/not_literal.py": """
+        AMLRUN_PARAMS = {"lr": compute()}
+    """,
+    "exp/good.py": """
+        AMLRUN_PARAMS = {"n": [1, 2]}
+        print("good")
+    """,
+}
+
+
+def test_a_script_whose_declaration_cannot_be_read_is_its_own_collection_error(project):
+    files = dict(COLLECTION)
+    # a syntax error the host's Python reports; the script declares nothing, so it is
+    # collected and the target's Python decides (here it fails, like any broken script)
+    files["exp/newer_python.py"] = files["exp/newer_python.py"].replace('exec("pass")', "match = ;")
+    project.write(files)
+    result = project.run("exp")
+    assert result.returncode == 1, result.output
+    assert "Traceback (most recent call last)" not in result.stderr
+    assert "ERROR collecting exp/bad_declaration.py" in result.stdout
+    assert "ERROR collecting exp/not_literal.py" in result.stdout
+    assert "PASSED exp/good.py::local[n=1]" in result.stdout and "PASSED exp/good.py::local[n=2]" in result.stdout
+    assert "exp/newer_python.py::local" in result.stdout  # collected and run, not an error
+    assert "2 errors" in result.stdout.splitlines()[-1]
+    collect_only = project.run("exp", "--collect-only", "-q")
+    assert collect_only.returncode == 1
+    assert "ERROR collecting exp/bad_declaration.py" in collect_only.stdout
+    assert "exp/good.py::local[n=1]" in collect_only.stdout
+    only_bad = project.run("exp/bad_declaration.py")
+    assert only_bad.returncode == 1 and "ERROR exp/bad_declaration.py" in only_bad.stdout, only_bad.output
