@@ -1,0 +1,97 @@
+"""What goes to the cluster for a batch of cells, and how a job's end is read.
+
+Layout in the project's workspace on the shared filesystem::
+
+    snapshots/<tree digest>/      the synced working tree (immutable, shared by cells)
+    batches/<batch>/job.sh        one batch script for the whole job array
+    batches/<batch>/runs          line i: "<run folder>\\t<snapshot folder>" of array task i
+    batches/<batch>/slurm-<i>.out SLURM's own messages for task i (time limit, cancel ...)
+    runs/<run id>/cmd             the run's argv (no secrets: argv never holds them)
+    runs/<run id>/env             its environment: 0600, sourced then deleted by the job
+    runs/<run id>/log             stdout+stderr, followed live
+    runs/<run id>/started         "<epoch> <node> <partition> <job id>" when the task starts
+    runs/<run id>/exit            "<exit code> <epoch>" when the script ends
+    runs/<run id>/work/           the run's working directory (a copy of its snapshot)
+
+Nothing secret is in sbatch's argv or in job.sh: the environment travels in ``env``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+q = shlex.quote
+
+#: SLURM job states that end a job; and those meaning SLURM itself stopped it
+TERMINAL_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                             "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"})
+#: state → (what the user reads, infrastructure error: eligible for --retries)
+KILLED_BY_SLURM = {
+    "TIMEOUT": ("time limit", False),
+    "OUT_OF_MEMORY": ("out of memory", False),
+    "DEADLINE": ("deadline", False),
+    "NODE_FAIL": ("node failure", True),
+    "PREEMPTED": ("preemption", True),
+    "BOOT_FAIL": ("node boot failure", True),
+}
+
+
+def batch_script(batch_dir: str) -> str:
+    """The job script of a batch: array task i runs line i+1 of ``runs``."""
+    runs = q(f"{batch_dir}/runs")
+    return f"""#!/bin/sh
+# amlrun: array task i runs the cell on line i+1 of {runs}
+i=${{SLURM_ARRAY_TASK_ID:-0}}
+line=$(sed -n "$((i + 1))p" {runs})
+[ -n "$line" ] || {{ echo "amlrun: no run for array index $i" >&2; exit 97; }}
+tab=$(printf '\\t'); rd=${{line%%"$tab"*}}; snap=${{line#*"$tab"}}
+exec >> "$rd/log" 2>&1
+printf '%s %s %s %s\\n' "$(date +%s.%N)" "${{SLURMD_NODENAME:-$(hostname)}}" "${{SLURM_JOB_PARTITION:-}}" \\
+  "${{SLURM_JOB_ID:-}}" > "$rd/started.tmp" && mv "$rd/started.tmp" "$rd/started"
+if [ -f "$rd/env" ]; then . "$rd/env"; rm -f "$rd/env"; fi
+if rm -rf "$rd/work" && mkdir -p "$rd/work" && cp -a "$snap/." "$rd/work/"; then
+  (cd "$rd/work" && . "$rd/cmd"); code=$?
+else
+  echo "amlrun: cannot copy the snapshot $snap into $rd/work"; code=126
+fi
+printf '%s %s\\n' "$code" "$(date +%s.%N)" > "$rd/exit.tmp" && mv "$rd/exit.tmp" "$rd/exit"
+exit "$code"
+"""
+
+
+def command_file(argv: list[str], work: str, share: str | None) -> str:
+    """``cmd``: sourced in the run's working directory by :func:`batch_script`."""
+    dirs = " ".join(q(d) for d in (f"{work}/outputs", *([share] if share else [])))
+    return f"mkdir -p {dirs} || exit 126\nexec {' '.join(q(a) for a in argv)}\n"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a task ended, as the target reports it."""
+
+    status: str                   # completed | failed | canceled
+    exit_code: int | None
+    reason: str = ""
+    infrastructure_error: bool = False
+
+
+def classify(state: str | None, exit_code: int | None, canceled_by_us: bool, slurm_reason: str = "") -> Ending:
+    """The run's ending from SLURM's final state (None: unknown) and the script's exit code
+    (None: the script did not get to write one)."""
+    if state in KILLED_BY_SLURM:
+        what, infra = KILLED_BY_SLURM[state]
+        return Ending("failed", exit_code, f"killed by SLURM: {what} ({state})", infra)
+    if canceled_by_us:
+        return Ending("canceled", exit_code, "canceled")
+    if exit_code == 0:
+        return Ending("completed", 0)
+    if exit_code is not None:
+        return Ending("failed", exit_code, f"exited with code {exit_code}")
+    if state == "CANCELLED":
+        return Ending("canceled", None, "canceled outside amlrun (scancel, or by an administrator)")
+    if state is None:
+        return Ending("failed", None, "the SLURM job left the queue without an exit code (purged, or lost)", True)
+    why = f", {slurm_reason}" if slurm_reason and slurm_reason not in ("None", "(null)") else ""
+    return Ending("failed", None, f"the SLURM job ended {state}{why} before the script wrote its exit code",
+                  state == "BOOT_FAIL")
