@@ -167,6 +167,9 @@ def make_config(argv: list[str], prog: str = "amlrun"):
     pm.hook.amlrun_addoption.call_historic(kwargs=dict(parser=parser, group=group))
     options = parser.parse_args(argv)
     params, plugins = split_p_options(options.p_options)
+    for name in [*plugins, *options.plugins]:
+        if not name.strip() or name.strip() == "no:":
+            raise UsageError(f"-p {name!r}: expected a plugin module name, no:NAME or NAME=VALUE[,VALUE...]")
     options.params = [*options.params, *params]
     options.plugins = [*options.plugins, *plugins]
     options.script_args = script_args

@@ -61,10 +61,13 @@ DEFAULT_CONDA_FILE = "aml_config/conda_dependencies.yml"
 DEFAULT_SPARK_FILE = "aml_config/spark_dependencies.yml"
 
 
+_BOOL_WORDS = ("true", "yes", "1", "false", "no", "0")
+
+
 def _bool(value: Any, key: str, where: str) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+    if isinstance(value, str) and value.lower() in _BOOL_WORDS:
         return value.lower() in ("true", "yes", "1")
     raise ConfigError(f"'{key}' must be true or false, got {value!r}", where)
 
@@ -109,6 +112,80 @@ class RunConfig:
     data_prep: dict[str, Any] = field(default_factory=dict)
 
 
+# -- the values of compute-file keys, checked where the file is read -----------------------
+#
+# A wrong value is the user's mistake: one line naming the file and the key, exit 4, before
+# any cell runs (not a failed cell, not an engine error at run time). Keys of every type
+# and the built-in targets' own keys are listed; a plugin's keys are its own to check.
+
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*[bkmgt]?i?b?$", re.IGNORECASE)
+
+
+def _check_text(value: Any) -> str | None:
+    if isinstance(value, (dict, list)):
+        return "a single value"
+    if "\0" in str(value):
+        return "text without NUL bytes"
+    return None
+
+
+def _check_bool(value: Any) -> str | None:
+    if isinstance(value, bool) or isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        return None
+    return "true or false"
+
+
+def _check_port(value: Any) -> str | None:
+    if isinstance(value, bool) or not str(value).strip().isdigit() or not 0 < int(str(value)) < 65536:
+        return "a port number (1-65535)"
+    return None
+
+
+def _check_count(value: Any) -> str | None:
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value)) < 1:
+        return "a whole number of at least 1"
+    return None
+
+
+def _check_cpus(value: Any) -> str | None:
+    try:
+        ok = not isinstance(value, bool) and float(str(value)) > 0 and float(str(value)) != float("inf")
+    except ValueError:
+        ok = False
+    return None if ok else "a positive number of CPUs (e.g. 2 or 0.5)"
+
+
+def _check_size(value: Any) -> str | None:
+    if isinstance(value, bool) or not _SIZE.match(str(value).strip()):
+        return "a size such as 512m, 2g or a number of bytes"
+    return None
+
+
+_TEXT_KEYS = ("type", "baseDockerImage", "address", "username", "password", "privateKeyFile", "passphrase",
+              "nativeSharedDirectory", "pythonLocation", "sparkSubmitLocation", "sparkMaster", "yarnDeployMode",
+              "remoteWorkspace", "knownHostsFile", "dockerSocket", "sparkMasterUI")
+COMPUTE_VALUE_CHECKS = {
+    **{key: _check_text for key in _TEXT_KEYS},
+    **{key: _check_bool for key in ("sharedVolumes", "nvidiaDocker", "userManagedEnvironment", "packEnvironment")},
+    "port": _check_port,
+    "maxParallel": _check_count,
+    "cpus": _check_cpus,
+    "memory": _check_size,
+    "shmSize": _check_size,
+}
+
+
+def check_compute_values(data: dict, shown: str) -> None:
+    """Raise a ConfigError naming ``shown`` and the key for the first value of a wrong kind."""
+    for key, check in COMPUTE_VALUE_CHECKS.items():
+        value = data.get(key)
+        if value is None or value == "":
+            continue
+        expected = check(value)
+        if expected is not None:
+            raise ConfigError(f"'{key}' must be {expected}, got {value!r}", shown)
+
+
 def load_compute(path: Path, project_root: Path, extra_keys: frozenset[str] = frozenset()) -> ComputeTarget:
     shown = _display(path, project_root)
     data = read_mapping(path, display=shown)
@@ -116,7 +193,25 @@ def load_compute(path: Path, project_root: Path, extra_keys: frozenset[str] = fr
     kind = data.get("type")
     if not kind or not isinstance(kind, str):
         raise ConfigError("missing 'type' (local, docker, remotedocker, remote, cluster)", shown)
+    check_compute_values(data, shown)
     return ComputeTarget(name=path.stem, type=kind, settings=dict(data), source=shown)
+
+
+def _env_name_problem(name: str) -> str | None:
+    if not name:
+        return "an empty name"
+    if "=" in name or "\0" in name:
+        return "'=' or a NUL byte in its name"
+    return None
+
+
+def _dependency_file(data: dict, key: str, default: str, shown: str) -> str | None:
+    value = data.get(key, default)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\0" in value:
+        raise ConfigError(f"'{key}' must be one file name (a path relative to the project), got {value!r}", shown)
+    return value
 
 
 def load_runconfig(path: Path, project_root: Path) -> RunConfig:
@@ -131,6 +226,19 @@ def load_runconfig(path: Path, project_root: Path) -> RunConfig:
     env = data.get("EnvironmentVariables") or {}
     if not isinstance(env, dict):
         raise ConfigError("'EnvironmentVariables' must be a mapping", shown)
+    for name, value in env.items():
+        problem = _env_name_problem(str(name))
+        if problem is None and isinstance(value, (dict, list)):
+            problem = "a value that is not a single value"
+        if problem is None and "\0" in _env_text(value):
+            problem = "a NUL byte in its value"
+        if problem is not None:
+            raise ConfigError(f"'EnvironmentVariables': variable {str(name)!r} has {problem}", shown)
+    if any("\0" in str(a) for a in argv):
+        raise ConfigError("'ArgumentVector' must not contain NUL bytes", shown)
+    target = data.get("Target")
+    if target is not None and not isinstance(target, str):
+        raise ConfigError(f"'Target' must be the name of a compute target, got {target!r}", shown)
     framework = str(data.get("Framework", "Python"))
     canonical = {f.lower(): f for f in FRAMEWORKS}
     if framework.lower() not in canonical:
@@ -141,8 +249,8 @@ def load_runconfig(path: Path, project_root: Path) -> RunConfig:
         argument_vector=tuple(str(a) for a in argv),
         environment_variables={str(k): _env_text(v) for k, v in env.items()},
         framework=canonical[framework.lower()],
-        conda_dependencies_file=data.get("CondaDependenciesFile", DEFAULT_CONDA_FILE),
-        spark_dependencies_file=data.get("SparkDependenciesFile", DEFAULT_SPARK_FILE),
+        conda_dependencies_file=_dependency_file(data, "CondaDependenciesFile", DEFAULT_CONDA_FILE, shown),
+        spark_dependencies_file=_dependency_file(data, "SparkDependenciesFile", DEFAULT_SPARK_FILE, shown),
         prepare_environment=_bool(data.get("PrepareEnvironment", True), "PrepareEnvironment", shown),
         tracked_run=_bool(data.get("TrackedRun", True), "TrackedRun", shown),
         source=shown,
@@ -243,6 +351,10 @@ def load_conda_dependencies(path: Path, project_root: Path) -> CondaDependencies
             continue
         conda.append(text)
     channels = data.get("channels") or []
+    if not isinstance(channels, list):
+        raise ConfigError("'channels' must be a list of channel names", shown)
+    if data.get("name") is not None and not isinstance(data.get("name"), str):
+        raise ConfigError(f"'name' must be a name, got {data.get('name')!r}", shown)
     return CondaDependencies(
         python_version=python_version,
         conda_packages=tuple(conda),
@@ -270,6 +382,9 @@ def load_spark_dependencies(path: Path, project_root: Path) -> SparkDependencies
     conf = data.get("configuration") or {}
     if not isinstance(conf, dict):
         raise ConfigError("'configuration' must be a mapping", shown)
+    for key in ("packages", "repositories"):
+        if not isinstance(data.get(key) or [], list):
+            raise ConfigError(f"'{key}' must be a list", shown)
     packages = []
     for pkg in data.get("packages") or []:
         if isinstance(pkg, dict):

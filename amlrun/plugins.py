@@ -117,11 +117,13 @@ def build_pluginmanager(plugin_options: list[str] = ()) -> pluggy.PluginManager:
     requested = [p for p in plugin_options if not p.startswith("no:")]
     requested += [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
     for name in requested:
+        if not name.strip() or "\0" in name:
+            raise UsageError(f"-p {name!r}: expected a plugin module name, no:NAME or NAME=VALUE[,VALUE...]")
         if pm.has_plugin(name) or pm.is_blocked(name):
             continue
         try:
             module = importlib.import_module(name)
-        except ImportError as exc:
+        except (ImportError, ValueError, TypeError) as exc:  # ValueError: e.g. a relative name ".x"
             raise UsageError(f"-p {name}: cannot import plugin module: {exc}") from None
         pm.register(module, name=name)
     return pm

@@ -251,3 +251,57 @@ def test_a_script_whose_declaration_cannot_be_read_is_its_own_collection_error(p
     assert "exp/good.py::local[n=1]" in collect_only.stdout
     only_bad = project.run("exp/bad_declaration.py")
     assert only_bad.returncode == 1 and "ERROR exp/bad_declaration.py" in only_bad.stdout, only_bad.output
+
+
+# -- a user's mistake: one line, exit 4, never a traceback -------------------------------------------
+
+MISTAKES = [
+    # (files, command-line arguments, words the one-line error must contain)
+    ({}, ["-p", ""], ["-p ''"]),
+    ({}, ["-p", "no:"], ["-p 'no:'"]),
+    ({}, ["-p", ".relative"], ["-p .relative"]),
+    ({"aml_config/local.runconfig": "EnvironmentVariables:\n  A=B: x\n"}, ["-c", "local"],
+     ["aml_config/local.runconfig", "'A=B'"]),
+    ({"aml_config/local.runconfig": 'EnvironmentVariables:\n  A: "x\\0y"\n'}, ["-c", "local"],
+     ["aml_config/local.runconfig", "NUL"]),
+    ({"aml_config/local.runconfig": "EnvironmentVariables:\n  A: [1, 2]\n"}, ["-c", "local"],
+     ["aml_config/local.runconfig", "'A'"]),
+    ({"aml_config/local.runconfig": "CondaDependenciesFile: [a.yml, b.yml]\n"}, ["-c", "local"],
+     ["aml_config/local.runconfig", "'CondaDependenciesFile'"]),
+    ({"aml_config/local.runconfig": "SparkDependenciesFile: {a: 1}\n"}, ["-c", "local"],
+     ["'SparkDependenciesFile'"]),
+    ({"aml_config/local.runconfig": "Target: [a]\n"}, ["-c", "local"], ["'Target'"]),
+    ({"aml_config/vm.compute": "type: remote\naddress: 127.0.0.1\nport: abc\nusername: u\npassword: env:P\n"},
+     ["-c", "vm"], ["aml_config/vm.compute", "'port'", "abc"]),
+    ({"aml_config/vm.compute": "type: remote\naddress: 127.0.0.1\nport: 70000\nusername: u\npassword: env:P\n"},
+     ["-c", "vm"], ["'port'"]),
+    ({"aml_config/box.compute": "type: docker\nbaseDockerImage: x\ncpus: abc\n"}, ["-c", "box"],
+     ["aml_config/box.compute", "'cpus'"]),
+    ({"aml_config/box.compute": "type: docker\nbaseDockerImage: x\nmemory: abc\n"}, ["-c", "box"],
+     ["aml_config/box.compute", "'memory'"]),
+    ({"aml_config/box.compute": "type: docker\nbaseDockerImage: x\nshmSize: lots\n"}, ["-c", "box"], ["'shmSize'"]),
+    ({"aml_config/box.compute": "type: docker\nbaseDockerImage: x\nsharedVolumes: maybe\n"}, ["-c", "box"],
+     ["aml_config/box.compute", "'sharedVolumes'"]),
+    ({"aml_config/box.compute": "type: docker\nbaseDockerImage: [x]\n"}, ["-c", "box"], ["'baseDockerImage'"]),
+    ({"aml_config/loc.compute": "type: local\nmaxParallel: many\n"}, ["-c", "loc"], ["'maxParallel'"]),
+    ({"aml_config/loc.compute": "type: local\nuserManagedEnvironment: perhaps\n"}, ["-c", "loc"],
+     ["'userManagedEnvironment'"]),
+    ({"aml_config/conda_dependencies.yml": "channels: conda-forge\ndependencies: [numpy]\n",
+      "aml_config/managed.compute": "type: local\nuserManagedEnvironment: false\n"}, ["-c", "managed"],
+     ["conda_dependencies.yml", "'channels'"]),
+]
+
+
+@pytest.mark.parametrize("files, args, words", MISTAKES, ids=[" ".join(m[1]) + " " + "".join(m[0]) for m in MISTAKES])
+def test_a_users_mistake_is_one_line_with_exit_code_4(project, files, args, words):
+    project.write({"a.py": "print('never runs')\n", **files})
+    result = project.run(*args, "a.py", env={"P": "a-password"}, timeout=120)
+    assert result.returncode == 4, result.output
+    assert "Traceback" not in result.output
+    # one line: amlrun's error, or (a mistake found while preparing a target) the cell's ERROR
+    errors = [line for line in result.stderr.splitlines() if line.startswith("amlrun: error:")]
+    errors = errors or [line for line in result.stdout.splitlines() if line.startswith("ERROR ") and " - " in line]
+    assert len(errors) == 1, result.output
+    for word in words:
+        assert word in errors[0], errors[0]
+    assert "never runs" not in result.output
