@@ -233,11 +233,12 @@ class RerunCache:
 
     @hookimpl
     def amlrun_sessionstart(self, session):
-        from amlrun.store import HOST, _process_start
+        from amlrun.process import process_start
+        from amlrun.store import HOST
 
         self.session = session
         _write_json(cache_dir(session.project) / LASTSESSION, {
-            "pid": os.getpid(), "pid_started": _process_start(os.getpid()), "host": HOST, "started": time.time(),
+            "pid": os.getpid(), "pid_started": process_start(os.getpid()), "host": HOST, "started": time.time(),
             "finished": False, "cells": len(session.cells),
             "reused": sorted(r.run_id for r in session.reuse_plan.values()),
         })

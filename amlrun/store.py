@@ -116,11 +116,6 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + os.urandom(4).hex()
 
 
-# kept under these names: other modules import them from here
-_process_start = process_start
-_alive = alive
-
-
 HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
 
 
@@ -375,7 +370,7 @@ class RunStore:
             run_id = new_run_id()
         return RunRecord(
             run_id=run_id, created=time.time(), amlrun_version=__version__, host=HOST, pid=pid,
-            pid_started=_process_start(pid), **fields,
+            pid_started=process_start(pid), **fields,
         )
 
     def save(self, record: RunRecord) -> RunRecord:
@@ -441,7 +436,7 @@ class RunStore:
         reaped = []
         for (payload,) in rows:
             record = RunRecord.from_json(json.loads(payload))
-            if not _alive(record.pid, record.pid_started):
+            if not alive(record.pid, record.pid_started):
                 reaped.append(self.update(
                     record, status="failed", ended=record.ended or time.time(),
                     reason="the amlrun process that ran it died (killed or crashed)",

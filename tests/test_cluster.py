@@ -87,7 +87,7 @@ def spark_project(project: Project, cluster, compute_extra: dict | None = None, 
 # -- submission building (no Spark needed) ---------------------------------------------------
 
 def test_submission_argv_quoting_and_driver_log_parsing(tmp_path):
-    from amlrun import spark
+    from amlrun.targets.cluster import spark
 
     sub = spark.Submission(
         "/opt/spark/bin/spark-submit", "yarn", "train.py", ("--note", "it's a b", "$HOME"), deploy_mode="cluster",
@@ -312,7 +312,7 @@ def test_ctrl_c_leaves_no_running_application(project, spark_cluster):
 
 def test_master_ui_kill_stops_an_application_whose_driver_lingers(spark_cluster, tmp_path):
     """The fallback after a cancel: the app is still active, so amlrun kills it on the master."""
-    from amlrun.spark import MasterUI
+    from amlrun.targets.cluster.spark import MasterUI
 
     script = tmp_path / "linger.py"
     script.write_text("import time\nfrom pyspark.sql import SparkSession\n"

@@ -330,7 +330,7 @@ def test_create_options_carry_the_device_request_and_resources(project):
     from amlrun.config import ComputeTarget
     from amlrun.project import Project
     from amlrun.targets.base import Job, PreparedEnvironment, TargetContext
-    from amlrun.targets.docker import DockerTarget
+    from amlrun.targets.docker.target import DockerTarget
 
     target = DockerTarget(
         ComputeTarget("d", "docker", {"baseDockerImage": BASE, "nvidiaDocker": True, "cpus": 2, "shmSize": "1g",
@@ -347,7 +347,7 @@ def test_create_options_carry_the_device_request_and_resources(project):
 def test_code_is_mounted_by_default_only_from_a_local_engine(project, monkeypatch):
     from amlrun.project import Project
     from amlrun.targets.base import TargetContext
-    from amlrun.targets.docker import DockerTarget
+    from amlrun.targets.docker.target import DockerTarget
 
     target = DockerTarget(_compute(), TargetContext(Project(project.root), project.root / "cache"))
     assert target.shared_volumes() is True
@@ -520,7 +520,7 @@ def _compute(**settings):
 
 def test_image_hash_follows_base_dependencies_and_build_settings_only(tmp_path):
     from amlrun.config import CondaDependencies
-    from amlrun.envimage import BuildSettings, plan_image
+    from amlrun.targets.docker.image import BuildSettings, plan_image
 
     deps = CondaDependencies(pip_packages=("six",))
     plain = BuildSettings()
@@ -539,7 +539,7 @@ def test_image_hash_follows_base_dependencies_and_build_settings_only(tmp_path):
 
 
 def test_build_settings_precedence_and_pip_environment(tmp_path):
-    from amlrun.envimage import BuildSettings
+    from amlrun.targets.docker.image import BuildSettings
 
     env = {"PIP_INDEX_URL": "https://env/simple", "PIP_EXTRA_INDEX_URL": "https://a/simple https://b/simple",
            "PIP_TRUSTED_HOST": "a b"}
@@ -572,7 +572,7 @@ def test_build_settings_precedence_and_pip_environment(tmp_path):
 
 def test_docker_run_arguments_subset_and_a_clear_error():
     from amlrun.errors import ConfigError
-    from amlrun.targets.docker import parse_run_arguments
+    from amlrun.targets.docker.runargs import parse_run_arguments
 
     opts = parse_run_arguments(["--network=host", "--cap-add", "SYS_PTRACE", "-e", "A=1", "-v", "/d:/d:ro",
                                 "--ulimit", "nofile=1024:2048", "--privileged"], "f")

@@ -276,7 +276,7 @@ def test_ctrl_c_and_timeout_stop_the_remote_process(project, sshd):
 
 
 def test_safe_extract_refuses_hostile_members(tmp_path):
-    from amlrun.transfer import safe_extract
+    from amlrun.targets.ssh.transfer import safe_extract
 
     archive = tmp_path / "a.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -381,8 +381,8 @@ def test_remotedocker_survives_a_dropped_connection_and_cancels_for_real(project
 
 def test_sync_tree_gives_each_tree_exactly_and_resends_nothing_unchanged(sshd, tmp_path):
     """Two trees sharing a workspace (a run's and, e.g., a freeze job's) never resend each other."""
-    from amlrun.ssh import SSHSession, SSHSettings
-    from amlrun.transfer import sync_tree
+    from amlrun.targets.ssh.connection import SSHSession, SSHSettings
+    from amlrun.targets.ssh.transfer import sync_tree
 
     session = SSHSession(SSHSettings("127.0.0.1", sshd.user, sshd.port, key_file=str(sshd.key_file),
                                      known_hosts=str(sshd.known_hosts)))

@@ -59,11 +59,10 @@ def _dir_size(path: Path) -> int:
 
 def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
     """(items, bytes) freed on the engine, or None when no engine answers."""
-    from amlrun.envimage import LABEL_MANAGED
-    from amlrun.targets.docker import DEFAULT_SOCKET, owner_alive
+    from amlrun.targets.docker.image import LABEL_MANAGED, docker_sdk
+    from amlrun.targets.docker.owners import DEFAULT_SOCKET, owner_alive
 
     try:
-        from amlrun.envimage import docker_sdk
 
         client = docker_sdk().from_env(timeout=120)
         client.ping()

@@ -15,14 +15,25 @@ import shutil
 import sys
 from pathlib import Path
 
-from amlrun import spark
 from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.hookspec import hookimpl
 from amlrun.process import run_streaming
 from amlrun.secrets import is_reference
 from amlrun.targets.base import RUNTIME_DIRNAME, Check, ExecResult, PreparedEnvironment, Target, contract_env
+from amlrun.targets.cluster import spark
 from amlrun.targets.local import execute_here, move_outputs, result_of, share_directory
-from amlrun.targets.remote import SSH_COMPUTE_KEYS, SSHTargetMixin
+from amlrun.targets.ssh.connection import q, retrying
+from amlrun.targets.ssh.detached import start_detached
+from amlrun.targets.ssh.host import (
+    SSH_COMPUTE_KEYS,
+    SSHTargetMixin,
+    cleanup,
+    fetch_outputs,
+    follow,
+    kill_run,
+    owner_line,
+    send_job,
+)
 
 #: variables of the run that executors get too (``spark.executorEnv.*``); secrets never
 EXECUTOR_ENV_PREFIXES = ("AMLRUN_", "AZUREML_")
@@ -101,8 +112,6 @@ class ClusterTarget(SSHTargetMixin, Target):
         )
 
     def _remote_spark_submit(self, configured) -> str:
-        from amlrun.ssh import q
-
         if configured:
             loc = str(configured)
             if loc == "~" or loc.startswith("~/"):
@@ -190,8 +199,6 @@ class ClusterTarget(SSHTargetMixin, Target):
 
     def _remote_tcp_check(self, host: str, port: int) -> str | None:
         """The TCP check, run on the head node (the master may be reachable only from there)."""
-        from amlrun.ssh import q
-
         dial = q(f"exec 3<>/dev/tcp/{host}/{int(port)}")
         result = self.ssh().run(f"timeout 5 bash -c {dial} 2>&1", timeout=30)
         if result.ok:
@@ -332,9 +339,6 @@ class ClusterTarget(SSHTargetMixin, Target):
     def _execute_remote(self, job, prepared, sink) -> ExecResult:
         """Over SSH, as the ``remote`` target: sync the job's folder to the head node, start
         spark-submit (or python) detached there, stream its log, fetch ``outputs/``."""
-        from amlrun.ssh import q, retrying, start_detached
-        from amlrun.targets.remote import _kill, cleanup, fetch_outputs, follow, owner_line, send_job
-
         session = self.ssh()
         self.sweep_once(sink)
         run_dir = f"{self.workspace()}/runs/{job.run_id}"
@@ -360,7 +364,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         def kill() -> bool:
             if pyspark:
                 self._stop_cluster_app(driver, submission.spark_submit, session)
-            return _kill(session, run_dir)
+            return kill_run(session, run_dir)
 
         result = follow(session, run_dir, job, driver, extra, kill=kill)
         fetch_outputs(self, job, f"{work}/outputs", sink, extra)
@@ -464,8 +468,6 @@ class ClusterTarget(SSHTargetMixin, Target):
                                 dict(sdeps.configuration) if sdeps else {})
         argv = spark.Submission(submit, master, "amlrun_probe.py", deploy_mode=None, conf=conf).argv()
         if self.remote:
-            from amlrun.ssh import q
-
             script = ('d=$(mktemp -d) && cat > "$d/amlrun_probe.py" && cd "$d" && '
                       + " ".join(q(a) for a in argv) + '; code=$?; rm -rf "$d"; exit $code')
             try:
@@ -498,8 +500,6 @@ def _quiet(cmd: list[str], session=None) -> None:
     import subprocess
 
     if session is not None:
-        from amlrun.ssh import q
-
         try:
             session.run(" ".join(q(c) for c in cmd) + " >/dev/null 2>&1", timeout=60)
         except TargetUnavailable:

@@ -3,10 +3,10 @@
 The image holds only the execution environment, never project code, so it is reused
 until one of its inputs changes: the tag is a hash of the base image's id, the files of
 the build context (a generated Dockerfile, an install script, the requirement lists)
-and the build arguments. Code reaches each run separately (see targets/docker.py).
+and the build arguments. Code reaches each run separately (see :mod:`amlrun.targets.docker.target`).
 
 Nothing here knows where the engine runs: every function takes a docker-py client,
-so the remote-docker target reuses it with a client that reaches a VM's engine.
+so ``remotedocker`` reuses it with a client that reaches a VM's engine.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def base_image_info(client, name: str, progress=None) -> tuple[str, str]:
             image = client.images.pull(name)
         except docker.errors.APIError as exc:
             raise EnvironmentBuildError(
-                f"base image {name} is not on the engine and cannot be pulled: {_explain(exc)}") from None
+                f"base image {name} is not on the engine and cannot be pulled: {explain(exc)}") from None
     return image.id, str((image.attrs.get("Config") or {}).get("User") or "")
 
 
@@ -403,7 +403,7 @@ def _build(client, spec: ImageSpec, progress, what: str, abort=None) -> None:
             elif "status" in chunk and chunk.get("status"):
                 progress.line(str(chunk["status"]))
     except docker.errors.APIError as exc:
-        error = _explain(exc)
+        error = explain(exc)
     except Exception as exc:  # a dropped connection mid-build
         if not isinstance(exc, (OSError, ConnectionError)) and "requests" not in type(exc).__module__:
             raise
@@ -460,6 +460,7 @@ def _sh(text: str) -> str:
     return shlex.quote(str(text))
 
 
-def _explain(exc) -> str:
+def explain(exc) -> str:
+    """The engine's one-line explanation of an API error."""
     text = getattr(exc, "explanation", None) or str(exc)
     return re.sub(r"\s+", " ", str(text)).strip()

@@ -1,250 +1,48 @@
 """The ``docker`` compute target (Workbench's ``localdocker``): runs in a container of an
-environment image built from the run's dependencies (see :mod:`amlrun.envimage`).
+environment image built from the run's dependencies (see :mod:`amlrun.targets.docker.image`).
 
 The image holds the environment only; each run's code arrives separately, mounted
 (``sharedVolumes: true``) or copied in with ``put_archive``, and ``outputs/`` comes
 back with ``get_archive`` or from the mount. Every container carries amlrun labels
-(owner pid, run id); a target's start-up removes containers whose amlrun process is
-gone, so not even ``kill -9`` of amlrun leaves one behind for long.
-
-For reuse (``remotedocker``): the engine client comes from :meth:`DockerTarget._client`,
-code delivery is :meth:`_deliver_code`, outputs retrieval :meth:`_fetch_outputs`, and
-nothing assumes the engine's filesystem is this machine's unless ``sharedVolumes`` is on.
+(see :mod:`amlrun.targets.docker.owners`), so not even ``kill -9`` of amlrun leaves one
+behind for long.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import shlex
 import shutil
-import socket
-import tarfile
 import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from amlrun import envimage
 from amlrun.errors import ConfigError, EnvironmentBuildError, TargetUnavailable
 from amlrun.hookspec import hookimpl
 from amlrun.targets.base import Check, ExecResult, PreparedEnvironment, Target, contract_env
+from amlrun.targets.docker import image as envimage
+from amlrun.targets.docker.archive import extract_outputs, tar_tree
+from amlrun.targets.docker.owners import (
+    DEFAULT_SOCKET,
+    drop_owner_marker,
+    remove_orphans,
+    run_labels,
+    sweep_dead_owners,
+    write_owner_marker,
+)
+from amlrun.targets.docker.runargs import parse_run_arguments
 from amlrun.targets.local import move_outputs, share_directory
 
 CONTAINER_ROOT = "/amlrun"
 CONTAINER_WORKDIR = f"{CONTAINER_ROOT}/run"
 CONTAINER_SHARE = f"{CONTAINER_ROOT}/share"
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 STOP_GRACE_SECONDS = 3
-
-LABEL_MANAGED = envimage.LABEL_MANAGED
-LABEL_OWNER_PID = "amlrun.owner-pid"
-LABEL_OWNER_START = "amlrun.owner-start"
-LABEL_OWNER_HOST = "amlrun.owner-host"
-LABEL_RUN_ID = "amlrun.run-id"
-LABEL_CELL = "amlrun.cell"
-LABEL_TARGET = "amlrun.target"
 
 #: compute-file keys of the docker target (besides the common ones in config.COMPUTE_KEYS)
 DOCKER_KEYS = frozenset({
     "cpus", "memory", "shmSize", "dockerRunArguments",
     "caBundle", "pipIndexUrl", "pipExtraIndexUrl", "pipTrustedHost", "buildNetwork",
 })
-
-
-def _process_start(pid: int) -> str:
-    from amlrun.store import _process_start as start
-
-    return start(pid)
-
-
-def owner_alive(labels: dict[str, str]) -> bool:
-    """Whether the amlrun process that started a container (per its labels) still runs."""
-    from amlrun.store import _alive
-
-    if labels.get(LABEL_OWNER_HOST) not in (None, "", socket.gethostname()):
-        return True  # another machine's amlrun: not ours to judge
-    try:
-        pid = int(labels.get(LABEL_OWNER_PID, ""))
-    except ValueError:
-        return False
-    return _alive(pid, labels.get(LABEL_OWNER_START, ""))
-
-
-def remove_orphans(client) -> list[str]:
-    """Remove amlrun containers whose amlrun process is dead; return their names."""
-    docker = envimage.docker_sdk()
-    removed = []
-    for container in client.containers.list(all=True, filters={"label": LABEL_OWNER_PID}):
-        if owner_alive(container.labels):
-            continue
-        try:
-            container.remove(force=True)
-            removed.append(container.name)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if "already in progress" not in str(exc):
-                raise
-    return removed
-
-
-# -- leftovers of a killed amlrun, found from any later amlrun command ------------------------------
-#
-# Each amlrun process that starts containers on the local engine leaves a marker file
-# (pid, start time, DOCKER_HOST) in the cache until its teardown. A later amlrun
-# command of any kind (``amlrun_configure``) looks for markers of dead processes and
-# removes their containers: one directory listing when there is nothing to do.
-
-
-def _markers_dir(cache_dir: Path) -> Path:
-    return cache_dir / "docker-owners"
-
-
-def _marker_path(cache_dir: Path) -> Path:
-    pid = os.getpid()
-    return _markers_dir(cache_dir) / f"{socket.gethostname()}-{pid}-{_process_start(pid) or 0}.json"
-
-
-def write_owner_marker(cache_dir: Path) -> None:
-    import json
-
-    path = _marker_path(cache_dir)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": os.getpid(), "start": _process_start(os.getpid()),
-                                    "host": socket.gethostname(), "docker_host": os.environ.get("DOCKER_HOST")}))
-
-
-def drop_owner_marker(cache_dir: Path) -> None:
-    try:
-        _marker_path(cache_dir).unlink()
-    except FileNotFoundError:
-        pass
-
-
-def sweep_dead_owners(cache_dir: Path) -> list[str]:
-    """Remove containers of dead amlrun processes named by markers; quiet when the engine is away."""
-    import json
-
-    folder = _markers_dir(cache_dir)
-    try:
-        markers = list(folder.iterdir())
-    except FileNotFoundError:
-        return []
-    removed: list[str] = []
-    for marker in markers:
-        try:
-            data = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            marker.unlink(missing_ok=True)
-            continue
-        labels = {LABEL_OWNER_PID: str(data.get("pid")), LABEL_OWNER_START: data.get("start") or "",
-                  LABEL_OWNER_HOST: data.get("host") or ""}
-        if owner_alive(labels):
-            continue
-        try:
-            docker = envimage.docker_sdk()
-            client = docker.DockerClient(base_url=data.get("docker_host") or DEFAULT_SOCKET, timeout=30)
-            try:
-                for container in client.containers.list(
-                        all=True, filters={"label": f"{LABEL_OWNER_PID}={data.get('pid')}"}):
-                    if not owner_alive(container.labels):
-                        container.remove(force=True)
-                        removed.append(container.name)
-            finally:
-                client.close()
-        except Exception:
-            continue  # engine unreachable: try again next time
-        marker.unlink(missing_ok=True)
-    return removed
-
-
-@hookimpl
-def amlrun_configure(config):
-    from amlrun.envs import cache_dir
-
-    sweep_dead_owners(cache_dir())
-
-
-# -- dockerRunArguments: a documented subset of `docker run` options -----------------------------
-
-
-def _size(value: str) -> str:
-    return str(value).strip()
-
-
-_VALUED = frozenset({
-    "--cap-add", "--cap-drop", "--device", "--dns", "--security-opt", "--group-add", "--network", "--net", "--ipc",
-    "--pid", "--hostname", "-h", "--shm-size", "--memory", "-m", "--memory-swap", "--pids-limit", "--user", "-u",
-    "--cpuset-cpus", "--runtime", "--cpus", "-e", "--env", "-v", "--volume", "--add-host", "--tmpfs", "--ulimit",
-    "--label", "-l",
-})
-
-
-def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
-    """Translate ``dockerRunArguments`` (docker run options) into docker-py ``create`` kwargs."""
-    if args in (None, ""):
-        return {}
-    if isinstance(args, str):
-        args = shlex.split(args)
-    if not isinstance(args, list):
-        raise ConfigError("'dockerRunArguments' must be a list of docker run options", where)
-    tokens: list[str] = []
-    for arg in map(str, args):
-        if arg.startswith("--") and "=" in arg:
-            tokens += arg.split("=", 1)
-        else:
-            tokens.append(arg)
-    out: dict[str, Any] = {}
-    flags = {"--privileged": "privileged", "--init": "init", "--read-only": "read_only"}
-    listed = {"--cap-add": "cap_add", "--cap-drop": "cap_drop", "--device": "devices", "--dns": "dns",
-              "--security-opt": "security_opt", "--group-add": "group_add"}
-    single = {"--network": "network_mode", "--net": "network_mode", "--ipc": "ipc_mode", "--pid": "pid_mode",
-              "--hostname": "hostname", "-h": "hostname", "--shm-size": "shm_size", "--memory": "mem_limit",
-              "-m": "mem_limit", "--memory-swap": "memswap_limit", "--pids-limit": "pids_limit",
-              "--user": "user", "-u": "user", "--cpuset-cpus": "cpuset_cpus", "--runtime": "runtime"}
-    i = 0
-    while i < len(tokens):
-        opt = tokens[i]
-        if opt in flags:
-            out[flags[opt]] = True
-            i += 1
-            continue
-        if opt not in _VALUED:
-            raise ConfigError(f"'dockerRunArguments': unsupported option {opt} (supported: "
-                              f"{', '.join(sorted([*flags, *_VALUED]))})", where)
-        if i + 1 >= len(tokens):
-            raise ConfigError(f"'dockerRunArguments': {opt} needs a value", where)
-        value = tokens[i + 1]
-        i += 2
-        if opt in listed:
-            out.setdefault(listed[opt], []).append(value)
-        elif opt in single:
-            out[single[opt]] = int(value) if opt == "--pids-limit" else value
-        elif opt == "--cpus":
-            out["nano_cpus"] = int(float(value) * 1e9)
-        elif opt in ("-e", "--env"):
-            name, _, val = value.partition("=")
-            out.setdefault("environment", {})[name] = val if _ else os.environ.get(name, "")
-        elif opt in ("-v", "--volume"):
-            out.setdefault("volumes", []).append(value)
-        elif opt == "--add-host":
-            host, _, ip = value.partition(":")
-            out.setdefault("extra_hosts", {})[host] = ip
-        elif opt == "--tmpfs":
-            path, _, options = value.partition(":")
-            out.setdefault("tmpfs", {})[path] = options
-        elif opt == "--ulimit":
-            docker = envimage.docker_sdk()
-            name, _, limits = value.partition("=")
-            soft, _, hard = limits.partition(":")
-            out.setdefault("ulimits", []).append(
-                docker.types.Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
-        elif opt == "--label" or opt == "-l":
-            key, _, val = value.partition("=")
-            out.setdefault("labels", {})[key] = val
-    return out
 
 
 class DockerTarget(Target):
@@ -385,14 +183,6 @@ class DockerTarget(Target):
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _labels(self, job) -> dict[str, str]:
-        pid = os.getpid()
-        return {
-            LABEL_MANAGED: "1", LABEL_OWNER_PID: str(pid), LABEL_OWNER_START: _process_start(pid),
-            LABEL_OWNER_HOST: socket.gethostname(), LABEL_RUN_ID: job.run_id, LABEL_CELL: job.cell_id[:200],
-            LABEL_TARGET: self.name,
-        }
-
     def _share_volume(self) -> tuple[str, dict] | None:
         """The ``nativeSharedDirectory`` bind (or named volume) for the engine's host."""
         base = self.compute.get("nativeSharedDirectory")
@@ -432,7 +222,7 @@ class DockerTarget(Target):
         volumes: dict[str, dict] = {}
         opts: dict[str, Any] = {
             "image": prepared.image, "command": job.command(prepared.python), "working_dir": CONTAINER_WORKDIR,
-            "labels": self._labels(job), "detach": True, "stdin_open": False, "tty": False, "init": True,
+            "labels": run_labels(job.run_id, job.cell_id, self.name), "detach": True, "stdin_open": False, "tty": False, "init": True,
             "name": f"amlrun-{job.run_id}",
         }
         if self.shared_volumes():
@@ -461,7 +251,7 @@ class DockerTarget(Target):
         """Copy the run's working folder into the container (when it is not mounted)."""
         if self.shared_volumes():
             return
-        container.put_archive("/", _tar_tree(job.workdir, CONTAINER_WORKDIR.lstrip("/")))
+        container.put_archive("/", tar_tree(job.workdir, CONTAINER_WORKDIR.lstrip("/")))
 
     def _fetch_outputs(self, container, job) -> None:
         """Bring ``outputs/`` back into ``job.outputs_dir``, owned by the invoking user."""
@@ -473,7 +263,7 @@ class DockerTarget(Target):
             stream, _ = container.get_archive(f"{CONTAINER_WORKDIR}/outputs")
         except docker.errors.NotFound:
             return
-        _extract_outputs(stream, job.outputs_dir)
+        extract_outputs(stream, job.outputs_dir)
 
     def execute(self, job, prepared, sink) -> ExecResult:
         try:
@@ -504,7 +294,7 @@ class DockerTarget(Target):
                 self._deliver_code(container, job)
                 container.start()
             except docker.errors.APIError as exc:
-                reason = envimage._explain(exc)
+                reason = envimage.explain(exc)
                 if options.get("device_requests") and ("device driver" in reason or "gpu" in reason.lower()):
                     reason = f"the engine cannot provide GPUs (nvidiaDocker: true): {reason}"
                 return ExecResult("failed", None, f"cannot start the container: {reason}", infrastructure_error=True)
@@ -512,7 +302,7 @@ class DockerTarget(Target):
             try:
                 self._fetch_outputs(container, job)
             except docker.errors.APIError as exc:
-                sink.write(f"[amlrun] could not fetch outputs/: {envimage._explain(exc)}")
+                sink.write(f"[amlrun] could not fetch outputs/: {envimage.explain(exc)}")
             return outcome
         finally:
             if container is not None:
@@ -548,7 +338,7 @@ class DockerTarget(Target):
             elif deadline is not None and time.monotonic() > deadline:
                 stopped = f"timed out after {job.timeout:g}s"
             if stopped:
-                _stop(container)
+                stop_container(container)
                 pump.join(5)
                 break
         try:
@@ -600,6 +390,10 @@ class DockerTarget(Target):
 # -- helpers --------------------------------------------------------------------------------------
 
 
+def _size(value: str) -> str:
+    return str(value).strip()
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:40] or "x"
 
@@ -612,7 +406,8 @@ def _short_reason(exc: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
-def _stop(container) -> None:
+def stop_container(container) -> None:
+    """Stop a container (TERM, then KILL after the grace period)."""
     docker = envimage.docker_sdk()
     try:
         container.stop(timeout=STOP_GRACE_SECONDS)
@@ -637,57 +432,11 @@ def _pump_logs(container, sink) -> None:
         sink.write(partial.decode("utf-8", "replace").rstrip("\r"))
 
 
-def _tar_tree(root: Path, arcroot: str) -> bytes:
-    """A tar of ``root`` placed at ``arcroot``, root-owned and writable by any container user."""
-    buf = io.BytesIO()
+@hookimpl
+def amlrun_configure(config):
+    from amlrun.envs import cache_dir
 
-    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        if info.isdir():
-            info.mode = 0o777
-        return info
-
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        parts = PurePosixPath(arcroot).parts
-        for depth in range(1, len(parts)):
-            info = tarfile.TarInfo("/".join(parts[:depth]))
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        tar.add(str(root), arcname=arcroot, filter=normalise)
-    return buf.getvalue()
-
-
-def _extract_outputs(stream, dest: Path) -> None:
-    """Unpack a ``get_archive`` stream of ``outputs/`` into ``dest`` as the invoking user."""
-    buf = io.BytesIO()
-    for chunk in stream:
-        buf.write(chunk)
-    buf.seek(0)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    uid, gid = os.getuid(), os.getgid()
-    with tarfile.open(fileobj=buf, mode="r") as tar:
-        members = []
-        for member in tar.getmembers():
-            name = PurePosixPath(member.name)
-            if not name.parts or name.parts[0] != "outputs" or ".." in name.parts or name.is_absolute():
-                continue
-            if not (member.isfile() or member.isdir()):
-                continue  # no links or devices out of a container
-            member.name = str(PurePosixPath(*name.parts[1:])) if len(name.parts) > 1 else "."
-            member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
-            member.mode = (member.mode | 0o600) & 0o777 if member.isfile() else 0o755
-            if member.name != ".":
-                members.append(member)
-        tar.extractall(dest, members=members)
-        for member in members:
-            try:
-                os.chown(dest / member.name, uid, gid)
-            except OSError:
-                pass
+    sweep_dead_owners(cache_dir())
 
 
 @hookimpl

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from amlrun.errors import TargetUnavailable
-from amlrun.ssh import SSHSession, q
+from amlrun.targets.ssh.connection import SSHSession, q
 
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20

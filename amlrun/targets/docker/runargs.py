@@ -1,0 +1,84 @@
+"""``dockerRunArguments``: a documented subset of ``docker run`` options, translated into
+docker-py ``containers.create`` keyword arguments."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from amlrun.errors import ConfigError
+from amlrun.targets.docker.image import docker_sdk
+
+
+_VALUED = frozenset({
+    "--cap-add", "--cap-drop", "--device", "--dns", "--security-opt", "--group-add", "--network", "--net", "--ipc",
+    "--pid", "--hostname", "-h", "--shm-size", "--memory", "-m", "--memory-swap", "--pids-limit", "--user", "-u",
+    "--cpuset-cpus", "--runtime", "--cpus", "-e", "--env", "-v", "--volume", "--add-host", "--tmpfs", "--ulimit",
+    "--label", "-l",
+})
+
+
+def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
+    """Translate ``dockerRunArguments`` (docker run options) into docker-py ``create`` kwargs."""
+    if args in (None, ""):
+        return {}
+    if isinstance(args, str):
+        args = shlex.split(args)
+    if not isinstance(args, list):
+        raise ConfigError("'dockerRunArguments' must be a list of docker run options", where)
+    tokens: list[str] = []
+    for arg in map(str, args):
+        if arg.startswith("--") and "=" in arg:
+            tokens += arg.split("=", 1)
+        else:
+            tokens.append(arg)
+    out: dict[str, Any] = {}
+    flags = {"--privileged": "privileged", "--init": "init", "--read-only": "read_only"}
+    listed = {"--cap-add": "cap_add", "--cap-drop": "cap_drop", "--device": "devices", "--dns": "dns",
+              "--security-opt": "security_opt", "--group-add": "group_add"}
+    single = {"--network": "network_mode", "--net": "network_mode", "--ipc": "ipc_mode", "--pid": "pid_mode",
+              "--hostname": "hostname", "-h": "hostname", "--shm-size": "shm_size", "--memory": "mem_limit",
+              "-m": "mem_limit", "--memory-swap": "memswap_limit", "--pids-limit": "pids_limit",
+              "--user": "user", "-u": "user", "--cpuset-cpus": "cpuset_cpus", "--runtime": "runtime"}
+    i = 0
+    while i < len(tokens):
+        opt = tokens[i]
+        if opt in flags:
+            out[flags[opt]] = True
+            i += 1
+            continue
+        if opt not in _VALUED:
+            raise ConfigError(f"'dockerRunArguments': unsupported option {opt} (supported: "
+                              f"{', '.join(sorted([*flags, *_VALUED]))})", where)
+        if i + 1 >= len(tokens):
+            raise ConfigError(f"'dockerRunArguments': {opt} needs a value", where)
+        value = tokens[i + 1]
+        i += 2
+        if opt in listed:
+            out.setdefault(listed[opt], []).append(value)
+        elif opt in single:
+            out[single[opt]] = int(value) if opt == "--pids-limit" else value
+        elif opt == "--cpus":
+            out["nano_cpus"] = int(float(value) * 1e9)
+        elif opt in ("-e", "--env"):
+            name, _, val = value.partition("=")
+            out.setdefault("environment", {})[name] = val if _ else os.environ.get(name, "")
+        elif opt in ("-v", "--volume"):
+            out.setdefault("volumes", []).append(value)
+        elif opt == "--add-host":
+            host, _, ip = value.partition(":")
+            out.setdefault("extra_hosts", {})[host] = ip
+        elif opt == "--tmpfs":
+            path, _, options = value.partition(":")
+            out.setdefault("tmpfs", {})[path] = options
+        elif opt == "--ulimit":
+            docker = docker_sdk()
+            name, _, limits = value.partition("=")
+            soft, _, hard = limits.partition(":")
+            out.setdefault("ulimits", []).append(
+                docker.types.Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
+        elif opt == "--label" or opt == "-l":
+            key, _, val = value.partition("=")
+            out.setdefault("labels", {})[key] = val
+    return out
