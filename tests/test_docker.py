@@ -276,7 +276,7 @@ def test_same_sweep_on_local_and_docker_with_env_vars_params_and_share(project, 
         log = (run_dir / "log.txt").read_text()
         assert f"FOO bar lr {lr} env lr {record.params['lr']}" in log
         if record.target == "docker":
-            assert f"share /amlrun/share run {record.run_id}" in log
+            assert f"share /amlrun/share/ run {record.run_id}" in log   # Workbench's name ends with a slash
     assert sorted(p.name for p in (share / "proj" / "docker").iterdir()) == ["seen-0.1", "seen-0.2"]
 
 
