@@ -249,8 +249,8 @@ class RerunCache:
         if record is None or cell.skip_mark() is not None:
             return None
         why = "completed by the interrupted session" if self.option("resume") else "identical inputs"
-        report = RunReport(cell, REUSED, 0.0, record, why, (), dict(record.metrics),
-                           session.store.run_dir(record.run_id))
+        report = RunReport(cell=cell, outcome=REUSED, record=record, reason=why, metrics=dict(record.metrics),
+                           run_dir=session.store.run_dir(record.run_id))
         session.config.hook.amlrun_runreport(report=report)
         return report
 

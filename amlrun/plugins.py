@@ -36,6 +36,7 @@ BUILTIN_PLUGINS = {
     "cacheprovider": "amlrun.cacheprovider",
     "reports": "amlrun.reports",
     "repro": "amlrun.repro",
+    "terminal": "amlrun.terminal",
 }
 
 

@@ -56,7 +56,8 @@ def amlrun_sessionfinish(session, exitstatus):
             except OSError as exc:
                 problems.append(f"{option} {path}: cannot write: {exc.strerror or exc}")
                 continue
-            session.terminal.progress(f"report: {target}")
+            if session.terminal is not None:
+                session.terminal.progress(f"report: {target}")
     if problems:
         raise UsageError("; ".join(problems))
 

@@ -1,9 +1,10 @@
 """Reproducibility checks: ``--check-baseline``, ``--repeat N``, and environment recording.
 
-A built-in plugin. It wraps ``amlrun_execute`` so a check's verdict becomes the run's
-own result before the protocol records and reports it: a cell whose metrics or
-artifacts moved beyond tolerance is a failed cell (exit code 1) whose reason names
-every moved metric and whose log ends with a table of what moved and by how much.
+A built-in plugin. It wraps ``amlrun_make_report`` so a check's verdict becomes the
+cell's report (and the run's record) before the protocol records and reports it: a cell
+whose metrics or artifacts moved beyond tolerance is a failed cell (exit code 1) whose
+reason names every moved metric and whose log ends with a table of what moved and by how
+much. Its wrapper of ``amlrun_execute`` records the environment's package list first.
 
 ``--repeat N`` runs each cell N times (ids get a ``#k`` suffix); every run of the same
 script and parameters — on any ``-c`` target — is compared with the first one that
@@ -26,6 +27,7 @@ from amlrun.errors import UsageError
 from amlrun.freeze import RUN_FILE, EnvironmentRecorder, Freeze, describe_change
 from amlrun.hookspec import hookimpl
 from amlrun.matrix import Cell
+from amlrun.protocol import FAILED, PASSED, RunReport
 
 PLUGIN_NAME = "repro-session"
 TABLE_ROWS = 12  # rows of the moved-values table kept in the failure's log tail
@@ -111,6 +113,7 @@ class Repro:
         self.baseline_outcomes: dict[str, str] = {}   # cell id → matched / moved / missing
         self.repeat_outcomes: dict[str, str] = {}     # cell id → consistent / differs
         self.recorder: EnvironmentRecorder | None = None
+        self._freezes: dict[str, Freeze] = {}         # run id → its environment's packages, until its report
         self._lock = threading.Lock()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -157,33 +160,44 @@ class Repro:
 
     @hookimpl(wrapper=True, tryfirst=True)
     def amlrun_execute(self, target, job, prepared, sink):
+        """Record the environment's package list before the run (kept for its report)."""
         freeze = self._record_environment(target, prepared, job, sink)
-        result = yield
-        extra = dict(result.extra)
-        run_dir = job.outputs_dir.parent
         if isinstance(freeze, Freeze):
-            try:
-                from amlrun.snapshot import SnapshotStore
+            with self._lock:
+                self._freezes[job.run_id] = freeze
+        return (yield)
 
+    @hookimpl(wrapper=True)
+    def amlrun_make_report(self, cell, job, result, run):
+        """The verdict: a completed run whose results moved beyond tolerance is a failed cell."""
+        report = yield
+        if job is None or run is None:
+            return report
+        extra: dict[str, Any] = {}
+        with self._lock:
+            freeze = self._freezes.pop(job.run_id, None)
+        if freeze is not None:
+            try:
                 # a hard link to one content-addressed copy: 1,000 runs do not store 1,000 lists
-                SnapshotStore(run_dir.parent.parent).put_file(run_dir / RUN_FILE, freeze.text.encode("utf-8"))
+                run.session.snapshots.put_file(run.run_dir / RUN_FILE, freeze.text.encode("utf-8"))
             except OSError:
                 pass
             extra["environment_packages"] = freeze.digest
-        cell = self.cells.get(job.cell_id)
-        if cell is None or result.status != "completed" or not (self.check or self.repeat):
-            return dataclasses.replace(result, extra=extra) if extra != result.extra else result
-        observed = self._observe(job, sink, run_dir)
-        failures, details = [], {}
+        failures: list[str] = []
+        if report.outcome == PASSED and job.cell_id in self.cells and (self.check or self.repeat):
+            failures, extra["repro"] = self._verdict(self.cells[job.cell_id], job, run)
+        return _with_verdict(report, extra, failures, run)
+
+    def _verdict(self, cell, job, run) -> tuple[list[str], dict]:
+        observed = self._observe(job, run.sink, run.run_dir)
+        failures: list[str] = []
+        details: dict[str, Any] = {}
         if self.check:
-            self._check_baseline(cell, observed, sink, failures, details)
+            self._check_baseline(cell, observed, run.sink, failures, details)
         if self.repeat:
-            self._check_repeat(cell, observed, sink, failures, details)
+            self._check_repeat(cell, observed, run.sink, failures, details)
         details["failed"] = bool(failures)
-        extra["repro"] = details
-        if failures:
-            return dataclasses.replace(result, status="failed", reason=" | ".join(failures), extra=extra)
-        return dataclasses.replace(result, extra=extra)
+        return failures, details
 
     def _record_environment(self, target, prepared, job, sink):
         if self.recorder is None or job.cell_id not in self.cells:
@@ -279,10 +293,8 @@ class Repro:
     # -- the end ------------------------------------------------------------------------------
 
     @hookimpl
-    def amlrun_sessionfinish(self, session, exitstatus):
-        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is None:
-            return
+    def amlrun_terminal_summary(self, terminalreporter, exitstatus, session):
+        terminal = terminalreporter
         counts: dict[str, int] = {}
         for outcome in [*self.baseline_outcomes.values(), *self.repeat_outcomes.values()]:
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -297,6 +309,21 @@ class Repro:
         if self.repeat and self.repeat_outcomes:
             terminal.write_line(f"repeat check: {counts.get('consistent', 0)} consistent, "
                                 f"{counts.get('differs', 0)} differ (AMLRUN_SEED={self._seed()})")
+
+
+def _with_verdict(report: RunReport, extra: dict[str, Any], failures: list[str], run) -> RunReport:
+    """``report`` with the checks' details in its record and, when a check failed, failed
+    (its log tail then ends with the checks' table)."""
+    record = report.record
+    if record is not None and extra:
+        record = dataclasses.replace(record, extra={**record.extra, **extra})
+    if not failures:
+        return dataclasses.replace(report, record=record)
+    reason = " | ".join(failures)
+    run.sink.note(f"[amlrun] {reason}")
+    if record is not None:
+        record = dataclasses.replace(record, status="failed", reason=reason)
+    return dataclasses.replace(report, outcome=FAILED, reason=reason, record=record, log_tail=tuple(run.sink.tail))
 
 
 def _write(sink, line: str) -> None:

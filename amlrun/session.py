@@ -141,6 +141,7 @@ class Session:
         self.cells: list = []
         self.reports: list[RunReport] = []
         self.deselected: list = []
+        self.collection_errors: list = []        # scripts whose declarations could not be read
         self.shouldstop: str | None = None
         self.interrupted = False
         self.timeout: float | None = config.getoption("timeout")

@@ -21,6 +21,11 @@ def plural(n: int, word: str) -> str:
 
 
 class TerminalReporter:
+    """pytest's terminal reporter, for cells: listens to the session's hooks and writes lines.
+
+    Other plugins write through :meth:`write_line` (it redacts secrets and keeps the live
+    status area intact) and add sections with ``amlrun_terminal_summary``."""
+
     def __init__(self, config, out=None):
         self.config = config
         self.out = out or sys.stdout
@@ -73,7 +78,18 @@ class TerminalReporter:
 
     # -- session -------------------------------------------------------------------------
 
-    def header(self, session, collected: int, deselected: int) -> None:
+    @hookimpl
+    def amlrun_collection_finish(self, session) -> None:
+        """The header; then, with ``--collect-only``, the plan, or why nothing will run."""
+        self.header(session)
+        if self.config.getoption("collect_only"):
+            self.collection_plan(session)
+        elif not session.cells:
+            self.write_line("no cells collected" if not session.deselected else "every cell was deselected")
+            for error in session.collection_errors:
+                self.write_line(f"ERROR {error.path} - {error.message}")
+
+    def header(self, session) -> None:
         if self.verbosity < 0:
             return
         from amlrun import __version__
@@ -86,13 +102,40 @@ class TerminalReporter:
         for lines in self.config.hook.amlrun_report_header(config=self.config):
             for line in [lines] if isinstance(lines, str) else (lines or []):
                 self.write_line(line)
-        extra = f" / {deselected} deselected" if deselected else ""
-        errors = getattr(session, "collection_errors", ())
+        extra = f" / {len(session.deselected)} deselected" if session.deselected else ""
+        errors = session.collection_errors
         extra += f" / {plural(len(errors), 'error')}" if errors else ""
-        self.write_line(f"collected {plural(collected, 'cell')}{extra}")
+        self.write_line(f"collected {plural(len(session.cells), 'cell')}{extra}")
         for error in errors:
             self.write_line(f"ERROR collecting {error.path}: {error.message}")
         self.write_line()
+
+    def collection_plan(self, session) -> None:
+        """``--collect-only``: every cell (with why it will not run, if so), then each target's plan."""
+        reused = session.reuse_plan
+        for cell in session.cells:
+            skip = cell.skip_mark()
+            suffix = f"  (skip: {skip.reason or 'skip mark'})" if skip else ""
+            if not skip and cell.id in reused:
+                suffix = f"  (reuse run {reused[cell.id].run_id})"
+            self.write_line(f"{cell.id}{suffix}")
+        self.write_line()
+        for name, target in session.targets.items():
+            cells = [c for c in session.cells if c.target == name]
+            if not cells:
+                continue
+            try:
+                ready = "environment ready" if target.is_prepared(session.runconfigs[name]) else "environment not built"
+            except Exception as exc:  # a plan is informational: report, don't fail
+                ready = f"environment unknown ({exc})"
+            skipped = sum(1 for c in cells if c.skip_mark() is not None)
+            from_cache = sum(1 for c in cells if c.id in reused)
+            plan = f"{len(cells) - skipped - from_cache} to run"
+            plan += f", {from_cache} reused from the cache" if from_cache else ""
+            plan += f", {skipped} skipped" if skipped else ""
+            self.write_line(f"target {name}: {plural(len(cells), 'cell')} ({plan}), {ready}")
+        for error in session.collection_errors:
+            self.write_line(f"ERROR collecting {error.path}: {error.message}")
 
     def progress(self, message: str) -> None:
         if self.verbosity >= 0:
@@ -169,19 +212,16 @@ class TerminalReporter:
 
     # -- summary -------------------------------------------------------------------------
 
-    def summary(self, session, duration: float) -> None:
+    @hookimpl(tryfirst=True)
+    def amlrun_sessionfinish(self, session, exitstatus):
+        """First, so the summary comes before what other plugins write at the end."""
+        self.summary(session, exitstatus)
+
+    def summary(self, session, exitstatus: int) -> None:
         failed = [r for r in session.reports if r.outcome in (FAILED, ERROR)]
-        # an ERROR's tail is the environment build's log, which live streaming did not show
-        shown = failed if not session.stream_live else [r for r in failed if r.outcome == ERROR and r.log_tail]
-        if shown:
-            self.sep("=", "FAILURES")
-            for report in shown:
-                self.sep("_", report.cell.id)
-                for line in report.log_tail[-15:]:
-                    self.write_line(line)
-                if report.run_dir is not None:
-                    self.write_line(f"full log: {report.run_dir / 'log.txt'}")
-        errors = getattr(session, "collection_errors", ())
+        errors = session.collection_errors
+        self.failures_section(session, failed)
+        self.config.hook.amlrun_terminal_summary(terminalreporter=self, exitstatus=exitstatus, session=session)
         if failed or errors:
             self.sep("=", "short summary")
             for error in errors:
@@ -194,22 +234,43 @@ class TerminalReporter:
         reused = [r for r in session.reports if r.outcome == REUSED]
         if reused and len(reused) == len(session.reports):
             self.write_line(f"nothing ran: all {plural(len(reused), 'cell')} reused earlier runs with identical inputs")
+        self.stats_line(session, failed)
+
+    def failures_section(self, session, failed: list) -> None:
+        """The failed cells' log tails (not when they streamed live, except a build's log)."""
+        shown = failed if not session.stream_live else [r for r in failed if r.outcome == ERROR and r.log_tail]
+        if not shown:
+            return
+        self.sep("=", "FAILURES")
+        for report in shown:
+            self.sep("_", report.cell.id)
+            for line in report.log_tail[-15:]:
+                self.write_line(line)
+            if report.run_dir is not None:
+                self.write_line(f"full log: {report.run_dir / 'log.txt'}")
+
+    def stats_line(self, session, failed: list) -> None:
+        errors = session.collection_errors
         counts: dict[str, int] = {ERROR: len(errors)} if errors else {}
         for report in session.reports:
             counts[report.outcome] = counts.get(report.outcome, 0) + 1
-        order = [PASSED, FAILED, ERROR, CANCELED, SKIPPED, REUSED]
-        words = {ERROR: "errors"}
         pieces = []
-        for outcome in order:
-            if counts.get(outcome):
-                n = counts[outcome]
-                name = ("error" if n == 1 else "errors") if outcome in words else outcome
-                pieces.append(f"{n} {name}")
+        for outcome in (PASSED, FAILED, ERROR, CANCELED, SKIPPED, REUSED):
+            n = counts.get(outcome)
+            if n:
+                pieces.append(f"{n} {('error' if n == 1 else 'errors') if outcome == ERROR else outcome}")
         if session.deselected:
             pieces.append(f"{len(session.deselected)} deselected")
         text = ", ".join(pieces) or "no cells ran"
         worst = FAILED if failed or errors else (CANCELED if counts.get(CANCELED) else PASSED)
-        self.sep("=", self.paint(f"{text} in {duration:.2f}s", worst))
+        self.sep("=", self.paint(f"{text} in {time.monotonic() - session.started:.2f}s", worst))
+
+
+@hookimpl
+def amlrun_configure(config):
+    """Register the terminal reporter like any plugin (``-p no:terminal`` leaves it out)."""
+    if config.pluginmanager.get_plugin("terminalreporter") is None:
+        config.pluginmanager.register(TerminalReporter(config), name="terminalreporter")
 
 
 def _short(value) -> str:

@@ -89,7 +89,7 @@ def scheduler_only(cells: int) -> None:
     class NoRun:
         @hookimpl(tryfirst=True)
         def amlrun_run_cell(self, cell, session):
-            report = RunReport(cell, PASSED)
+            report = RunReport(cell=cell, outcome=PASSED)
             session.config.hook.amlrun_runreport(report=report)
             return report
 
@@ -104,6 +104,7 @@ def scheduler_only(cells: int) -> None:
                 config.pluginmanager.register(NoRun(), name="norun")
                 with open(os.devnull, "w") as devnull:
                     terminal = TerminalReporter(config, out=devnull)
+                    config.pluginmanager.unregister(name="terminalreporter")
                     config.pluginmanager.register(terminal, name="terminalreporter")
                     session = Session(config, terminal)
                     build_matrix(session)

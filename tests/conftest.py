@@ -1,4 +1,6 @@
-"""Shared fixtures: run the real ``amlrun`` CLI in throw-away projects.
+"""Shared fixtures: run the real ``amlrun`` CLI in throw-away projects (the harness is
+``tests/harness.py``: ``Project.run`` returns a ``Result`` with outcomes, line matching
+and the run records of the call).
 
 Services: a test that needs one calls ``require_service(name, why)``. It skips only
 where the service truly cannot exist; under CI (``AMLRUN_REQUIRE_SERVICES=1``, set by
@@ -8,13 +10,16 @@ where the service truly cannot exist; under CI (``AMLRUN_REQUIRE_SERVICES=1``, s
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from harness import LineMatcher, Project, Result, write_files
+
+__all__ = ["REPO", "LineMatcher", "Project", "Result", "require_service", "write_files"]
+
+#: service fixtures (a private sshd, a Spark master and worker), available to every test file
+pytest_plugins = ["sshd_fixture", "spark_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,17 +46,6 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     """Keep the credentials file and caches of tests away from the real user's."""
@@ -60,41 +54,6 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("AMLRUN_CREDENTIALS", str(home / "config" / "credentials.yml"))
     monkeypatch.setenv("AMLRUN_CACHE_DIR", str(home / "cache"))
     monkeypatch.delenv("AMLRUN_PLUGINS", raising=False)
-
-
-def write_files(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-
-
-class Project:
-    """A throw-away project folder with a helper to run amlrun in it."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def write(self, files: dict[str, str]) -> "Project":
-        write_files(self.root, files)
-        return self
-
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300, input: str | None = None) -> Result:
-        full_env = os.environ.copy()
-        full_env.update(env or {})
-        proc = subprocess.run(
-            [sys.executable, "-m", "amlrun", *args], cwd=self.root, env=full_env, capture_output=True, text=True,
-            timeout=timeout, input=input,
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        full_env = os.environ.copy()
-        full_env.update(env or {})
-        return subprocess.Popen(
-            [sys.executable, "-m", "amlrun", *args], cwd=self.root, env=full_env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )
 
 
 @pytest.fixture

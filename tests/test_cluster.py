@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Project, require_service
-from spark_fixture import SPARK_ENV, free_port, require_spark, spark_cluster  # noqa: F401  (the fixture)
-from sshd_fixture import sshd  # noqa: F401  (the fixture)
+from spark_fixture import SPARK_ENV, free_port, require_spark
 
 pytestmark = pytest.mark.spark
 

@@ -9,9 +9,6 @@ from amlrun.errors import ConfigError
 from amlrun.matrix import Mark
 
 
-def _ids(result) -> list[str]:
-    return [line.split("  (")[0] for line in result.stdout.splitlines() if "::" in line]
-
 
 # -- static declarations (unit) ------------------------------------------------------------------
 
@@ -77,11 +74,11 @@ def test_experiment_importing_missing_package_still_collects_and_runs_elsewhere(
             AMLRUN_PARAMS = {"lr": [0.1, 0.2]}
         """,
     })
-    result = project.run("--collect-only", "experiments")
+    result = project.run_in_process("--collect-only", "experiments")
     assert result.returncode == 0, result.output
-    assert _ids(result) == ["experiments/train.py::local[lr=0.1]", "experiments/train.py::local[lr=0.2]"]
+    assert result.collected_ids() == ["experiments/train.py::local[lr=0.1]", "experiments/train.py::local[lr=0.2]"]
     # running it fails in the target (where the package is missing), not in collection
-    result = project.run("experiments/train.py", "-k", "0.1")
+    result = project.run_in_process("experiments/train.py", "-k", "0.1")
     assert result.returncode == 1
     assert "ModuleNotFoundError" in result.stdout
 
@@ -102,22 +99,22 @@ def test_walk_order_patterns_and_skipped_dirs(project):
         "venv/lib.py": "",
         "aml_config/helper.py": "",
     })
-    result = project.run("--collect-only")
+    result = project.run_in_process("--collect-only")
     assert result.returncode == 0, result.output
-    assert _ids(result) == ["a.py::local", "b.py::local", "sub/c.py::local"]
+    assert result.collected_ids() == ["a.py::local", "b.py::local", "sub/c.py::local"]
 
 
 def test_explicit_file_is_collected_even_if_pattern_differs(project):
     project.write({"pyproject.toml": '[tool.amlrun]\nexperiment_files = ["exp_*.py"]\n',
                    "train.py": "", "exp_a.py": ""})
-    assert _ids(project.run("--collect-only")) == ["exp_a.py::local"]
-    assert _ids(project.run("--collect-only", "train.py")) == ["train.py::local"]
+    assert project.run_in_process("--collect-only").collected_ids() == ["exp_a.py::local"]
+    assert project.run_in_process("--collect-only", "train.py").collected_ids() == ["train.py::local"]
 
 
 def test_same_file_twice_is_one_experiment(project):
     project.write({"exp/a.py": ""})
-    result = project.run("--collect-only", "exp", "exp/a.py")
-    assert _ids(result) == ["exp/a.py::local"]
+    result = project.run_in_process("--collect-only", "exp", "exp/a.py")
+    assert result.collected_ids() == ["exp/a.py::local"]
 
 
 def test_collected_params_and_marks_in_collect_only(project):
@@ -125,9 +122,9 @@ def test_collected_params_and_marks_in_collect_only(project):
         "grid.py": 'AMLRUN_PARAMS = {"a": [1, 2], "b": ["x"]}\n',
         "sets.py": 'AMLRUN_PARAMS = [{"n": 10}, {"n": 20, "mode": "fast"}]\nAMLRUN_MARKS = [{"name": "skip", "reason": "later"}]\n',
     })
-    result = project.run("--collect-only")
+    result = project.run_in_process("--collect-only")
     assert result.returncode == 0, result.output
-    assert _ids(result) == [
+    assert result.collected_ids() == [
         "grid.py::local[a=1-b=x]", "grid.py::local[a=2-b=x]",
         "sets.py::local[n=10]", "sets.py::local[n=20-mode=fast]",
     ]
@@ -138,7 +135,7 @@ def test_syntax_error_in_declaring_script_is_one_line(project):
     """A script's unreadable declaration is that script's collection error (exit 1, as
     pytest --continue-on-collection-errors), named with its file and line."""
     project.write({"bad.py": "AMLRUN_PARAMS = {'a': [1,\n"})
-    result = project.run("--collect-only")
+    result = project.run_in_process("--collect-only")
     assert result.returncode == 1
     assert "Traceback" not in result.output
     assert "ERROR collecting bad.py: bad.py:1:" in result.stdout and "syntax error" in result.stdout
@@ -147,9 +144,9 @@ def test_syntax_error_in_declaring_script_is_one_line(project):
 def test_script_with_syntax_error_but_no_declaration_collects(project):
     """Without a declaration the file is not even parsed (it may be Python 2 from Workbench days)."""
     project.write({"py2.py": "print 'hello'\n"})
-    result = project.run("--collect-only")
+    result = project.run_in_process("--collect-only")
     assert result.returncode == 0
-    assert _ids(result) == ["py2.py::local"]
+    assert result.collected_ids() == ["py2.py::local"]
 
 
 def test_skip_mark_per_target(project):
@@ -157,7 +154,7 @@ def test_skip_mark_per_target(project):
         "aml_config/other.compute": "type: local\n",
         "t.py": 'AMLRUN_MARKS = [{"name": "skip", "targets": ["other"], "reason": "not there"}]\nprint("ran")\n',
     })
-    result = project.run("-c", "local", "-c", "other", "t.py")
+    result = project.run_in_process("-c", "local", "-c", "other", "t.py")
     assert result.returncode == 0, result.output
     assert "PASSED t.py::local" in result.stdout
     assert "SKIPPED t.py::other" in result.stdout and "not there" in result.stdout

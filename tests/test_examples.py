@@ -184,3 +184,40 @@ def test_workbench_classic_configuration_reads_as_written(tmp_path):
     assert "microsoft/mmlspark:plus-0.9.9" in plan.stdout
     assert "iris_classic.py::docker" in plan.stdout and "iris_classic.py::local" in plan.stdout
     assert "warning" not in plan.stderr
+
+
+def test_conftest_example_fixed_order_replaces_the_run_loop(tmp_path):
+    proj = copy_example(REPO / "conftest_examples/fixed_order", tmp_path / "fixed")
+    result = proj.run("-n", "4")
+    assert result.returncode == 0, result.output
+    order = ["prepare.py::local", "train.py::local[lr=0.1]", "train.py::local[lr=0.01]", "evaluate.py::local"]
+    log = (proj.root / ".amlrun/run_order.log").read_text().splitlines()
+    assert log == [f"{cell_id} passed" for cell_id in order]
+    passed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("PASSED ")]
+    assert passed == order  # the terminal saw them in that order: one at a time, despite -n 4
+    recs = sorted(records(proj.root).values(), key=lambda r: r["started"])
+    assert [r["cell_id"] for r in recs] == order
+    for earlier, later in zip(recs, recs[1:]):
+        assert earlier["ended"] <= later["started"], "the example's loop runs one cell at a time"
+    assert "4 passed" in result.stdout
+
+    # it honours -x like the built-in loop: the first failure stops it
+    proj.write({"prepare.py": "import sys\nsys.exit(3)\n"})
+    stopped = proj.run("-x")
+    assert stopped.returncode == 1, stopped.output
+    assert (proj.root / ".amlrun/run_order.log").read_text().splitlines() == ["prepare.py::local failed"]
+    assert "stopping after 1 failure" in stopped.stdout
+
+
+def test_conftest_example_summary_section_adds_to_the_terminal_summary(tmp_path):
+    proj = copy_example(REPO / "conftest_examples/summary_section", tmp_path / "summary")
+    result = proj.run()
+    assert result.returncode == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "best accuracy" in line and line.startswith("---"))
+    assert lines[start + 1] == "train.py::local[depth=4]: accuracy=1 (of 3 cells)"
+    assert "3 passed" in lines[-1] and start < len(lines) - 1  # before the final line
+
+    by_depth = proj.run("--best-metric", "depth")
+    assert by_depth.returncode == 0, by_depth.output
+    assert "train.py::local[depth=8]: depth=8 (of 3 cells)" in by_depth.stdout

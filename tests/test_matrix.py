@@ -12,9 +12,6 @@ from amlrun.expression import Expression
 from amlrun.matrix import Mark, ParamSet, combine, expand, parse_param_options, select
 
 
-def _ids(result) -> list[str]:
-    return [line.split("  (")[0] for line in result.stdout.splitlines() if "::" in line]
-
 
 # -- unit level ----------------------------------------------------------------------------------
 
@@ -110,7 +107,7 @@ SWEEP_SCRIPT = """
 
 def test_sweep_3x2_gives_6_cells_with_own_outputs(project):
     project.write({"experiments/sweep.py": SWEEP_SCRIPT})
-    result = project.run("-c", "local", "experiments/sweep.py", "-p", "a=1,2,3", "-p", "b=x,y")
+    result = project.run_in_process("-c", "local", "experiments/sweep.py", "-p", "a=1,2,3", "-p", "b=x,y")
     assert result.returncode == 0, result.output
     assert "6 passed" in result.stdout
     expected_ids = [f"experiments/sweep.py::local[a={a}-b={b}]" for a in "123" for b in "xy"]
@@ -135,26 +132,26 @@ def test_sweep_3x2_gives_6_cells_with_own_outputs(project):
 
 def test_cli_grid_overrides_declared_param(project):
     project.write({"t.py": 'AMLRUN_PARAMS = {"a": [1, 2], "b": ["keep"]}\n'})
-    result = project.run("--collect-only", "-p", "a=9", "--param", "c=u,v")
-    assert _ids(result) == ["t.py::local[a=9-b=keep-c=u]", "t.py::local[a=9-b=keep-c=v]"]
+    result = project.run_in_process("--collect-only", "-p", "a=9", "--param", "c=u,v")
+    assert result.collected_ids() == ["t.py::local[a=9-b=keep-c=u]", "t.py::local[a=9-b=keep-c=v]"]
 
 
 def test_k_with_and_or_not_parentheses(project):
     project.write({"exp/train.py": 'AMLRUN_PARAMS = {"lr": [0.1, 0.01], "depth": [3, 5]}\n',
                    "exp/evaluate.py": "", "aml_config/gpu.compute": "type: local\n"})
     base = ("--collect-only", "-c", "local", "-c", "gpu")
-    result = project.run(*base, "-k", "(train and depth=5) and not (gpu or lr=0.01)")
+    result = project.run_in_process(*base, "-k", "(train and depth=5) and not (gpu or lr=0.01)")
     assert result.returncode == 0, result.output
-    assert _ids(result) == ["exp/train.py::local[lr=0.1-depth=5]"]
+    assert result.collected_ids() == ["exp/train.py::local[lr=0.1-depth=5]"]
     assert "collected 1 cell / 9 deselected" in result.stdout
-    result = project.run(*base, "-k", "evaluate or lr=0.01-depth=3")
-    assert _ids(result) == ["exp/evaluate.py::local", "exp/evaluate.py::gpu",
+    result = project.run_in_process(*base, "-k", "evaluate or lr=0.01-depth=3")
+    assert result.collected_ids() == ["exp/evaluate.py::local", "exp/evaluate.py::gpu",
                             "exp/train.py::local[lr=0.01-depth=3]", "exp/train.py::gpu[lr=0.01-depth=3]"]
 
 
 def test_k_bad_expression_is_usage_error(project):
     project.write({"t.py": ""})
-    result = project.run("--collect-only", "-k", "train and (")
+    result = project.run_in_process("--collect-only", "-k", "train and (")
     assert result.returncode == 4
     assert "Traceback" not in result.output and "-k" in result.stderr
 
@@ -165,28 +162,28 @@ def test_m_selects_by_marks(project):
         "fast.py": 'AMLRUN_MARKS = ["fast", "smoke"]\n',
         "plain.py": "",
     })
-    assert _ids(project.run("--collect-only", "-m", "slow")) == ["slow.py::local"]
-    assert _ids(project.run("--collect-only", "-m", "not slow")) == ["fast.py::local", "plain.py::local"]
-    assert _ids(project.run("--collect-only", "-m", "smoke and fast")) == ["fast.py::local"]
+    assert project.run_in_process("--collect-only", "-m", "slow").collected_ids() == ["slow.py::local"]
+    assert project.run_in_process("--collect-only", "-m", "not slow").collected_ids() == ["fast.py::local", "plain.py::local"]
+    assert project.run_in_process("--collect-only", "-m", "smoke and fast").collected_ids() == ["fast.py::local"]
 
 
 def test_collect_only_exit_codes_and_runs_nothing(project):
     project.write({"t.py": "open('ran', 'w').write('x')\n"})
-    result = project.run("--collect-only")
+    result = project.run_in_process("--collect-only")
     assert result.returncode == 0
     assert "target local: 1 cell" in result.stdout
     assert not (project.root / "ran").exists()
     assert not (project.root / ".amlrun" / "runs").exists() or not any((project.root / ".amlrun" / "runs").iterdir())
-    result = project.run("--collect-only", "-k", "nomatch")
+    result = project.run_in_process("--collect-only", "-k", "nomatch")
     assert result.returncode == 5
     assert "collected 0 cells / 1 deselected" in result.stdout
     (project.root / "t.py").unlink()
-    assert project.run("--collect-only").returncode == 5
-    assert project.run().returncode == 5
+    assert project.run_in_process("--collect-only").returncode == 5
+    assert project.run_in_process().returncode == 5
 
 
 def test_everything_deselected_exits_5_without_running(project):
     project.write({"t.py": "open('ran', 'w').write('x')\n"})
-    result = project.run("-k", "nothing")
+    result = project.run_in_process("-k", "nothing")
     assert result.returncode == 5
     assert "deselected" in result.stdout

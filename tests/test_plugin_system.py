@@ -21,9 +21,6 @@ HEADER_PLUGIN = """
 """
 
 
-def _ids(result) -> list[str]:
-    return [line.split("  (")[0] for line in result.stdout.splitlines() if "::" in line]
-
 
 @pytest.fixture
 def plugin_dir(tmp_path):
@@ -192,15 +189,15 @@ def test_amlrunconf_hooks_are_scoped_to_their_directory(project):
     })
     result = project.run("--collect-only")
     assert result.returncode == 0, result.output
-    assert _ids(result) == [
+    assert result.collected_ids() == [
         "root.py::local", "a/train.py::local[from=a]", "a/deep/more.py::local[from=a]", "b/train.py::local",
     ]
     # the same holds when only the sibling is collected, and when a file is named directly
-    assert _ids(project.run("--collect-only", "b")) == ["b/train.py::local"]
-    assert _ids(project.run("--collect-only", "a/deep/more.py")) == ["a/deep/more.py::local[from=a]"]
+    assert project.run("--collect-only", "b").collected_ids() == ["b/train.py::local"]
+    assert project.run("--collect-only", "a/deep/more.py").collected_ids() == ["a/deep/more.py::local[from=a]"]
     # ... and whatever order the command line visits the folders in
     project.write({"b/other.py": ""})
-    assert _ids(project.run("--collect-only", "b/train.py", "a", "b/other.py")) == [
+    assert project.run("--collect-only", "b/train.py", "a", "b/other.py").collected_ids() == [
         "b/train.py::local", "a/train.py::local[from=a]", "a/deep/more.py::local[from=a]", "b/other.py::local",
     ]
 
@@ -212,7 +209,7 @@ def test_nested_amlrunconf_adds_to_parents(project):
         "sub/t.py": 'AMLRUN_PARAMS = {"from": ["declared"]}\n',
         "other/u.py": "",
     })
-    ids = _ids(project.run("--collect-only"))
+    ids = project.run("--collect-only").collected_ids()
     assert ids[:2] == ["other/u.py::local[from=root]", "sub/t.py::local[from=declared]"]
     assert sorted(ids[2:]) == ["sub/t.py::local[from=root]", "sub/t.py::local[from=sub]"]
 
@@ -252,7 +249,7 @@ def test_amlrunconf_modifyitems_addoption_and_collect_file(project):
     })
     result = project.run("--collect-only", "--only-even")
     assert result.returncode == 0, result.output
-    assert _ids(result) == ["data/plain_one.py::local", "data/job.py::local[n=100]",
+    assert result.collected_ids() == ["data/plain_one.py::local", "data/job.py::local[n=100]",
                             "t.py::local[n=4]", "t.py::local[n=2]"]
     assert "t.py::local[n=4]  (skip: skipped by amlrunconf)" in result.stdout
     result = project.run("t.py", "--only-even")

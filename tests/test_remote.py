@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from sshd_fixture import sshd  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.ssh
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from sshd_fixture import sshd  # noqa: F401  (the fixture)
 
 # A script that records when it ran (for overlap checks) and sleeps a little.
 TRACED = """

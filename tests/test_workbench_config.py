@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from sshd_fixture import sshd  # noqa: F401  (the fixture)
 
 #: the runconfig Workbench generated (its comments shortened), Data Prep keys uncommented
 WORKBENCH_RUNCONFIG = """

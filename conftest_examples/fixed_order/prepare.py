@@ -1,0 +1,2 @@
+"""Runs first: run_order.txt lists it first."""
+print("preparing the data")
