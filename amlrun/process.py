@@ -2,6 +2,15 @@
 
 The child gets its own session (process group), so Ctrl-C in the terminal reaches
 amlrun only; amlrun then stops the whole group for real (SIGTERM, then SIGKILL).
+
+A process group is not the whole run: a script may start a process in a session of its
+own (``setsid``, a double fork) that outlives the group. Every process of a run therefore
+inherits a marker variable (``AMLRUN_RUN_TOKEN``, random per run) and, when the run ends
+or is stopped, every process of this user whose ``/proc/PID/environ`` holds the marker
+is killed too. Environments are inherited by every descendant whatever it does with
+sessions, groups or parents, and need no privileges (cgroups would need a delegated
+hierarchy, which containers and CI machines often lack); only a process that clears its
+own environment escapes (``env -i``): that takes intent, not carelessness.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ import time
 from dataclasses import dataclass
 
 GRACE_SECONDS = 5.0
+#: the variable marking every process of one run (see the module docstring)
+MARKER_ENV = "AMLRUN_RUN_TOKEN"
 #: how long processes a finished script started may keep its output open
 STRAGGLER_GRACE = 1.0
 
@@ -44,6 +55,59 @@ def stop_group(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
             continue
 
 
+def _pids_wrapped(since_pid: int) -> bool:
+    """Whether pid numbers wrapped around since ``since_pid`` was handed out."""
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", encoding="ascii") as fh:
+            return int(fh.read()) < since_pid
+    except (OSError, ValueError):
+        return True
+
+
+def marked_processes(token: str, since_pid: int = 0) -> list[int]:
+    """Pids of processes (other than this one) whose environment holds ``MARKER_ENV=token``.
+
+    Descendants of a process are handed pids after its own until the numbers wrap, so with
+    ``since_pid`` (the run's first pid) only newer pids are read: a few files, not all."""
+    needle = f"{MARKER_ENV}={token}".encode()
+    found: list[int] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    me = os.getpid()
+    floor = since_pid if since_pid and not _pids_wrapped(since_pid) else 0
+    for name in names:
+        if not name.isdigit() or int(name) == me or int(name) < floor:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                data = fh.read()
+        except OSError:  # gone, or another user's
+            continue
+        if needle + b"\0" in data or data.endswith(needle):
+            found.append(int(name))
+    return found
+
+
+def kill_marked(token: str, since_pid: int = 0) -> list[int]:
+    """SIGKILL every process of the run marked ``token``, again until none is left (one may
+    fork while the others are killed)."""
+    killed: list[int] = []
+    for _ in range(20):
+        pids = [pid for pid in marked_processes(token, since_pid) if pid not in killed or alive(pid)]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return killed
+
+
 def pump_lines(stream, sink) -> threading.Thread:
     """Forward decoded lines of a binary ``stream`` to ``sink.write`` on a thread."""
 
@@ -66,15 +130,17 @@ def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: floa
     the process group while it runs, so :func:`reap_orphan_groups` can stop it if amlrun
     itself is killed (kill -9 leaves no chance to clean up).
     """
+    token = os.urandom(12).hex()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        cmd, cwd=cwd, env={**env, MARKER_ENV: token}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True,
     )
     if group_file is not None:
-        _write_group_file(group_file, proc.pid)
+        _write_group_file(group_file, proc.pid, token)
     try:
-        return _supervise(proc, sink, cancel, timeout, on_stop)
+        return _supervise(proc, sink, cancel, timeout, on_stop, token)
     finally:
+        kill_marked(token, proc.pid)  # whatever of the run is left (setsid, double forks) ends with it
         if group_file is not None:
             try:
                 os.unlink(group_file)
@@ -82,7 +148,7 @@ def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: floa
                 pass
 
 
-def _supervise(proc, sink, cancel, timeout, on_stop) -> ProcessOutcome:
+def _supervise(proc, sink, cancel, timeout, on_stop, token: str = "") -> ProcessOutcome:
     pump = pump_lines(proc.stdout, sink)
     deadline = time.monotonic() + timeout if timeout else None
     timed_out = canceled = False
@@ -115,6 +181,8 @@ def _supervise(proc, sink, cancel, timeout, on_stop) -> ProcessOutcome:
         if note is not None:
             note("[amlrun] the script exited; stopping the processes it left running")
         stop_group(proc)
+        if token:
+            kill_marked(token, proc.pid)  # a process in a session of its own may hold the output too
         pump.join(10)
     return ProcessOutcome(proc.returncode, timed_out=timed_out, canceled=canceled)
 
@@ -142,9 +210,10 @@ def alive(pid: int, started: str = "") -> bool:
     return not started or process_start(pid) in ("", started)
 
 
-def _write_group_file(path, pgid: int) -> None:
+def _write_group_file(path, pgid: int, token: str = "") -> None:
     owner = os.getpid()
-    data = {"pgid": pgid, "start": process_start(pgid), "owner": owner, "owner_start": process_start(owner)}
+    data = {"pgid": pgid, "start": process_start(pgid), "owner": owner, "owner_start": process_start(owner),
+            "token": token}  # the group leader's pid is the run's first pid (kill_marked's since_pid)
     try:
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(data, fh)
@@ -175,6 +244,8 @@ def reap_orphan_groups(directory) -> list[int]:
                 killed.append(pgid)
             except OSError:
                 pass
+        if isinstance(data.get("token"), str) and data["token"]:
+            killed.extend(kill_marked(data["token"], pgid))
         try:
             os.unlink(path)
         except OSError:

@@ -305,3 +305,83 @@ def test_a_users_mistake_is_one_line_with_exit_code_4(project, files, args, word
     for word in words:
         assert word in errors[0], errors[0]
     assert "never runs" not in result.output
+
+
+# -- leftovers: a run's whole process tree ends with it ---------------------------------------------
+
+DOUBLE_FORK = """
+    import os, sys, time
+    keep_output = sys.argv[2] == "keep"
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            if not keep_output:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+            with open("{pidfile}", "w") as fh:
+                fh.write(str(os.getpid()))
+            time.sleep(300)
+        os._exit(0)
+    while not os.path.exists("{pidfile}"):
+        time.sleep(0.01)
+    print("started")
+    if sys.argv[4] == "hang":
+        time.sleep(300)
+"""
+
+
+def _gone(pid: int, wait: float = 10.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("output", ["keep", "detach"])
+def test_a_setsid_double_fork_does_not_outlive_its_cell(project, tmp_path, output):
+    pidfile = tmp_path / "grandchild.pid"
+    project.write({"fork.py": DOUBLE_FORK.format(pidfile=pidfile)})
+    result = project.run("fork.py", "-p", f"out={output}", "-p", "end=exit", timeout=120)
+    assert result.returncode == 0, result.output
+    pid = int(pidfile.read_text())
+    try:
+        assert _gone(pid), f"the setsid grandchild {pid} outlived its cell"
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_the_tree_of_a_killed_amlrun_is_stopped_by_the_next_run(project, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    project.write({"fork.py": DOUBLE_FORK.format(pidfile=pidfile), "other.py": "print('x')\n"})
+    proc = project.popen("fork.py", "-p", "out=detach", "-p", "end=hang")
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+        proc.kill()
+        proc.wait(30)
+        assert not _gone(pid, wait=0.5)  # kill -9 gave amlrun no chance
+        assert project.run("other.py").returncode == 0
+        assert _gone(pid), "the next run did not stop what the killed session left"
+    finally:
+        proc.kill()
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except OSError:
+                pass
