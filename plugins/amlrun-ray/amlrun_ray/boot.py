@@ -1,8 +1,11 @@
 """amlrun's entrypoint on a Ray node: ``python .amlrun_runtime/amlrun_ray_boot.py ARGV...``.
 
 Runs with the cluster's Python and only its standard library (amlrun is not installed
-there). The job's working directory is the extracted snapshot; this program
+there). Ray extracts a working directory once per node and lets every job of that package
+run in it; this program
 
+- copies it into a folder of the run's own beside it and runs there, so runs never see
+  each other's files or ``outputs/`` (the folder is removed when the run ends);
 - completes the run's environment with paths only known here (``@AMLRUN_WORKDIR@`` in a
   variable's value is the working directory; ``AMLRUN_RAY_PYTHONPATH`` goes before
   ``PYTHONPATH``);
@@ -21,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 PLACEHOLDER = "@AMLRUN_WORKDIR@"
 SECRETS_FILE = "amlrun_secrets.json"
@@ -116,14 +120,28 @@ def deliver_outputs(outputs, spec):
         say("refused an output entry (a link or a special file): %s" % os.path.relpath(path, outputs))
 
 
+def private_copy(shared):
+    """A fresh copy of the extracted snapshot for this run only."""
+    runs = os.path.join(os.path.dirname(shared), ".amlrun-runs")
+    os.makedirs(runs, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=os.path.basename(shared) + "-", dir=runs)
+    shutil.copytree(shared, workdir, symlinks=True, dirs_exist_ok=True)
+    return workdir
+
+
 def main(argv):
     if not argv:
         say("no command given")
         return 64
-    workdir = os.getcwd()
     env = os.environ
-    complete_environment(env, workdir)
     load_secrets(env)
+    shared = os.getcwd()
+    workdir = private_copy(shared)
+    os.chdir(workdir)
+    if env.get("PYTHONPATH"):   # Ray put the shared folder there: the run's own copy instead
+        env["PYTHONPATH"] = os.pathsep.join(workdir if p.rstrip("/") == shared else p
+                                            for p in env["PYTHONPATH"].split(os.pathsep))
+    complete_environment(env, workdir)
     stopping = []
 
     def stop(signum, frame):
@@ -135,6 +153,7 @@ def main(argv):
         child = subprocess.Popen(argv, env=env)
     except OSError as exc:
         say("cannot start %s: %s" % (argv[0], exc.strerror or exc))
+        shutil.rmtree(workdir, ignore_errors=True)
         return 127
     while True:
         try:
@@ -146,6 +165,9 @@ def main(argv):
         deliver_outputs(os.path.join(workdir, "outputs"), env.get("AMLRUN_RAY_OUTPUTS", ""))
     except Exception as exc:  # the script's status matters more than its outputs
         say("outputs/ not returned: %s" % exc)
+    finally:
+        os.chdir(shared)
+        shutil.rmtree(workdir, ignore_errors=True)
     sys.stdout.flush()
     if code < 0:   # die of the same signal, so Ray records the same death
         try:

@@ -1,0 +1,281 @@
+"""The ``ray`` target (plugins/amlrun-ray) against a real Ray head on 127.0.0.1 (ray_fixture)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from ray_fixture import ray_head  # noqa: F401  (the session fixture)
+
+SECRET = "ray-s3cret-Value-91"
+HOSTILE = "a b;$(touch /tmp/amlrun-pwned) 'q' \"d\" `x` \\ \t ü\nnext"
+
+PROBE = """
+import hashlib, json, os, sys
+os.makedirs("outputs/sub", exist_ok=True)
+with open("outputs/sub/result.json", "w") as fh:
+    json.dump({"argv": sys.argv[1:], "secret": hashlib.sha256(os.environ.get("TOKEN", "").encode()).hexdigest(),
+               "plain": os.environ.get("PLAIN"), "cwd": os.getcwd(),
+               "outputs_env": os.environ["AMLRUN_OUTPUTS_DIR"], "run": os.environ["AMLRUN_RUN_ID"]}, fh)
+import amlrun_client  # the runtime client, on the import path
+print("done", os.environ["AMLRUN_PARAM_I"])
+print('##amlrun-metric {"name": "i", "value": %s}' % os.environ["AMLRUN_PARAM_I"])
+"""
+
+
+def _records(project) -> list[dict]:
+    runs = project.root / ".amlrun" / "runs"
+    return [json.loads((d / "record.json").read_text()) for d in sorted(runs.iterdir()) if (d / "record.json").exists()]
+
+
+def _ray_project(project, head, compute: dict | None = None, runconfig: str = "Target: ray\n"):
+    project.write({"aml_config/ray.compute": head.compute_yaml(**(compute or {})),
+                   "aml_config/ray.runconfig": runconfig})
+    return project
+
+
+def _cell_jobs(head, pid: int) -> list[dict]:
+    """The jobs of amlrun process ``pid`` that run cells (not its environment listing)."""
+    return [j for j in head.jobs(pid) if j["metadata"].get("amlrun_cell_id") != "(environment)"]
+
+
+def _wait_for(predicate, timeout: float, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
+def test_sweep_of_20_cells_with_max_parallel_4(project, ray_head):
+    """20 cells, 4 at a time: 20 records with their Ray ids; argv byte-for-byte; secrets in the
+    run's environment but in no job description; outputs/ and metrics back; one upload."""
+    _ray_project(project, ray_head, {"maxParallel": 4},
+                 "Target: ray\nEnvironmentVariables:\n  TOKEN: env:RAY_TEST_TOKEN\n  PLAIN: visible\n")
+    project.write({"probe.py": PROBE})
+    values = ",".join(str(i) for i in range(20))
+    result = project.run("-c", "ray", "-n", "4", "probe.py", "-p", f"i={values}",
+                         env={"RAY_TEST_TOKEN": SECRET}, timeout=600)
+    assert result.returncode == 0, result.output
+    assert "20 passed" in result.output
+    records = _records(project)
+    assert len(records) == 20
+    ids = {r["extra"]["ray_submission_id"] for r in records}
+    assert len(ids) == 20
+    jobs = {j["submission_id"]: j for j in ray_head.jobs()}
+    for record in records:
+        extra = record["extra"]
+        assert record["status"] == "completed" and record["exit_code"] == 0
+        assert jobs[extra["ray_submission_id"]]["status"] == "SUCCEEDED"
+        assert extra["ray_dashboard"] == f"{ray_head.address}/#/jobs/{extra['ray_submission_id']}"
+        assert extra["ray_node_id"] and extra["ray_working_dir"].startswith("gcs://_ray_pkg_")
+        assert record["metrics"]["i"] == int(record["params"]["i"])
+        out = json.loads((project.root / ".amlrun" / "runs" / record["run_id"] / "outputs" / "sub" /
+                          "result.json").read_text())
+        assert out["secret"] == hashlib.sha256(SECRET.encode()).hexdigest() and out["plain"] == "visible" and out["run"] == record["run_id"]
+        assert out["outputs_env"] == out["cwd"] + "/outputs"
+    # one snapshot package for the whole sweep, uploaded once
+    assert len({r["extra"]["ray_working_dir"] for r in records}) == 1
+    logs = "".join((project.root / ".amlrun" / "runs" / r["run_id"] / "log.txt").read_text() for r in records)
+    assert logs.count("uploading the snapshot") <= 1
+    # the secret is nowhere in what the job server tells about jobs, nor in amlrun's records
+    listing = json.dumps(ray_head.get("/api/jobs/"))
+    assert SECRET not in listing
+    for record in records:
+        assert SECRET not in json.dumps(ray_head.get(f"/api/jobs/{record['extra']['ray_submission_id']}"))
+        assert SECRET not in (project.root / ".amlrun" / "runs" / record["run_id"] / "log.txt").read_text()
+        assert SECRET not in json.dumps(record)
+
+
+def test_hostile_argument_values_arrive_byte_for_byte(project, ray_head):
+    _ray_project(project, ray_head, runconfig="Target: ray\nArgumentVector: [$file, '--raw', '" +
+                 HOSTILE.replace("'", "''").replace("\n", "\\n").replace("\t", "\\t") + "']\n")
+    project.write({"aml_config/ray.runconfig": "Target: ray\nArgumentVector:\n  - $file\n  - --raw\n  - " +
+                   json.dumps(HOSTILE) + "\n",
+                   "echo.py": "import json, sys, os\nos.makedirs('outputs', exist_ok=True)\n"
+                              "open('outputs/argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"})
+    result = project.run("-c", "ray", "echo.py", "-p", "v=" + json.dumps(HOSTILE).replace(",", "\\,"), timeout=300)
+    (record,) = _records(project)
+    assert result.returncode == 0, result.output
+    argv = json.loads((project.root / ".amlrun" / "runs" / record["run_id"] / "outputs" / "argv.json").read_text())
+    assert argv[:2] == ["--raw", HOSTILE]
+    assert argv[2] == "--v" and argv[3] == record["params"]["v"]
+    assert not os.path.exists("/tmp/amlrun-pwned")
+
+
+def test_resources_reach_the_job(project, ray_head):
+    """num_cpus/memory/custom resources become the job's entrypoint resources: the cluster
+    holds the CPU and memory while the job runs (its usage report shows no custom
+    resources), and two cells that each need the head's only
+    ``amlrun_slot`` never overlap."""
+    _ray_project(project, ray_head, {"maxParallel": 2,
+                                     "resources": {"num_cpus": 0.5, "memory": "64MiB", "amlrun_slot": 1}})
+    project.write({"span.py": "import os, time, json\nos.makedirs('outputs', exist_ok=True)\n"
+                              "start = time.time(); time.sleep(4)\n"
+                              "open('outputs/span.json', 'w').write(json.dumps([start, time.time()]))\n"})
+    proc = project.popen("-c", "ray", "-n", "2", "span.py", "-p", "k=1,2")
+
+    seen = []
+
+    def held():
+        usage = ray_head.get("/api/cluster_status")["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+        seen.append({k: usage.get(k, [0])[0] for k in ("CPU", "memory")})
+        return seen[-1] == {"CPU": 0.5, "memory": 64 * 2**20}
+
+    try:
+        _wait_for(held, 120, lambda: f"the cluster to hold 0.5 CPU and 64 MiB: {sorted(set(map(str, seen)))}")
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    spans = [json.loads((project.root / ".amlrun" / "runs" / r["run_id"] / "outputs" / "span.json").read_text())
+             for r in _records(project)]
+    (a_start, a_end), (b_start, b_end) = sorted(spans)
+    assert a_end <= b_start, "the two jobs ran at once although each held the only amlrun_slot"
+
+
+def test_script_exit_code_is_the_cells_failure_and_cluster_failures_are_infrastructure(project, ray_head):
+    _ray_project(project, ray_head)
+    project.write({"fail.py": "import sys\nprint('about to fail')\nsys.exit(3)\n",
+                   "aml_config/broken.compute": ray_head.compute_yaml(
+                       runtimeEnv={"conda": {"dependencies": ["amlrun-no-such-package"]}}),
+                   "ok.py": "print('never runs')\n"})
+    result = project.run("-c", "ray", "fail.py", timeout=300)
+    assert result.returncode == 1, result.output
+    (record,) = _records(project)
+    assert record["status"] == "failed" and record["exit_code"] == 3
+    assert record["reason"] == "exited with code 3"
+    assert "about to fail" in (project.root / ".amlrun" / "runs" / record["run_id"] / "log.txt").read_text()
+    result = project.run("-c", "broken", "ok.py", timeout=300)
+    assert result.returncode == 1, result.output
+    broken = [r for r in _records(project) if r["target"] == "broken"][0]
+    assert broken["status"] == "failed" and broken["exit_code"] is None
+    assert broken["extra"]["ray_error_type"] == "RUNTIME_ENV_SETUP_FAILURE"
+    assert broken["reason"].startswith("the job's runtime environment could not be set up")
+    assert "ERROR" in result.output
+
+
+def test_outputs_come_back_through_outputs_storage(project, ray_head, tmp_path):
+    storage = tmp_path / "storage"
+    _ray_project(project, ray_head, {"outputsStorage": str(storage)})
+    project.write({"out.py": "import os\nos.makedirs('outputs/deep/er', exist_ok=True)\n"
+                             "open('outputs/deep/er/x.txt', 'w').write('payload')\n"
+                             "os.symlink('/etc/passwd', 'outputs/link')\n"})
+    result = project.run("-c", "ray", "out.py", timeout=300)
+    assert result.returncode == 0, result.output
+    (record,) = _records(project)
+    outputs = project.root / ".amlrun" / "runs" / record["run_id"] / "outputs"
+    assert (outputs / "deep" / "er" / "x.txt").read_text() == "payload"
+    assert not (outputs / "link").exists() and not (outputs / "link").is_symlink()
+    assert "refused an output entry" in (outputs.parent / "log.txt").read_text()
+    assert not (storage / project.root.name / record["run_id"]).exists()   # cleaned after the fetch
+
+
+def test_ctrl_c_leaves_no_job_running_or_pending(project, ray_head):
+    _ray_project(project, ray_head, {"maxParallel": 2})
+    project.write({"sleep.py": "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"})
+    proc = project.popen("-c", "ray", "-n", "2", "sleep.py", "-p", "k=1,2,3")
+    try:
+        _wait_for(lambda: len([j for j in _cell_jobs(ray_head, proc.pid) if j["status"] == "RUNNING"]) == 2,
+                  120, "two RUNNING jobs")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out
+    assert not [j for j in ray_head.jobs(proc.pid) if j["status"] in ("RUNNING", "PENDING")]
+    jobs = _cell_jobs(ray_head, proc.pid)
+    assert len(jobs) == 2                                    # the third cell was never submitted
+    assert {j["status"] for j in jobs} == {"STOPPED"}
+    assert {r["status"] for r in _records(project) if r["status"] != "preparing"} <= {"canceled"}
+
+
+def test_timeout_stops_the_job(project, ray_head):
+    _ray_project(project, ray_head)
+    project.write({"slow.py": "import time\ntime.sleep(600)\n"})
+    result = project.run("-c", "ray", "--timeout", "8", "slow.py", timeout=300)
+    assert result.returncode == 1, result.output
+    (record,) = _records(project)
+    assert record["status"] == "canceled" and record["reason"].startswith("timed out after 8s")
+    assert ray_head.get(f"/api/jobs/{record['extra']['ray_submission_id']}")["status"] == "STOPPED"
+
+
+def test_jobs_of_a_killed_amlrun_are_stopped_by_the_next_session(project, ray_head):
+    _ray_project(project, ray_head)
+    project.write({"sleep.py": "import time\ntime.sleep(600)\n", "quick.py": "print('quick')\n"})
+    proc = project.popen("-c", "ray", "sleep.py")
+    try:
+        (orphan,) = _wait_for(lambda: [j for j in _cell_jobs(ray_head, proc.pid) if j["status"] == "RUNNING"],
+                              120, "a RUNNING job")
+    finally:
+        proc.kill()                                          # kill -9: no chance to stop its job
+        proc.communicate()
+    assert ray_head.get(f"/api/jobs/{orphan['submission_id']}")["status"] == "RUNNING"
+    result = project.run("-c", "ray", "quick.py", timeout=300)
+    assert result.returncode == 0, result.output
+    quick = [r for r in _records(project) if r["script"] == "quick.py"][0]
+    log = (project.root / ".amlrun" / "runs" / quick["run_id"] / "log.txt").read_text()
+    assert f"stopped 1 Ray job(s) left by an amlrun that is gone: {orphan['submission_id']}" in log, log
+    _wait_for(lambda: ray_head.get(f"/api/jobs/{orphan['submission_id']}")["status"] == "STOPPED", 60,
+              "the orphan to be STOPPED")
+
+
+def test_doctor_checks_server_version_resources_and_a_test_job(project, ray_head):
+    _ray_project(project, ray_head)
+    result = project.run("doctor", "-c", "ray", timeout=300)
+    assert result.returncode == 0, result.output
+    assert "ok   job server: " + ray_head.address + " answers, Ray 2." in result.output
+    assert "ok   cluster: 1 node(s) alive: 2 CPU" in result.output and "1 amlrun_slot" in result.output
+    assert "ok   test job: ran in" in result.output
+
+
+def test_doctor_reports_a_job_server_that_does_not_answer(project):
+    from ray_fixture import free_port
+
+    project.write({"aml_config/ray.compute": f"type: ray\naddress: 127.0.0.1:{free_port()}\n"})
+    result = project.run("doctor", "-c", "ray")
+    assert result.returncode == 1
+    assert "FAIL job server: Ray job server http://127.0.0.1:" in result.output and "does not answer" in result.output
+
+
+@pytest.mark.parametrize("compute, message", [
+    ("type: ray\n", "aml_config/ray.compute: a 'ray' target needs 'address'"),
+    ("type: ray\naddress: ftp://x\n", "aml_config/ray.compute: 'address' must be the Ray job server"),
+    ("type: ray\naddress: h:1\nmaxParallel: 0\n", "aml_config/ray.compute: 'maxParallel' must be a whole number"),
+    ("type: ray\naddress: h:1\nresources: {num_cpus: -1}\n", "'resources.num_cpus' must be a number of at least 0"),
+    ("type: ray\naddress: h:1\nresources: {memory: lots}\n", "'resources.memory' must be bytes or a size"),
+    ("type: ray\naddress: h:1\nresources: {CPU: 1}\n", "'resources.CPU': write num_cpus, num_gpus or memory"),
+    ("type: ray\naddress: h:1\nruntimeEnv: {working_dir: x}\n", "'runtimeEnv.working_dir' is set by amlrun"),
+    ("type: ray\naddress: h:1\nruntimeEnv: {env_vars: {A: 'secret:X'}}\n", "'runtimeEnv.env_vars.A' is a secret"),
+    ("type: ray\naddress: h:1\nruntimeEnv: [1]\n", "'runtimeEnv' must be a mapping"),
+    ("type: ray\naddress: h:1\nheaders: [x]\n", "'headers' must map header names"),
+    ("type: ray\naddress: h:1\noutputsStorage: 3\n", "'outputsStorage' must be a folder or a URI"),
+])
+def test_configuration_mistakes_are_one_line_errors(project, compute, message):
+    project.write({"aml_config/ray.compute": compute, "x.py": "print(1)\n"})
+    result = project.run("-c", "ray", "x.py")
+    assert result.returncode == 4, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_auth_headers_are_sent_and_never_shown(project, ray_head):
+    """A header value given by secret reference reaches the server (here: Ray ignores it) and
+    appears in no output or record."""
+    token = "Bearer hdr-" + SECRET
+    _ray_project(project, ray_head, {"headers": {"Authorization": "env:RAY_TEST_AUTH"}})
+    project.write({"x.py": "print('with headers')\n"})
+    result = project.run("-c", "ray", "x.py", env={"RAY_TEST_AUTH": token}, timeout=300)
+    assert result.returncode == 0, result.output
+    assert token not in result.output
+    (record,) = _records(project)
+    assert token not in json.dumps(record)
