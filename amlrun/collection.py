@@ -92,6 +92,15 @@ def read_declarations(path: Path, shown: str) -> tuple[tuple[dict, ...], tuple[M
         source = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", shown) from None
+    if shown.endswith(".ipynb"):
+        from amlrun.notebooks import read_notebook_declarations
+
+        return read_notebook_declarations(source, shown)
+    return parse_declarations(source, shown)
+
+
+def parse_declarations(source: bytes, shown: str) -> tuple[tuple[dict, ...], tuple[Mark, ...]]:
+    """``AMLRUN_PARAMS`` and ``AMLRUN_MARKS`` of Python source (a script, a notebook's cell)."""
     if b"AMLRUN_" not in source:
         return (), ()
     try:
@@ -128,6 +137,15 @@ class DefaultCollector:
         shown = config.project.relative(file_path)
         params, marks = read_declarations(file_path, shown)
         return Experiment(path=shown, fspath=file_path, params=params, marks=marks)
+
+    @hookimpl(tryfirst=True)
+    def amlrun_collection_modifyitems(self, session, items):
+        """Targets that run a notebook get its executor in their managed environment (first:
+        later implementations, e.g. the rerun cache, see the environment's final digest)."""
+        if any(item.script.endswith(".ipynb") for item in items):
+            from amlrun.notebooks import with_executor
+
+            with_executor(session, items)
 
 
 # -- amlrunconf.py -------------------------------------------------------------------------
@@ -232,7 +250,7 @@ def _walk(directory: Path, settings, conftests: Conftests):
             conftests.load(directory)
     for entry in entries:
         if entry.is_file() and entry.name not in _ALWAYS_SKIPPED and not entry.name.startswith("_"):
-            if _matches(entry.name, settings.experiment_files):
+            if _matches(entry.name, settings.experiment_files) or _matches(entry.name, settings.notebook_files):
                 yield Path(entry.path), False
     for sub in subdirs:
         yield from _walk(sub, settings, conftests)

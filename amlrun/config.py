@@ -108,6 +108,8 @@ class RunConfig:
     prepare_environment: bool = True
     tracked_run: bool = True
     source: str | None = None
+    #: pip requirements amlrun adds to a managed environment (a notebook's executor)
+    extra_requirements: tuple[str, ...] = ()
     #: Workbench's Data Prep settings (UseSampling, DataSourceSettings, DataSourceSubstitutions)
     data_prep: dict[str, Any] = field(default_factory=dict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class Settings:
 
     experiment_paths: tuple[str, ...] = ()
     experiment_files: tuple[str, ...] = ("*.py",)
+    notebook_files: tuple[str, ...] = ("*.ipynb",)
     norecursedirs: tuple[str, ...] = (
         ".*", "_*", "__pycache__", "outputs", "aml_config", "venv", "env", "node_modules", "build", "dist",
     )
@@ -43,7 +45,7 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_SETTING_KEYS = {"experiment_paths", "experiment_files", "norecursedirs", "default_targets"}
+_SETTING_KEYS = {"experiment_paths", "experiment_files", "notebook_files", "norecursedirs", "default_targets"}
 #: keys other parts of amlrun read from ``[tool.amlrun]`` (tolerances, build settings ...)
 EXTRA_SETTING_KEYS = {"tolerances", "build", "baseline_file", "seed"}
 
@@ -72,6 +74,9 @@ def load_settings(pyproject: Path) -> Settings | None:
         experiment_paths=_str_tuple(table.get("experiment_paths", []), "experiment_paths", pyproject.name),
         experiment_files=_str_tuple(
             table.get("experiment_files", list(defaults.experiment_files)), "experiment_files", pyproject.name
+        ),
+        notebook_files=_str_tuple(
+            table.get("notebook_files", list(defaults.notebook_files)), "notebook_files", pyproject.name
         ),
         norecursedirs=_str_tuple(table.get("norecursedirs", list(defaults.norecursedirs)), "norecursedirs", pyproject.name),
         default_targets=_str_tuple(
@@ -153,6 +158,16 @@ class Project:
         return None
 
     def conda_dependencies(self, runconfig: RunConfig) -> CondaDependencies | None:
+        """The run's dependency file, plus what amlrun adds (``runconfig.extra_requirements``)."""
+        deps = self._conda_file(runconfig)
+        extra = [r for r in runconfig.extra_requirements if deps is None or r not in deps.pip_packages]
+        if not extra:
+            return deps
+        if deps is None:
+            return CondaDependencies(pip_packages=tuple(extra), source=runconfig.source)
+        return dataclasses.replace(deps, pip_packages=(*deps.pip_packages, *extra))
+
+    def _conda_file(self, runconfig: RunConfig) -> CondaDependencies | None:
         if not runconfig.conda_dependencies_file:
             return None
         path = self.root / runconfig.conda_dependencies_file

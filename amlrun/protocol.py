@@ -77,9 +77,14 @@ def materialize_workdir(session, run_id: str) -> Path:
 def build_argv(runconfig, cell, script_args: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The runconfig's ``ArgumentVector`` (``$file`` = the script), then the arguments given
     after ``--``, then the cell's parameters as ``--name value``."""
-    argv = [cell.script if a == "$file" else a for a in runconfig.argument_vector]
+    script = [cell.script]
+    if cell.script.endswith(".ipynb"):  # a notebook runs through the runtime's notebook runner
+        from amlrun.notebooks import script_argv
+
+        script = script_argv(cell.script)
+    argv = [part for a in runconfig.argument_vector for part in (script if a == "$file" else [a])]
     if cell.script not in argv:
-        argv.insert(0, cell.script)
+        argv[0:0] = script
     argv += script_args
     for name, value in cell.params.items:
         argv += [f"--{name}", _param_text(value)]

@@ -143,7 +143,7 @@ class DockerTarget(Target):
     # -- environment ----------------------------------------------------------------------------
 
     def image_spec(self, runconfig, progress=None) -> envimage.ImageSpec:
-        key = runconfig.name
+        key = (runconfig.name, runconfig.extra_requirements)
         if key not in self._spec_cache:
             deps = self.project.conda_dependencies(runconfig)
             base = self.base_image()
