@@ -16,18 +16,22 @@ shared module invalidates every cell.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from amlrun.hookspec import hookimpl
+from amlrun.imports import visible_python
 from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, REUSED, RunReport
 
 CACHE_DIRNAME = "cache"
 LASTFAILED = "lastfailed.json"
 LASTSESSION = "lastsession.json"
+CELLINPUTS = "cellinputs.json"   # cell id → the inputs of its last completed run
 
 
 @hookimpl
@@ -71,7 +75,8 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def read_lastfailed(project) -> dict[str, bool]:
+def read_lastfailed(project) -> dict:
+    """cell id → the failed cell's script, target and parameters (``True`` in older files)."""
     data = _read_json(cache_dir(project) / LASTFAILED, {})
     return data if isinstance(data, dict) else {}
 
@@ -79,33 +84,74 @@ def read_lastfailed(project) -> dict[str, bool]:
 # -- input keys and the run cache -----------------------------------------------------------
 
 
+def _sha(data) -> str:
+    return hashlib.sha256(json.dumps(data, separators=(",", ":"), sort_keys=True, default=repr).encode()).hexdigest()
+
+
 def code_digests(session) -> dict[str, str]:
-    """script → digest of the snapshot as that script sees it (other experiments left out).
+    """script → digest of the code that script can see (:mod:`amlrun.imports`): every
+    non-Python file of the snapshot and the Python files it imports. It depends on the
+    snapshot only, never on the paths typed; the shared part is hashed once."""
+    scripts = {c.script for c in session.cells}
+    snapshot = session.snapshot
+    by_path = {e.path: e for e in snapshot.entries}
+    python = frozenset(p for p in by_path if p.endswith(".py"))
+    base = _sha([[e.path, e.digest, e.mode] for e in snapshot.entries if not e.path.endswith(".py")])
+    everything = _sha([[p, by_path[p].digest, by_path[p].mode] for p in sorted(python)])
+    objects = session.snapshots
 
-    The shared part is hashed once; each script adds only its own entry, so the cost stays
-    linear in files + scripts (a 2,000-script project does not hash 2,000 manifests)."""
-    scripts = {e.path for e in getattr(session, "experiments", ())} | {c.script for c in session.cells}
-    entries = session.snapshot.entries
-    base = [[e.path, e.digest, e.mode] for e in entries if e.path not in scripts]
-    base_digest = hashlib.sha256(json.dumps(base, separators=(",", ":")).encode()).hexdigest()
-    own = {e.path: [e.path, e.digest, e.mode] for e in entries if e.path in scripts}
-    return {
-        script: hashlib.sha256(json.dumps([base_digest, own.get(script)], separators=(",", ":")).encode()).hexdigest()
-        for script in scripts
-    }
+    def read(path: str) -> bytes | None:
+        entry = by_path.get(path)
+        try:
+            return objects.object_path(entry.digest).read_bytes() if entry else None
+        except OSError:
+            return None
+
+    memo: dict = {}
+    digests = {}
+    for script in scripts:
+        seen = visible_python(script, python, read, memo)
+        own = everything if seen is None else _sha([[p, by_path[p].digest, by_path[p].mode] for p in sorted(seen)])
+        digests[script] = _sha([base, own])
+    return digests
 
 
-def input_key(code_digest: str, env_digest: str | None, params: dict, runconfig: str, target: str,
-              script: str, script_args: tuple[str, ...] = ()) -> str | None:
-    """The run-cache key of a cell; None when the environment's digest is unknown (never reused)."""
-    if not env_digest:
-        return None
-    inputs = {"code": code_digest, "env": env_digest, "params": params, "runconfig": runconfig,
-              "target": target, "script": script}
-    if script_args:  # (absent otherwise, so keys of runs without them stay what they were)
-        inputs["script_args"] = list(script_args)
-    payload = json.dumps(inputs, sort_keys=True, default=repr)
-    return hashlib.sha256(payload.encode()).hexdigest()
+#: compute-file keys that change how many cells run at once, not what a run computes
+_COMPUTE_KEYS_WITHOUT_EFFECT = frozenset({"maxParallel"})
+
+
+def runconfig_digest(runconfig, compute) -> str:
+    """The run configuration and compute file *as written*, not just their names."""
+    settings = {k: v for k, v in (compute.settings if compute is not None else {}).items()
+                if k not in _COMPUTE_KEYS_WITHOUT_EFFECT}
+    fields = dataclasses.asdict(runconfig)
+    fields.pop("source", None)
+    return _sha({"runconfig": fields, "compute": settings, "type": getattr(compute, "type", None)})
+
+
+@dataclass(frozen=True)
+class CellInputs:
+    """What the run cache keys a cell on, part by part (so a miss can say which part changed)."""
+
+    code: str
+    environment: str | None
+    params: str
+    runconfig: str
+    target: str
+    script: str
+    script_args: tuple[str, ...] = ()   # after '--' on the command line
+
+    @property
+    def key(self) -> str | None:
+        """None when the environment's digest is unknown (never reused)."""
+        return _sha(dataclasses.asdict(self)) if self.environment else None
+
+    def changed_since(self, before: dict) -> list[str]:
+        names = {"code": "code it sees", "environment": "environment", "params": "parameters",
+                 "runconfig": "run configuration", "target": "target", "script": "script",
+                 "script_args": "script arguments"}
+        before = {**before, "script_args": tuple(before.get("script_args") or ())}
+        return [names[k] for k, v in dataclasses.asdict(self).items() if before.get(k) != v]
 
 
 class RunCache:
@@ -125,7 +171,7 @@ class RunCache:
 
 
 class RerunCache:
-    """Per-invocation state: the session, the keys of its cells, the reuse plan, the lastfailed file."""
+    """Per-invocation state: the session, the inputs of its cells, the reuse plan, the lastfailed file."""
 
     def __init__(self, config):
         self.config = config
@@ -133,6 +179,8 @@ class RerunCache:
         self.header: list[str] = []
         self._code: dict[str, str] | None = None
         self._env: dict[str, str | None] = {}
+        self._inputs: dict[str, dict] = {}            # cell id → inputs of the run it completed now
+        self.not_reused: dict[str, str] = {}          # cell id → why its cached run was not reused
         self.runcache = RunCache(config.project.state_dir)
 
     def option(self, name: str):
@@ -140,19 +188,21 @@ class RerunCache:
 
     # -- keys ----------------------------------------------------------------------------
 
-    def key_for(self, session, cell, env_digest: str | None = None) -> str | None:
+    def inputs_for(self, session, cell, env_digest: str | None = None) -> CellInputs | None:
         if self._code is None:
             self._code = code_digests(session)
         if env_digest is None:
             if cell.target not in self._env:
                 self._env[cell.target] = session.environment_digest(cell.target)
             env_digest = self._env[cell.target]
-        runconfig = session.runconfigs[cell.target]
         code = self._code.get(cell.script)
         if code is None:
             return None
-        return input_key(code, env_digest, cell.params.as_dict(), runconfig.name, cell.target, cell.script,
-                         tuple(self.option("script_args") or ()))
+        target = session.targets.get(cell.target)
+        runconfig = runconfig_digest(session.runconfigs[cell.target], getattr(target, "compute", None))
+        return CellInputs(code=code, environment=env_digest, params=_sha(cell.params.as_dict()),
+                          runconfig=runconfig, target=cell.target, script=cell.script,
+                          script_args=tuple(self.option("script_args") or ()))
 
     # -- collection: --lf, --ff, and the reuse plan ------------------------------------------
 
@@ -168,6 +218,8 @@ class RerunCache:
 
     def _apply_lastfailed(self, session, items, only: bool) -> None:
         failed = read_lastfailed(session.project)
+        if not self.option("params"):
+            items.extend(self._failed_cells_not_selected(session, items, failed))
         hits = [c for c in items if c.id in failed]
         if not hits:
             if failed or only:
@@ -186,8 +238,37 @@ class RerunCache:
             self.header.append(f"failed-first: {len(hits)} previously failed cell{'s' * (len(hits) != 1)} first")
             items[:] = hits + rest
 
+    def _failed_cells_not_selected(self, session, items, failed: dict) -> list:
+        """The failed cells of earlier sweeps (their own parameters and targets), rebuilt from
+        lastfailed.json, for the experiments collected now: ``--lf`` needs no retyped ``-p``."""
+        from amlrun.matrix import Cell, ParamSet, select
+
+        experiments = {e.path: e for e in getattr(session, "experiments", ())} or {c.script: c.experiment for c in items}
+        present = {c.id for c in items}
+        typed_targets = bool(self.option("targets"))
+        found = []
+        for cell_id, spec in failed.items():
+            if cell_id in present or not isinstance(spec, dict):
+                continue
+            experiment = experiments.get(spec.get("script"))
+            target, params = spec.get("target"), spec.get("params")
+            if experiment is None or not isinstance(target, str) or not isinstance(params, dict):
+                continue
+            if target not in session.targets:
+                if typed_targets:
+                    continue
+                try:
+                    session.setup_targets([target])
+                except Exception:  # the target is gone from aml_config/: nothing to rerun there
+                    continue
+            cell = Cell(experiment=experiment, params=ParamSet.of(params), target=target, marks=experiment.marks)
+            if cell.id == cell_id:
+                found.append(cell)
+        selected, _ = select(found, self.option("keyword"), self.option("markexpr"))
+        return selected
+
     def _plan(self, session, items) -> dict:
-        """cell id → the completed RunRecord it may reuse."""
+        """cell id → the completed RunRecord it may reuse (confirmed against the environment when it runs)."""
         allowed: set[str] | None = None
         if self.option("resume") and not self.option("reuse"):
             allowed = self._last_session_runs(session)
@@ -196,21 +277,68 @@ class RerunCache:
                 return {}
         plan = {}
         store = session.store
+        before = _read_json(cache_dir(session.project) / CELLINPUTS, {})
         for cell in items:
             if cell.skip_mark() is not None:
                 continue
-            key = self.key_for(session, cell)
+            inputs = self.inputs_for(session, cell)
+            key = inputs.key if inputs else None
             run_id = self.runcache.get(key) if key else None
-            if run_id is None or (allowed is not None and run_id not in allowed):
-                continue
-            record = store.get(run_id)
+            record = store.get(run_id) if run_id and (allowed is None or run_id in allowed) else None
             if record is not None and record.status == "completed":
                 plan[cell.id] = record
+            elif isinstance(before.get(cell.id), dict) and inputs is not None:
+                changed = inputs.changed_since(before[cell.id])
+                self.not_reused[cell.id] = ("changed: " + ", ".join(changed)) if changed else "its run is gone"
+        if self.option("collect_only") and plan:
+            self._confirm_plan_now(session, plan)
         if self.option("resume") and allowed is not None:
             self.header.append(f"resume: {len(plan)} of {len(items)} cells already completed by the last session")
         elif plan:
             self.header.append(f"reuse: {len(plan)} of {len(items)} cells have a completed run with identical inputs")
+        if self.option("collect_only"):
+            shown = list(self.not_reused.items())
+            for cell_id, why in shown[:20]:
+                self.header.append(f"not reused: {cell_id}: {why}")
+            if len(shown) > 20:
+                self.header.append(f"not reused: ... and {len(shown) - 20} more")
         return plan
+
+    def _confirm_plan_now(self, session, plan: dict) -> None:
+        """``--collect-only``: check the planned runs against the environments that are ready."""
+        for cell_id, record in list(plan.items()):
+            target_name = record.target
+            target = session.targets.get(target_name)
+            if target is None or not target.is_prepared(session.runconfigs[target_name]):
+                continue
+            why = self._environment_changed(session, target_name, record)
+            if why:
+                del plan[cell_id]
+                self.not_reused[cell_id] = why
+
+    def _environment_changed(self, session, target_name: str, record) -> str | None:
+        """Why the environment the cell would run in now is not the one ``record`` ran in
+        (its package list, as ``environment.txt`` records it), or None when it is the same."""
+        from amlrun.errors import AmlrunError
+        from amlrun.freeze import RUN_FILE, Freeze, describe_change, package_changes
+
+        try:
+            prepared = session.prepare(target_name)
+        except AmlrunError as exc:
+            return f"environment not ready ({exc})"
+        found = session.environments.record(session.targets[target_name], prepared, session.runconfigs[target_name])
+        if not isinstance(found, Freeze):
+            return f"environment unknown ({found})"
+        if record.extra.get("environment_packages") == found.digest:
+            return None
+        try:
+            old = Freeze((session.store.run_dir(record.run_id) / RUN_FILE).read_text(encoding="utf-8"))
+        except OSError:
+            return "environment changed (the earlier run recorded no package list)"
+        changes = [describe_change(*c) for c in package_changes(old.packages, found.packages)]
+        header = [f"{k} {old.header.get(k)} -> {v}" for k, v in found.header.items() if old.header.get(k) != v]
+        detail = ", ".join((header + changes)[:3]) or "package list differs"
+        return f"environment changed: {detail}"
 
     def _last_session_runs(self, session) -> set[str] | None:
         last = _read_json(cache_dir(session.project) / LASTSESSION, None)
@@ -248,9 +376,14 @@ class RerunCache:
         record = session.reuse_plan.get(cell.id)
         if record is None or cell.skip_mark() is not None:
             return None
+        why_not = self._environment_changed(session, cell.target, record)
+        if why_not:
+            self.not_reused[cell.id] = why_not
+            session.reuse_plan.pop(cell.id, None)
+            return None  # run it: the environment is not the one the cached run saw
         why = "completed by the interrupted session" if self.option("resume") else "identical inputs"
-        report = RunReport(cell=cell, outcome=REUSED, record=record, reason=why, metrics=dict(record.metrics),
-                           run_dir=session.store.run_dir(record.run_id))
+        report = RunReport(cell=cell, outcome=REUSED, record=record, reason=f"{why}: reused run {record.run_id}",
+                           metrics=dict(record.metrics), run_dir=session.store.run_dir(record.run_id))
         session.config.hook.amlrun_runreport(report=report)
         return report
 
@@ -262,11 +395,19 @@ class RerunCache:
         if session is None or report.outcome != PASSED or record is None or record.status != "completed":
             return
         try:
-            key = self.key_for(session, report.cell, record.environment_digest)
+            inputs = self.inputs_for(session, report.cell, record.environment_digest)
         except Exception:  # the cache is an optimisation; never fail a run over it
             return
-        if key:
-            self.runcache.put(key, record.run_id)
+        if inputs is not None and inputs.key:
+            self.runcache.put(inputs.key, record.run_id)
+            self._inputs[report.cell.id] = dataclasses.asdict(inputs)
+
+    @hookimpl
+    def amlrun_terminal_summary(self, terminalreporter, exitstatus, session):
+        if self.not_reused and (self.option("reuse") or self.option("resume")):
+            terminalreporter.sep("-", "not reused")
+            for cell_id, why in list(self.not_reused.items())[:20]:
+                terminalreporter.write_line(f"{cell_id}: {why}")
 
     @hookimpl
     def amlrun_sessionfinish(self, session, exitstatus):
@@ -274,15 +415,27 @@ class RerunCache:
         failed = read_lastfailed(session.project)
         stopped = bool(session.shouldstop or session.interrupted)
         for report in session.reports:
+            cell = report.cell
+            spec = {"script": cell.script, "target": cell.target, "params": _jsonable(cell.params.as_dict())}
             if report.outcome in (FAILED, ERROR):
-                failed[report.cell.id] = True
+                failed[cell.id] = spec
             elif report.outcome == CANCELED and not stopped:
-                failed[report.cell.id] = True  # timed out
+                failed[cell.id] = spec  # timed out
             elif report.outcome in (PASSED, REUSED):
-                failed.pop(report.cell.id, None)
+                failed.pop(cell.id, None)
         if failed or (state / LASTFAILED).exists():
             _write_json(state / LASTFAILED, failed)
+        if self._inputs:
+            known = _read_json(state / CELLINPUTS, {})
+            known = known if isinstance(known, dict) else {}
+            known.update(self._inputs)
+            _write_json(state / CELLINPUTS, known)
         last = _read_json(state / LASTSESSION, {})
         if isinstance(last, dict) and last.get("pid") == os.getpid():
             last.update(finished=not session.interrupted, exitstatus=exitstatus)
             _write_json(state / LASTSESSION, last)
+
+
+def _jsonable(params: dict) -> dict:
+    """Parameters as JSON keeps them (str, int, float, bool); anything else as its text."""
+    return {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in params.items()}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from amlrun.errors import UsageError
 from amlrun.hookspec import hookimpl
+from amlrun.ownfiles import remember as remember_own_file
 from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, REUSED, SKIPPED
 
 STATUS_COLOURS = {PASSED: "#2e7d32", FAILED: "#c62828", ERROR: "#8e24aa", CANCELED: "#ef6c00",
@@ -53,6 +54,7 @@ def amlrun_sessionfinish(session, exitstatus):
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 writer(session, target, duration, exitstatus)
+                remember_own_file(session.project, target)
             except OSError as exc:
                 problems.append(f"{option} {path}: cannot write: {exc.strerror or exc}")
                 continue

@@ -154,7 +154,7 @@ class Repro:
 
     @hookimpl
     def amlrun_sessionstart(self, session):
-        self.recorder = EnvironmentRecorder(session.project.state_dir, session.work_root)
+        self.recorder = session.environments
 
     # -- around every execution -------------------------------------------------------------
 

@@ -148,6 +148,7 @@ class Session:
         self.seed = int(config.getoption("seed") or os.environ.get("AMLRUN_SEED") or 0)
         self._snapshot = None
         self._git: GitInfo | None = None
+        self._environments = None
         self._prepared: dict[str, PreparedEnvironment | AmlrunError] = {}
         self._prepare_locks: dict[str, threading.Lock] = {}
         self._prepare_logs: dict[str, _PrepareLog] = {}
@@ -174,8 +175,20 @@ class Session:
     def snapshot(self):
         with self._lock:
             if self._snapshot is None:
-                self._snapshot = self.snapshots.take(self.project.root)
+                from amlrun.ownfiles import own_files
+
+                self._snapshot = self.snapshots.take(self.project.root, exclude=own_files(self.project))
             return self._snapshot
+
+    @property
+    def environments(self):
+        """The package lists of this session's environments (:mod:`amlrun.freeze`), read once per environment."""
+        with self._lock:
+            if self._environments is None:
+                from amlrun.freeze import EnvironmentRecorder
+
+                self._environments = EnvironmentRecorder(self.project.state_dir, self.work_root)
+            return self._environments
 
     @property
     def git(self) -> GitInfo:

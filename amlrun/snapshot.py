@@ -154,8 +154,10 @@ class SnapshotStore:
         tmp.write_text(json.dumps(cache))
         os.replace(tmp, self._stat_cache_path)
 
-    def take(self, root: Path) -> Snapshot:
-        """Snapshot ``root``: hash changed files, store new objects, write the manifest."""
+    def take(self, root: Path, exclude: frozenset[str] = frozenset()) -> Snapshot:
+        """Snapshot ``root``: hash changed files, store new objects, write the manifest.
+
+        ``exclude``: project-relative paths left out (files amlrun itself wrote there)."""
         self.objects.mkdir(parents=True, exist_ok=True)
         self.manifests.mkdir(parents=True, exist_ok=True)
         cache = self._load_stat_cache()
@@ -163,8 +165,8 @@ class SnapshotStore:
         entries = []
         secret_file = _credentials_rel(root)
         for rel in list_files(root):
-            if rel == secret_file:
-                continue  # the user's credentials file never enters a snapshot
+            if rel == secret_file or rel in exclude:
+                continue  # the user's credentials file and amlrun's own files never enter a snapshot
             path = root / rel
             try:
                 st = path.stat()

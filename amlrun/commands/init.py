@@ -143,7 +143,8 @@ if __name__ == "__main__":
     main()
 '''
 
-GITIGNORE_LINES = (".amlrun/", "outputs/", "__pycache__/")
+# amlrun's state, run outputs, and the report files the README's examples write (reports/)
+GITIGNORE_LINES = (".amlrun/", "outputs/", "__pycache__/", "reports/")
 
 
 def _files(name: str, image: str) -> dict[str, str]:

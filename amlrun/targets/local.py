@@ -67,7 +67,7 @@ class LocalTarget(Target):
             if deps is not None:
                 # the same key ensure_venv files the environment under
                 return venv_key(deps, self._base_interpreter(deps))
-        return hashlib.sha256(f"user-managed\0{self._python()}".encode()).hexdigest()[:20]
+        return hashlib.sha256(f"user-managed\0{_interpreter_identity(self._python())}".encode()).hexdigest()[:20]
 
     def is_prepared(self, runconfig) -> bool:
         if not self._managed():
@@ -128,6 +128,18 @@ def _default_python() -> str:
 
 def _which(name: str) -> str:
     return shutil.which(name) or name
+
+
+def _interpreter_identity(python: str) -> str:
+    """Which interpreter ``python`` is now: its real file (after PATH and links) and that
+    file's size and mtime, so another Python first on PATH or a rebuilt one is another
+    environment. (Its packages are checked against the run's package list when a run is reused.)"""
+    found = os.path.realpath(_which(python))
+    try:
+        st = os.stat(found)
+    except OSError:
+        return found
+    return f"{found}\0{st.st_size}\0{st.st_mtime_ns}"
 
 
 @hookimpl
