@@ -245,7 +245,7 @@ class RerunCache:
 
         experiments = {e.path: e for e in getattr(session, "experiments", ())} or {c.script: c.experiment for c in items}
         present = {c.id for c in items}
-        typed_targets = bool(self.option("targets"))
+        typed_targets = bool(self.option("compute"))
         found = []
         for cell_id, spec in failed.items():
             if cell_id in present or not isinstance(spec, dict):
