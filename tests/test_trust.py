@@ -69,6 +69,7 @@ def test_reuse_is_refused_when_the_interpreters_packages_changed(project, tmp_pa
     assert "environment changed" in line and "trustpkg" in line, line
     again = project.run("--reuse")
     assert outcomes(again.stdout) == {"exp/acc.py::local": "PASSED"}, again.output
+    assert "environment changed" in again.stdout  # the terminal summary says why
     listed = json.loads(project.run("history", "list", "--format", "json").stdout)
     assert sorted(r["metrics"]["acc"] for r in listed) == [0.5, 1.0]
 
