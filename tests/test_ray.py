@@ -279,3 +279,18 @@ def test_auth_headers_are_sent_and_never_shown(project, ray_head):
     assert token not in result.output
     (record,) = _records(project)
     assert token not in json.dumps(record)
+
+
+def test_dependency_file_becomes_the_jobs_pip_list(project, ray_head):
+    """conda_dependencies.yml's pip packages are installed by Ray into the job's runtime env."""
+    _ray_project(project, ray_head)
+    project.write({"aml_config/conda_dependencies.yml": "dependencies:\n  - python=3.11\n  - pip:\n    - six\n",
+                   "uses.py": "import six\nprint('six from', six.__file__)\n"})
+    result = project.run("-c", "ray", "uses.py", timeout=600)
+    assert result.returncode == 0, result.output
+    (record,) = [r for r in _records(project) if r["script"] == "uses.py"]
+    job = ray_head.get(f"/api/jobs/{record['extra']['ray_submission_id']}")
+    pip = job["runtime_env"]["pip"]
+    assert (pip["packages"] if isinstance(pip, dict) else pip) == ["six"]
+    log = (project.root / ".amlrun" / "runs" / record["run_id"] / "log.txt").read_text()
+    assert "six from " in log and "/pip/" in log      # Ray's per-hash virtualenv, not the head's Python
