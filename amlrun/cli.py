@@ -155,6 +155,9 @@ def make_config(argv: list[str], prog: str = "amlrun"):
     from amlrun.project import Project
     from amlrun.session import Config
 
+    from amlrun.sink import log_limit
+
+    log_limit()  # a malformed AMLRUN_LOG_MAX_BYTES is a usage error before anything runs
     argv, script_args = split_script_args(argv)
     pm = build_pluginmanager(_prescan_plugins(argv))
     paths = _prescan_paths(argv)

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 
 GRACE_SECONDS = 5.0
+#: the longest piece of one output line handed to the sink at once
+MAX_LINE = 1 << 20
 #: the variable marking every process of one run (see the module docstring)
 MARKER_ENV = "AMLRUN_RUN_TOKEN"
 #: how long processes a finished script started may keep its output open
@@ -112,7 +114,9 @@ def pump_lines(stream, sink) -> threading.Thread:
     """Forward decoded lines of a binary ``stream`` to ``sink.write`` on a thread."""
 
     def pump() -> None:
-        for raw in iter(stream.readline, b""):
+        # a line is read at most MAX_LINE bytes at a time: output without newlines must
+        # not be held whole in memory
+        for raw in iter(lambda: stream.readline(MAX_LINE), b""):
             sink.write(raw.decode("utf-8", "replace").rstrip("\r\n"))
         stream.close()
 

@@ -385,3 +385,35 @@ def test_the_tree_of_a_killed_amlrun_is_stopped_by_the_next_run(project, tmp_pat
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
             except OSError:
                 pass
+
+
+# -- resource caps -----------------------------------------------------------------------------------
+
+
+def test_log_txt_is_capped_keeping_head_and_tail_and_saying_what_was_cut(project):
+    project.write({"noisy.py": """
+        import sys
+        print("first line")
+        chunk = ("z" * 99 + "\\n") * 1000
+        for _ in range(100):
+            sys.stdout.write(chunk)
+        sys.stdout.write("y" * 300000 + "\\n")  # one line longer than the kept tail
+        print("##amlrun-metric " + '{"name": "done", "value": 1}')
+        print("last line")
+    """})
+    result = project.run("noisy.py", env={"AMLRUN_LOG_MAX_BYTES": "200k"})
+    assert result.returncode == 0, result.output
+    record = json.loads(project.run("history", "list", "--format", "json").stdout)[0]
+    assert record["metrics"]["done"] == 1  # metrics see every line
+    log = (project.root / ".amlrun" / "runs" / record["run_id"] / "log.txt").read_text()
+    assert len(log.encode()) < 200 * 1024 + 1024
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines[0] == "first line" and lines[-1] == "last line"
+    assert any("log.txt reached 102400 bytes" in line for line in lines)
+    assert any(line.startswith("[amlrun] cut ") and "bytes) of output here" in line for line in lines)
+
+
+def test_a_malformed_log_cap_is_a_usage_error(project):
+    project.write({"a.py": "print(1)\n"})
+    result = project.run("a.py", env={"AMLRUN_LOG_MAX_BYTES": "lots"})
+    assert result.returncode == 4 and "AMLRUN_LOG_MAX_BYTES" in result.stderr, result.output
