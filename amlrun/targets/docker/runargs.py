@@ -7,9 +7,13 @@ import os
 import shlex
 from typing import Any
 
+import re
+
 from amlrun.errors import ConfigError
 from amlrun.targets.docker.image import docker_sdk
 
+
+_SIZE = re.compile(r"^-?\d+(\.\d+)?\s*[bkmg]?b?$", re.IGNORECASE)  # -1: unlimited swap
 
 _VALUED = frozenset({
     "--cap-add", "--cap-drop", "--device", "--dns", "--security-opt", "--group-add", "--network", "--net", "--ipc",
@@ -55,30 +59,42 @@ def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
             raise ConfigError(f"'dockerRunArguments': {opt} needs a value", where)
         value = tokens[i + 1]
         i += 2
-        if opt in listed:
-            out.setdefault(listed[opt], []).append(value)
-        elif opt in single:
-            out[single[opt]] = int(value) if opt == "--pids-limit" else value
-        elif opt == "--cpus":
-            out["nano_cpus"] = int(float(value) * 1e9)
-        elif opt in ("-e", "--env"):
-            name, _, val = value.partition("=")
-            out.setdefault("environment", {})[name] = val if _ else os.environ.get(name, "")
-        elif opt in ("-v", "--volume"):
-            out.setdefault("volumes", []).append(value)
-        elif opt == "--add-host":
-            host, _, ip = value.partition(":")
-            out.setdefault("extra_hosts", {})[host] = ip
-        elif opt == "--tmpfs":
-            path, _, options = value.partition(":")
-            out.setdefault("tmpfs", {})[path] = options
-        elif opt == "--ulimit":
-            docker = docker_sdk()
-            name, _, limits = value.partition("=")
-            soft, _, hard = limits.partition(":")
-            out.setdefault("ulimits", []).append(
-                docker.types.Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
-        elif opt == "--label" or opt == "-l":
-            key, _, val = value.partition("=")
-            out.setdefault("labels", {})[key] = val
+        try:
+            _add(out, opt, value, listed, single)
+        except ValueError:
+            raise ConfigError(f"'dockerRunArguments': {opt} {value!r} is not a valid value", where) from None
     return out
+
+
+def _add(out: dict[str, Any], opt: str, value: str, listed: dict[str, str], single: dict[str, str]) -> None:
+    """Put one ``OPTION VALUE`` into ``out``; ValueError for a value of the wrong kind."""
+    if opt in listed:
+        out.setdefault(listed[opt], []).append(value)
+    elif opt in single:
+        out[single[opt]] = int(value) if opt == "--pids-limit" else value
+        if opt in ("--memory", "-m", "--shm-size", "--memory-swap") and not _SIZE.match(value.strip()):
+            raise ValueError(value)
+    elif opt == "--cpus":
+        out["nano_cpus"] = int(float(value) * 1e9)
+        if out["nano_cpus"] <= 0:
+            raise ValueError(value)
+    elif opt in ("-e", "--env"):
+        name, _, val = value.partition("=")
+        out.setdefault("environment", {})[name] = val if _ else os.environ.get(name, "")
+    elif opt in ("-v", "--volume"):
+        out.setdefault("volumes", []).append(value)
+    elif opt == "--add-host":
+        host, _, ip = value.partition(":")
+        out.setdefault("extra_hosts", {})[host] = ip
+    elif opt == "--tmpfs":
+        path, _, options = value.partition(":")
+        out.setdefault("tmpfs", {})[path] = options
+    elif opt == "--ulimit":
+        docker = docker_sdk()
+        name, _, limits = value.partition("=")
+        soft, _, hard = limits.partition(":")
+        out.setdefault("ulimits", []).append(
+            docker.types.Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
+    elif opt == "--label" or opt == "-l":
+        key, _, val = value.partition("=")
+        out.setdefault("labels", {})[key] = val

@@ -168,7 +168,14 @@ class DockerTarget(Target):
     def _lock_dir(self) -> Path:
         return self.context.cache_dir / "docker-locks"
 
+    def check_configuration(self) -> None:
+        """Raise ConfigError for a wrong resource or ``dockerRunArguments`` value before the
+        engine is asked (a user's mistake: exit 4, not a failed cell nor an engine error)."""
+        self._resource_options()
+        parse_run_arguments(self.compute.get("dockerRunArguments"), self.where)
+
     def prepare(self, runconfig, progress) -> PreparedEnvironment:
+        self.check_configuration()
         spec = self.image_spec(runconfig, progress)
         client = self._client()
         built = envimage.ensure_image(client, spec, progress, self._lock_dir(), what=self.what,
