@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 #: the terminal's result line of a cell: "PASSED exp/a.py::local  0.12s  run ..."
-RESULT_LINE = re.compile(r"^(PASSED|FAILED|ERROR|REUSED|CANCELED|SKIPPED|RETRY) (\S+)(?:  |$)")
+RESULT_LINE = re.compile(r"^(PASSED|FAILED|ERROR|REUSED|CANCELED|SKIPPED|RETRY) (\S+)  ")
 #: the final line: "===== 2 passed, 1 failed, 3 deselected in 1.23s ====="
 STATS_LINE = re.compile(r"^=+ (.+) in [\d.]+s =+$")
 #: outcome nouns of the final line → the keyword assert_outcomes takes
@@ -37,6 +37,14 @@ def write_files(root: Path, files: dict[str, str]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+
+
+def result_lines(text: str, *outcomes: str) -> list[str]:
+    """The terminal's per-cell result lines in ``text`` (not the short summary, whose id is
+    followed by ' - reason'), optionally only those of some outcomes (``"passed"``, ``"retry"``)."""
+    wanted = {o.upper() for o in outcomes}
+    return [line for line in text.splitlines()
+            if (m := RESULT_LINE.match(line)) and (not wanted or m.group(1) in wanted)]
 
 
 def read_records(root: Path) -> list[dict[str, Any]]:
@@ -118,11 +126,8 @@ class Result:
         self.lines.no_fnmatch_line(pattern)
 
     def result_lines(self, *outcomes: str) -> list[str]:
-        """The terminal's per-cell result lines (not the short summary), optionally of some outcomes
-        (``"passed"``, ``"retry"``, ...)."""
-        wanted = {o.upper() for o in outcomes}
-        return [line for line in self.stdout.splitlines()
-                if (m := RESULT_LINE.match(line)) and (not wanted or m.group(1) in wanted)]
+        """The per-cell result lines of stdout (see :func:`result_lines`)."""
+        return result_lines(self.stdout, *outcomes)
 
     def cell_ids(self, *outcomes: str) -> list[str]:
         """The cells of the result lines, in the order the terminal printed them."""
@@ -235,6 +240,10 @@ class Project:
     def records(self) -> list[dict[str, Any]]:
         """Every run record of the project, oldest first."""
         return read_records(self.root)
+
+    def records_by_cell(self) -> dict[str, dict[str, Any]]:
+        """cell id → its latest run record."""
+        return {r["cell_id"]: r for r in self.records()}
 
     def run_dir(self, record: dict[str, Any] | str) -> Path:
         run_id = record if isinstance(record, str) else record["run_id"]

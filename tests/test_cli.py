@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -17,14 +16,14 @@ def test_exit_0_all_passed(project):
     project.write({"ok.py": "print('fine')\n"})
     result = project.run("ok.py")
     assert result.returncode == 0, result.output
-    assert re.search(r"=+ 1 passed in \d+\.\d\ds =+", result.stdout)
+    result.re_match_lines([r"=+ 1 passed in \d+\.\d\ds =+$"])
 
 
 def test_exit_1_some_failed(project):
     project.write({"ok.py": "", "bad.py": "raise SystemExit(2)\n"})
     result = project.run()
     assert result.returncode == 1
-    assert re.search(r"=+ 1 passed, 1 failed in \d+\.\d\ds =+", result.stdout)
+    result.re_match_lines([r"=+ 1 passed, 1 failed in \d+\.\d\ds =+$"])
     assert "FAILED bad.py::local - exited with code 2" in result.stdout
 
 

@@ -64,16 +64,6 @@ spark.stop()
 """
 
 
-def records(project: Project) -> list[dict]:
-    root = project.root / ".amlrun" / "runs"
-    found = [json.loads(p.read_text()) for p in root.glob("*/record.json")]
-    return sorted(found, key=lambda r: r.get("created") or 0)
-
-
-def run_dir(project: Project, record: dict) -> Path:
-    return project.root / ".amlrun" / "runs" / record["run_id"]
-
-
 def spark_project(project: Project, cluster, compute_extra: dict | None = None, files: dict | None = None) -> Project:
     project.write({
         "aml_config/spark.compute": cluster.compute_yaml(userManagedEnvironment="true", **(compute_extra or {})),
@@ -163,7 +153,7 @@ def test_local_mode_smoke(project):
     })
     result = project.run("-c", "sparklocal", "job.py", "-p", "n=3", env=SPARK_ENV)
     assert result.returncode == 0, result.output
-    (rec,) = records(project)
+    (rec,) = project.records()
     assert rec["metrics"] == {"total": 45, "master": "local[1]", "argv": ["--n", "3"]}
     assert rec["extra"]["spark_master"] == "local[1]" and "--master 'local[1]'" in rec["extra"]["spark_submit"]
 
@@ -183,9 +173,9 @@ def test_framework_python_runs_plain_python(project, spark_cluster):
     })
     result = project.run("-c", "plain", "plain.py", "-p", "a=1")
     assert result.returncode == 0, result.output
-    (rec,) = records(project)
+    (rec,) = project.records()
     assert rec["metrics"] == {"has_pyspark_submit": False, "args": ["--a", "1"]}
-    assert (run_dir(project, rec) / "outputs/x.txt").read_text() == "x"
+    assert (project.run_dir(rec) / "outputs/x.txt").read_text() == "x"
     assert "spark_submit" not in rec["extra"]
 
 
@@ -206,7 +196,7 @@ def test_configuration_parameters_outputs_and_app_id(project, spark_cluster):
     result = project.run("-c", "spark", "jobs/conf.py", "-p", "note=it's a b;$HOME",
                          env={**SPARK_ENV, "AMLRUN_TEST_SPARK_SECRET": "s3cr3t-value"})
     assert result.returncode == 0, result.output
-    (rec,) = records(project)
+    (rec,) = project.records()
     assert rec["status"] == "completed"
     assert rec["metrics"] == {
         "executor_memory": "600m", "app_name": "amlrun-conf-check", "shuffle_partitions": "3",
@@ -214,7 +204,7 @@ def test_configuration_parameters_outputs_and_app_id(project, spark_cluster):
         "executor_plain": "plain value", "executor_secret_missing": True, "driver_secret_ok": True,
         "same_python": True,
     }
-    folder = run_dir(project, rec)
+    folder = project.run_dir(rec)
     assert (folder / "outputs/nested/argv.txt").read_text().splitlines() == ["--note", "it's a b;$HOME"]
     extra = rec["extra"]
     app_id = extra["spark_app_id"]
@@ -245,7 +235,7 @@ def test_packed_environment_reaches_the_executors_as_an_archive(project, spark_c
     })
     result = project.run("-c", "spark", "env.py", env=SPARK_ENV)
     assert result.returncode == 0, result.output
-    (rec,) = records(project)
+    (rec,) = project.records()
     cache = Path(os.environ["AMLRUN_CACHE_DIR"]) / "envs"
     venvs = [p for p in cache.iterdir() if (p / "pyvenv.cfg").exists()]
     venv = next(v for v in venvs if str(v) == rec["metrics"]["driver_prefix"])
@@ -265,10 +255,10 @@ def test_failing_job_is_failed_with_the_executor_error(project, spark_cluster):
     result = project.run("-c", "spark", "fail.py", env=SPARK_ENV)
     assert result.returncode == 1, result.output
     assert "FAILED fail.py::spark" in result.stdout
-    (rec,) = records(project)
+    (rec,) = project.records()
     assert rec["status"] == "failed" and rec["exit_code"] not in (0, None)
     assert rec["extra"]["spark_app_id"].startswith("app-")
-    assert "ValueError: bad row 7" in (run_dir(project, rec) / "log.txt").read_text()
+    assert "ValueError: bad row 7" in (project.run_dir(rec) / "log.txt").read_text()
     assert spark_cluster.active_apps() == []
 
 
@@ -305,7 +295,7 @@ def test_ctrl_c_leaves_no_running_application(project, spark_cluster):
     assert proc.returncode == 2, "".join(lines[-20:]) + rest
     assert spark_cluster.active_apps() == []
     assert spark_cluster.app(app_id)["state"] in ("FINISHED", "KILLED")
-    (rec,) = records(project)
+    (rec,) = project.records()
     assert rec["status"] == "canceled" and rec["extra"]["spark_app_id"] == app_id
 
 
@@ -352,7 +342,7 @@ def test_unreachable_master_is_one_line_and_other_targets_still_run(project):
     assert f"Spark master spark://127.0.0.1:{port} does not answer" in result.output
     assert "Traceback" not in result.output
     assert "PASSED ok.py::local" in result.stdout
-    statuses = {r["target"]: r["status"] for r in records(project)}
+    statuses = {r["target"]: r["status"] for r in project.records()}
     assert statuses == {"spark": "failed", "local": "completed"}
 
     bad = project.run("doctor", "-c", "spark")
@@ -381,7 +371,7 @@ def test_example_sweep_trains_pyspark_ml_model_on_the_cluster(tmp_path, spark_cl
     proj = Project(root)
     result = proj.run("-c", "spark", "experiments/", env=SPARK_ENV, timeout=900)
     assert result.returncode == 0, result.output
-    recs = records(proj)
+    recs = proj.records()
     assert sorted(r["cell_id"] for r in recs) == ["experiments/train.py::spark[reg=0.0]",
                                                   "experiments/train.py::spark[reg=1.0]"]
     app_ids = {r["extra"]["spark_app_id"] for r in recs}
@@ -389,7 +379,7 @@ def test_example_sweep_trains_pyspark_ml_model_on_the_cluster(tmp_path, spark_cl
     for rec in recs:
         assert rec["status"] == "completed"
         assert 0.5 < rec["metrics"]["accuracy"] <= 1.0
-        folder = run_dir(proj, rec)
+        folder = proj.run_dir(rec)
         assert (folder / "outputs/model/metadata").is_dir()
         assert list((folder / "outputs/model/stages").iterdir())
         summary = json.loads((folder / "outputs/summary.json").read_text())
@@ -442,9 +432,9 @@ def test_submission_from_a_head_node_over_ssh(project, spark_cluster, sshd):
     })
     result = project.run("-c", "headnode", "job.py", "-p", "note=it's $HOME; a b", timeout=600)
     assert result.returncode == 0, result.output
-    (rec,) = records(project)
+    (rec,) = project.records()
     assert rec["metrics"] == {"executor_memory": "512m", "user": sshd.user, "squares": 14}
-    assert (run_dir(project, rec) / "outputs/argv.txt").read_text().splitlines() == ["--note", "it's $HOME; a b"]
+    assert (project.run_dir(rec) / "outputs/argv.txt").read_text().splitlines() == ["--note", "it's $HOME; a b"]
     extra = rec["extra"]
     assert extra["spark_app_id"].startswith("app-") and extra["remote_host"].startswith(sshd.user)
     assert extra["spark_submit"].startswith(str(SHARED_SPARK / "bin" / "spark-submit"))
@@ -474,12 +464,12 @@ def test_timeout_over_ssh_stops_the_application_and_python_framework_runs_on_the
     })
     plain = project.run("-c", "nodepython", "plain.py", timeout=300)
     assert plain.returncode == 0, plain.output
-    assert records(project)[0]["metrics"] == {"user": sshd.user, "python": "/usr/bin/python3"}
+    assert project.records()[0]["metrics"] == {"user": sshd.user, "python": "/usr/bin/python3"}
 
     started = time.monotonic()
     result = project.run("-c", "headnode", "slow.py", "--timeout", "45", timeout=400)
     assert result.returncode == 1, result.output
-    rec = records(project)[-1]
+    rec = project.records()[-1]
     assert rec["status"] == "canceled" and "timed out after 45s" in rec["reason"], rec
     assert rec["extra"]["spark_app_id"].startswith("app-")
     assert time.monotonic() - started < 200

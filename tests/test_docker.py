@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -58,16 +57,6 @@ def compute(image: str = BASE, **keys) -> str:
 def image_tags(output: str) -> list[str]:
     return [w for line in output.splitlines() if "building environment image" in line
             for w in line.split() if w.startswith("amlrun/env:")]
-
-
-def records(root: Path) -> list:
-    from amlrun.store import RunStore
-
-    store = RunStore(root / ".amlrun")
-    try:
-        return store.list()
-    finally:
-        store.close()
 
 
 def wait_for_line(proc, text: str, timeout: float = 120) -> list[str]:
@@ -227,8 +216,8 @@ def test_code_delivery_and_outputs_owned_by_the_invoking_user(project, client, s
     result = project.run("-c", "docker", "own.py")
     assert result.returncode == 0, result.output
     assert "outputs env /amlrun/run/outputs" in result.output
-    [record] = records(project.root)
-    produced = project.root / ".amlrun" / "runs" / record.run_id / "outputs" / "sub" / "result.txt"
+    [record] = project.records()
+    produced = project.run_dir(record) / "outputs" / "sub" / "result.txt"
     text = produced.read_text()
     expected_uid = os.getuid() if shared else 1234
     assert text == f"uid={expected_uid} cwd=/amlrun/run"
@@ -265,18 +254,18 @@ def test_same_sweep_on_local_and_docker_with_env_vars_params_and_share(project, 
     result = project.run("-c", "local", "-c", "docker", "experiments/", "-p", "lr=0.1,0.2")
     assert result.returncode == 0, result.output
     assert result.output.count("PASSED") == 4, result.output
-    found = records(project.root)
-    assert sorted((r.target, float(r.params["lr"])) for r in found) == [
+    found = project.records()
+    assert sorted((r["target"], float(r["params"]["lr"])) for r in found) == [
         ("docker", 0.1), ("docker", 0.2), ("local", 0.1), ("local", 0.2)]
     for record in found:
-        run_dir = project.root / ".amlrun" / "runs" / record.run_id
-        lr = float(record.params["lr"])
-        assert record.status == "completed" and record.metrics["loss"] == pytest.approx(1 - lr)
+        run_dir = project.run_dir(record)
+        lr = float(record["params"]["lr"])
+        assert record["status"] == "completed" and record["metrics"]["loss"] == pytest.approx(1 - lr)
         assert (run_dir / "outputs" / "lr.txt").read_text() == str(lr)
         log = (run_dir / "log.txt").read_text()
-        assert f"FOO bar lr {lr} env lr {record.params['lr']}" in log
-        if record.target == "docker":
-            assert f"share /amlrun/share/ run {record.run_id}" in log   # Workbench's name ends with a slash
+        assert f"FOO bar lr {lr} env lr {record['params']['lr']}" in log
+        if record["target"] == "docker":
+            assert f"share /amlrun/share/ run {record['run_id']}" in log   # Workbench's name ends with a slash
     assert sorted(p.name for p in (share / "proj" / "docker").iterdir()) == ["seen-0.1", "seen-0.2"]
 
 
@@ -286,8 +275,8 @@ def test_failing_script_fails_its_cell(project, client):
     result = project.run("-c", "docker", "bad.py")
     assert result.returncode == 1, result.output
     assert "FAILED bad.py::docker" in result.output and "about to fail" in result.output
-    [record] = records(project.root)
-    assert record.status == "failed" and record.exit_code == 3 and record.reason == "exited with code 3"
+    [record] = project.records()
+    assert record["status"] == "failed" and record["exit_code"] == 3 and record["reason"] == "exited with code 3"
 
 
 def test_resources_and_run_arguments_reach_the_container(project, client):
@@ -366,9 +355,9 @@ def test_timeout_cancels_and_removes_the_container(project, client):
     result = project.run("-c", "docker", "--timeout", "3", "sleep.py")
     assert time.monotonic() - started < 60, result.output
     assert result.returncode == 1 and "timed out after 3s" in result.output, result.output
-    [record] = records(project.root)
-    assert record.status == "canceled"
-    assert not client.containers.list(all=True, filters={"label": f"amlrun.run-id={record.run_id}"})
+    [record] = project.records()
+    assert record["status"] == "canceled"
+    assert not client.containers.list(all=True, filters={"label": f"amlrun.run-id={record['run_id']}"})
 
 
 def test_ctrl_c_stops_the_container_and_exits_2(project, client):
@@ -382,8 +371,8 @@ def test_ctrl_c_stops_the_container_and_exits_2(project, client):
     finally:
         proc.kill()
     assert owned_by(client, proc.pid) == []
-    [record] = records(project.root)
-    assert record.status == "canceled"
+    [record] = project.records()
+    assert record["status"] == "canceled"
 
 
 def test_ctrl_c_during_a_build_abandons_it_at_once(project, client):

@@ -17,21 +17,12 @@ def copy_example(src: Path, dest: Path) -> Project:
     return Project(dest)
 
 
-def records(root: Path) -> dict[str, dict]:
-    found = [json.loads(p.read_text()) for p in (root / ".amlrun" / "runs").glob("*/record.json")]
-    return {r["cell_id"]: r for r in found}
-
-
-def run_dir(root: Path, record: dict) -> Path:
-    return root / ".amlrun" / "runs" / record["run_id"]
-
-
 def test_quickstart_runs_with_plain_amlrun(tmp_path):
     proj = copy_example(REPO / "examples/quickstart", tmp_path / "quickstart")
     result = proj.run()
     assert result.returncode == 0, result.output
     assert "7 passed" in result.stdout and "warning" not in result.stderr
-    recs = records(proj.root)
+    recs = proj.records_by_cell()
     assert sorted(recs) == [
         "experiments/kmeans.py::local[k=2]",
         "experiments/kmeans.py::local[k=3]",
@@ -46,15 +37,15 @@ def test_quickstart_runs_with_plain_amlrun(tmp_path):
     lin = {(r["params"]["lr"], r["params"]["epochs"]): r for cid, r in recs.items() if "linear" in cid}
     assert lin[(0.2, 40)]["metrics"]["final_mse"] < lin[(0.2, 10)]["metrics"]["final_mse"] < 1
     for (lr, epochs), rec in lin.items():
-        model = json.loads((run_dir(proj.root, rec) / "outputs/model.json").read_text())
+        model = json.loads((proj.run_dir(rec) / "outputs/model.json").read_text())
         assert (model["lr"], model["epochs"]) == (lr, epochs)
-        series = [json.loads(line) for line in (run_dir(proj.root, rec) / "metrics.jsonl").read_text().splitlines()]
+        series = [json.loads(line) for line in (proj.run_dir(rec) / "metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in series if m["name"] == "mse"] == list(range(epochs))
-        assert "hello from local.runconfig" in (run_dir(proj.root, rec) / "log.txt").read_text()
+        assert "hello from local.runconfig" in (proj.run_dir(rec) / "log.txt").read_text()
     km = {r["params"]["k"]: r for cid, r in recs.items() if "kmeans" in cid}
     assert km[3]["metrics"]["inertia"] < km[2]["metrics"]["inertia"] / 2
     for k, rec in km.items():
-        centroids = json.loads((run_dir(proj.root, rec) / "outputs/centroids.json").read_text())
+        centroids = json.loads((proj.run_dir(rec) / "outputs/centroids.json").read_text())
         assert len(centroids) == k
     # the example's own tree is untouched: outputs went to the history only
     assert not (proj.root / "experiments/outputs").exists() and not (proj.root / "outputs").exists()
@@ -68,13 +59,13 @@ def test_workbench_classic_runs_unchanged_on_local(tmp_path):
     assert result.returncode == 0, result.output
     assert "2 passed" in result.stdout
     assert "warning" not in result.stderr  # every Workbench key (UseSampling too) is known
-    recs = records(proj.root)
+    recs = proj.records_by_cell()
     assert sorted(recs) == ["iris_classic.py::local[reg=0.1]", "iris_classic.py::local[reg=0.9]"]
     low, high = recs["iris_classic.py::local[reg=0.1]"], recs["iris_classic.py::local[reg=0.9]"]
     assert low["metrics"]["Regularization Rate"] == 0.1  # azureml.logging's logger reached the history
     assert low["metrics"]["Accuracy"] > 0.9 > high["metrics"]["Accuracy"]
     for rec in (low, high):
-        folder = run_dir(proj.root, rec)
+        folder = proj.run_dir(rec)
         with open(folder / "outputs/model.pkl", "rb") as fh:
             model = pickle.load(fh)
         assert sorted(model) == ["Iris-setosa", "Iris-versicolor", "Iris-virginica"]
@@ -102,7 +93,7 @@ def test_conftest_example_grid_from_yaml(tmp_path):
     result = proj.run()
     assert result.returncode == 0, result.output
     assert "5 passed" in result.stdout
-    scores = {cid: r["metrics"]["score"] for cid, r in records(proj.root).items()}
+    scores = {cid: r["metrics"]["score"] for cid, r in proj.records_by_cell().items()}
     assert scores["train.py::local[optimizer=lbfgs-lr=1.0]"] == 3.0
     assert scores["train.py::local[optimizer=adam-lr=0.1]"] == 0.2
 
@@ -121,7 +112,7 @@ def test_conftest_example_skip_per_target(tmp_path):
     assert result.returncode == 0, result.output
     assert "3 passed, 1 skipped" in result.stdout
     assert "SKIPPED gpu_job.py::local" in result.stdout and "needs a GPU; target 'local' has none" in result.stdout
-    recs = records(proj.root)
+    recs = proj.records_by_cell()
     assert sorted(recs) == ["cpu_job.py::gpubox", "cpu_job.py::local", "gpu_job.py::gpubox"]
     assert recs["gpu_job.py::gpubox"]["metrics"] == {"device": "gpu", "target": "gpubox"}
 
@@ -138,7 +129,7 @@ def test_conftest_example_markdown_report(tmp_path):
     text = summary.read_text()
     assert "exit status: 1" in text
     rows = [line for line in text.splitlines() if line.startswith("| `")]
-    recs = records(proj.root)
+    recs = proj.records_by_cell()
     assert rows == [
         f"| `evaluate.py::local[threshold=0.5]` | passed | {rows[0].split(' | ')[2]} | precision=0.75 | "
         f"{recs['evaluate.py::local[threshold=0.5]']['run_id']} |",
@@ -195,7 +186,7 @@ def test_conftest_example_fixed_order_replaces_the_run_loop(tmp_path):
     assert log == [f"{cell_id} passed" for cell_id in order]
     passed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("PASSED ")]
     assert passed == order  # the terminal saw them in that order: one at a time, despite -n 4
-    recs = sorted(records(proj.root).values(), key=lambda r: r["started"])
+    recs = sorted(proj.records_by_cell().values(), key=lambda r: r["started"])
     assert [r["cell_id"] for r in recs] == order
     for earlier, later in zip(recs, recs[1:]):
         assert earlier["ended"] <= later["started"], "the example's loop runs one cell at a time"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from conftest import Project
 
@@ -20,10 +19,6 @@ SCAFFOLD = [
     "pyproject.toml",
     ".gitignore",
 ]
-
-
-def records(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((root / ".amlrun" / "runs").glob("*/record.json"))]
 
 
 def test_init_scaffolds_a_project_that_runs(tmp_path):
@@ -57,7 +52,7 @@ def test_init_scaffolds_a_project_that_runs(tmp_path):
     assert run.returncode == 0, run.output
     assert "2 passed" in run.stdout
     assert "warning" not in run.stderr
-    recs = records(root)
+    recs = Project(root).records()
     assert sorted(r["cell_id"] for r in recs) == [
         "experiments/train.py::local[lr=0.05-epochs=20]",
         "experiments/train.py::local[lr=0.1-epochs=20]",
@@ -147,7 +142,7 @@ def test_init_docker_target_runs_in_a_real_container(tmp_path):
     run = Project(root).run("-c", "docker", timeout=900)
     assert run.returncode == 0, run.output
     assert "2 passed" in run.stdout
-    for rec in records(root):
+    for rec in run.records:
         assert rec["target_type"] == "docker" and rec["status"] == "completed"
-        assert json.loads((root / ".amlrun/runs" / rec["run_id"] / "outputs/model.json").read_text())["epochs"] == 20
-        assert "EXAMPLE_ENV_VAR='Example Value'" in (root / ".amlrun/runs" / rec["run_id"] / "log.txt").read_text()
+        assert json.loads((run.run_dir(rec) / "outputs/model.json").read_text())["epochs"] == 20
+        assert "EXAMPLE_ENV_VAR='Example Value'" in (run.run_dir(rec) / "log.txt").read_text()

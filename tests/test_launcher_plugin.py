@@ -4,7 +4,6 @@ found through the ``amlrun`` entry-point group, its prefix really applied to the
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import shutil
 import time
@@ -32,11 +31,6 @@ def launcher_installed():
         require_service("amlrun-launcher", "not installed (bash scripts/test.sh pip-installs plugins/*)")
 
 
-def records(root: Path) -> dict[str, dict]:
-    found = [json.loads(p.read_text()) for p in (root / ".amlrun" / "runs").glob("*/record.json")]
-    return {r["cell_id"]: r for r in found}
-
-
 def test_nice_and_taskset_prefixes_are_applied(project):
     base = os.nice(0)
     cpu = max(os.sched_getaffinity(0))
@@ -49,7 +43,7 @@ def test_nice_and_taskset_prefixes_are_applied(project):
     assert result.returncode == 0, result.output
     assert "target niced: launcher nice -n 7" in result.stdout
     assert "warning" not in result.stderr  # the plugin declares its 'launcher' key
-    recs = records(project.root)
+    recs = project.records_by_cell()
     assert recs["probe.py::niced"]["metrics"]["niceness"] == min(base + 7, 19)
     assert recs["probe.py::pinned"]["metrics"]["cpus"] == [cpu]
     assert recs["probe.py::pinned"]["metrics"]["niceness"] == base
@@ -68,7 +62,7 @@ def test_placeholders_in_the_prefix(project):
     })
     result = project.run("-c", "tagged", "probe.py")
     assert result.returncode == 0, result.output
-    metrics = records(project.root)["probe.py::tagged"]["metrics"]
+    metrics = project.records_by_cell()["probe.py::tagged"]["metrics"]
     assert metrics["launched_as"] == f"tagged/{metrics['run_id']}"
 
 
@@ -124,7 +118,7 @@ def test_timeout_kills_the_prefixed_process(project):
     assert time.monotonic() - started < 30
     assert result.returncode == 1, result.output
     assert "timed out after 1s" in result.output
-    rec = records(project.root)["sleeper.py::niced"]
+    rec = project.records_by_cell()["sleeper.py::niced"]
     assert rec["status"] == "canceled"
     pid = int((project.root / ".amlrun/runs" / rec["run_id"] / "outputs/pid").read_text())
     with pytest.raises(ProcessLookupError):

@@ -15,15 +15,6 @@ from pathlib import Path
 TRICKY = ["two words", "it's \"quoted\"", "$HOME and ${PATH}", "a;b && c | d", "naïve 日本語 ✓", "--not-an-option", "*"]
 
 
-def _runs(project) -> list[Path]:
-    runs = project.root / ".amlrun" / "runs"
-    return sorted(runs.iterdir()) if runs.exists() else []
-
-
-def _record(run: Path) -> dict:
-    return json.loads((run / "record.json").read_text())
-
-
 def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 60) -> str:
     """Read ``proc.stdout`` until a line contains ``needle`` (fails after ``timeout``)."""
     seen = []
@@ -114,7 +105,8 @@ def test_param_names_become_env_vars_and_arguments(project):
     assert result.returncode == 0, result.output
     assert "ARGS ['--learning_rate', '0.5', '--max-depth', '3']" in result.stdout
     assert "LR 0.5 3" in result.stdout
-    (run,) = _runs(project)
+    (record,) = project.records()
+    run = project.run_dir(record)
     assert f"RUNID {run.name}" in result.stdout
     cwd = next(line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("CWD "))
     assert f"OUT {cwd}/outputs" in result.stdout
@@ -156,7 +148,8 @@ def test_runs_in_a_snapshot_not_the_working_tree(project):
     before = {p: p.read_bytes() for p in project.root.rglob("*") if p.is_file() and ".git" not in p.parts}
     result = project.run("exp/job.py")
     assert result.returncode == 0, result.output
-    (run,) = _runs(project)
+    (record,) = project.records()
+    run = project.run_dir(record)
     files = json.loads((run / "outputs" / "files.json").read_text())
     assert "exp/job.py" in files and "src/util.py" in files and "data/small.csv" in files and ".gitignore" in files
     for excluded in ("data/big.bin", "debug.log", "outputs/old.txt"):
@@ -209,7 +202,8 @@ def test_single_cell_streams_live(project, tmp_path):
             proc.kill()
     assert proc.returncode == 0, rest
     assert "second line" in rest
-    (run,) = _runs(project)
+    (record,) = project.records()
+    run = project.run_dir(record)
     log = (run / "log.txt").read_text()
     assert "first line" in log and "second line" in log
 
@@ -234,10 +228,10 @@ def test_several_cells_capture_output_and_show_the_failures_tail(project):
     assert "FAILED c.py::local[n=2]" in result.stdout
     assert "exited with code 3" in result.stdout
     assert "1 passed, 1 failed" in result.stdout
-    logs = {_record(r)["cell_id"]: (r / "log.txt").read_text() for r in _runs(project)}
+    logs = {r["cell_id"]: (project.run_dir(r) / "log.txt").read_text() for r in project.records()}
     assert "cell 1 line 39" in logs["c.py::local[n=1]"]  # always saved
     assert "cell 2 line 0\n" in logs["c.py::local[n=2]"]
-    assert {_record(r)["cell_id"]: _record(r)["status"] for r in _runs(project)} == {
+    assert {r["cell_id"]: r["status"] for r in project.records()} == {
         "c.py::local[n=1]": "completed", "c.py::local[n=2]": "failed"}
 
 
@@ -255,8 +249,8 @@ def test_single_failing_cell_streams_without_repeating(project):
     assert result.returncode == 1
     assert result.stdout.count("boom line") == 1
     assert "exited with code 7" in result.stdout
-    (run,) = _runs(project)
-    assert _record(run)["status"] == "failed" and _record(run)["exit_code"] == 7
+    (record,) = project.records()
+    assert record["status"] == "failed" and record["exit_code"] == 7
 
 
 # -- stopping: -x, --maxfail, --timeout, Ctrl-C ---------------------------------------------------
@@ -267,7 +261,7 @@ def test_exitfirst_and_maxfail(project):
     result = project.run("m.py", "-x")
     assert result.returncode == 1
     assert "1 failed" in result.stdout and "stopping after 1 failure" in result.stdout
-    assert len(_runs(project)) == 1
+    assert len(project.records()) == 1
     result = project.run("m.py", "--maxfail", "2")
     assert result.returncode == 1
     assert "2 failed" in result.stdout and "stopping after 2 failures" in result.stdout
@@ -296,7 +290,8 @@ def test_processes_left_running_by_a_finished_script_are_stopped(project, tmp_pa
     assert result.returncode == 0, result.output
     assert time.monotonic() - started < 60
     assert _wait_dead(int(pidfile.read_text())), "a background process outlived its run"
-    (run,) = _runs(project)
+    (record,) = project.records()
+    run = project.run_dir(record)
     assert "stopping the processes it left running" in (run / "log.txt").read_text()
 
 
@@ -311,8 +306,8 @@ def test_timeout_kills_the_process_group(project, tmp_path):
     assert elapsed < 60
     parent, child = map(int, pidfile.read_text().split())
     assert _wait_dead(parent) and _wait_dead(child), "the grandchild survived the timeout"
-    (run,) = _runs(project)
-    assert _record(run)["status"] == "canceled"
+    (record,) = project.records()
+    assert record["status"] == "canceled"
 
 
 def _signal_spawner(project, tmp_path, sig: int) -> tuple[int, str, int, int]:
@@ -338,8 +333,8 @@ def test_ctrl_c_kills_group_marks_canceled_exits_2(project, tmp_path):
     assert "interrupted" in out
     assert "Traceback" not in out
     assert _wait_dead(parent) and _wait_dead(child), "Ctrl-C left the run's processes behind"
-    (run,) = _runs(project)
-    assert _record(run)["status"] == "canceled"
+    (record,) = project.records()
+    assert record["status"] == "canceled"
 
 
 def test_runs_of_a_killed_amlrun_are_stopped_by_the_next_amlrun(project, tmp_path):
@@ -350,7 +345,8 @@ def test_runs_of_a_killed_amlrun_are_stopped_by_the_next_amlrun(project, tmp_pat
         listed = project.run("--collect-only", "slow.py")
         assert listed.returncode == 0, listed.output
         assert _wait_dead(parent) and _wait_dead(child), "the next amlrun left the orphaned run running"
-        (run,) = _runs(project)
+        (record,) = project.records()
+        run = project.run_dir(record)
         history = project.run("history", "show", run.name, "--format", "json")
         assert json.loads(history.stdout)["record"]["status"] == "failed", history.output
     finally:
@@ -364,8 +360,8 @@ def test_sigterm_is_handled_like_ctrl_c(project, tmp_path):
     code, out, parent, child = _signal_spawner(project, tmp_path, signal.SIGTERM)
     assert code == 2, out
     assert _wait_dead(parent) and _wait_dead(child), "SIGTERM left the run's processes behind"
-    (run,) = _runs(project)
-    assert _record(run)["status"] == "canceled"
+    (record,) = project.records()
+    assert record["status"] == "canceled"
 
 
 def test_ctrl_c_with_several_cells_stops_everything(project, tmp_path):
@@ -391,5 +387,5 @@ def test_ctrl_c_with_several_cells_stops_everything(project, tmp_path):
     for marker in tmp_path.glob("started-*"):
         assert _wait_dead(int(marker.read_text()))
     assert not (tmp_path / "started-3").exists()  # the queued cell never started
-    statuses = sorted(_record(r)["status"] for r in _runs(project))
+    statuses = sorted(r["status"] for r in project.records())
     assert statuses == ["canceled", "canceled"]

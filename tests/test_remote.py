@@ -33,16 +33,6 @@ print("done", len(sys.argv))
 """
 
 
-def runs(project) -> list[dict]:
-    root = project.root / ".amlrun" / "runs"
-    found = [json.loads(p.read_text()) for p in root.glob("*/record.json")]
-    return sorted(found, key=lambda r: r.get("created") or 0)
-
-
-def run_dir(project, record) -> Path:
-    return project.root / ".amlrun" / "runs" / record["run_id"]
-
-
 def attach(project, server, *args, password=False):
     cmd = ["attach", *args, "--address", "127.0.0.1", "--port", str(server.port), "--username", server.user,
            "--known-hosts-file", str(server.known_hosts)]
@@ -86,10 +76,10 @@ def test_attach_password_doctor_and_run(project, sshd):
 
     ran = project.run("-c", "remotevm", "train.py")
     assert ran.returncode == 0, ran.output
-    (record,) = runs(project)
+    (record,) = project.records()
     assert record["status"] == "completed" and record["metrics"]["accuracy"] == 0.93
     assert record["extra"]["remote_host"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
-    outputs = run_dir(project, record) / "outputs"
+    outputs = project.run_dir(record) / "outputs"
     assert (outputs / "sub" / "model.bin").read_bytes() == bytes(range(256)) * 10
     assert json.loads((outputs / "args.json").read_text())["cwd"].startswith(str(sshd.home))
     # the password is nowhere in the project (config, history, logs) nor in amlrun's output
@@ -149,8 +139,8 @@ def test_key_login_hostile_arguments_and_environment(project, sshd):
     })
     ran = project.run("-c", "vm", "train.py")
     assert ran.returncode == 0, ran.output
-    (record,) = runs(project)
-    data = json.loads((run_dir(project, record) / "outputs" / "args.json").read_text())
+    (record,) = project.records()
+    data = json.loads((project.run_dir(record) / "outputs" / "args.json").read_text())
     assert data["argv"] == HOSTILE
     assert data["env"] == env_values
     assert not (sshd.home / "pwned").exists()
@@ -167,12 +157,12 @@ def test_incremental_transfer_sends_only_the_changed_file(project, sshd):
     (project.root / "gone.py").unlink()
     second = project.run("-c", "vm", "train.py")
     assert second.returncode == 0, second.output
-    first_t, second_t = (r["extra"]["transfer"] for r in runs(project))
+    first_t, second_t = (r["extra"]["transfer"] for r in project.records())
     assert first_t["bytes_sent"] > 3_000_000
     assert second_t["files_sent"] == 1 and second_t["files_absent"] == 1, second_t
-    assert "GONE False" in second.output or "GONE False" in (run_dir(project, runs(project)[1]) / "log.txt").read_text()
+    assert "GONE False" in second.output or "GONE False" in (project.run_dir(project.records()[1]) / "log.txt").read_text()
     assert second_t["bytes_sent"] < 4096
-    mirror = Path(runs(project)[1]["extra"]["remote_run_dir"]).parents[1] / "files"
+    mirror = Path(project.records()[1]["extra"]["remote_run_dir"]).parents[1] / "files"
     assert (mirror / "helper.py").read_text() == "X = 2  # changed\n"
     assert (mirror / "data" / "big.bin").read_bytes() == big
 
@@ -187,7 +177,7 @@ def test_managed_environment_on_the_vm_is_cached(project, sshd):
     assert first.returncode == 0, first.output
     second = project.run("-c", "vm", "train.py", "-v")
     assert second.returncode == 0, second.output
-    prefixes = [(run_dir(project, r) / "log.txt").read_text().split("PREFIX ")[1].split()[0] for r in runs(project)]
+    prefixes = [(project.run_dir(r) / "log.txt").read_text().split("PREFIX ")[1].split()[0] for r in project.records()]
     assert prefixes[0] == prefixes[1] and prefixes[0].startswith(f"{sshd.home}/.amlrun/envs/")
     assert "built environment" in first.output and "built environment" not in second.output
 
@@ -229,10 +219,10 @@ def _drop_connection_mid_run(project, sshd, wait_timeout: float, run_timeout: fl
             proc.kill()
         sshd.start() if not sshd.pidfile.exists() else None
     assert proc.returncode == 0, out
-    (record,) = runs(project)
-    log = (run_dir(project, record) / "log.txt").read_text().splitlines()
+    (record,) = project.records()
+    log = (project.run_dir(record) / "log.txt").read_text().splitlines()
     assert [l for l in log if l.startswith("line ")] == [f"line {i}" for i in range(60)]
-    assert (run_dir(project, record) / "outputs" / "done.txt").read_text() == "complete"
+    assert (project.run_dir(record) / "outputs" / "done.txt").read_text() == "complete"
     return record, log
 
 
@@ -271,7 +261,7 @@ def test_ctrl_c_and_timeout_stop_the_remote_process(project, sshd):
     timed = project.run("-c", "vm", "sleeper.py", "--timeout", "4")
     assert timed.returncode != 0 and "timed out" in timed.output
     assert _sleepers(sshd) == []
-    assert [r["status"] for r in runs(project)] == ["canceled", "canceled"]
+    assert [r["status"] for r in project.records()] == ["canceled", "canceled"]
 
 
 def test_safe_extract_refuses_hostile_members(tmp_path):
@@ -337,21 +327,21 @@ def test_remotedocker_attach_doctor_matrix_with_docker_and_incremental(project, 
     })
     ran = project.run("-c", "docker", "-c", "remotevm", "train.py", timeout=900)
     assert ran.returncode == 0, ran.output
-    records = {r["target"]: r for r in runs(project)}
+    records = {r["target"]: r for r in project.records()}
     assert set(records) == {"docker", "remotevm"}
     for record in records.values():
         assert record["status"] == "completed" and record["metrics"]["accuracy"] == 0.93
-        outputs = run_dir(project, record) / "outputs"
+        outputs = project.run_dir(record) / "outputs"
         assert json.loads((outputs / "args.json").read_text())["argv"] == HOSTILE
         assert (outputs / "sub" / "model.bin").read_bytes() == bytes(range(256)) * 10
         assert _containers_of(docker_client, record) == []
     remote = records["remotevm"]
     assert remote["extra"]["remote_host"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
-    assert json.loads((run_dir(project, remote) / "outputs" / "args.json").read_text())["cwd"] == "/amlrun/run"
+    assert json.loads((project.run_dir(remote) / "outputs" / "args.json").read_text())["cwd"] == "/amlrun/run"
     project.write({"helper.py": "X = 2\n"})
     again = project.run("-c", "remotevm", "train.py", timeout=600)
     assert again.returncode == 0, again.output
-    latest = runs(project)[-1]
+    latest = project.records()[-1]
     assert latest["extra"]["transfer"]["files_sent"] == 1 and latest["extra"]["transfer"]["bytes_sent"] < 4096
     assert grep_tree(project.root, sshd.password) == []
 
@@ -373,7 +363,7 @@ def test_remotedocker_survives_a_dropped_connection_and_cancels_for_real(project
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2, out
-    canceled = runs(project)[-1]
+    canceled = project.records()[-1]
     assert canceled["status"] == "canceled"
     assert _containers_of(docker_client, canceled) == []
 
@@ -456,9 +446,9 @@ def test_remotedocker_without_shared_volumes_copies_code_in(project, sshd, docke
     })
     ran = project.run("-c", "vm", "train.py", timeout=600)
     assert ran.returncode == 0, ran.output
-    (record,) = runs(project)
+    (record,) = project.records()
     assert "transfer" not in record["extra"]              # copied into the container, not synced
-    outputs = run_dir(project, record) / "outputs"
+    outputs = project.run_dir(record) / "outputs"
     assert (outputs / "sub" / "model.bin").read_bytes() == bytes(range(256)) * 10
     assert _containers_of(docker_client, record) == []
 

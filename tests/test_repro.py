@@ -39,11 +39,6 @@ SEEDED = """
 """
 
 
-def records(project) -> list[dict]:
-    found = [json.loads((r / "record.json").read_text()) for r in (project.root / ".amlrun" / "runs").iterdir()]
-    return sorted(found, key=lambda r: r["created"])  # run ids of one second sort at random
-
-
 # -- --repeat --------------------------------------------------------------------------------
 
 
@@ -54,7 +49,7 @@ def test_deterministic_experiment_passes_repeat_3(project):
     for k in (1, 2, 3):
         assert f"PASSED train.py::local#{k}" in result.stdout
     assert "repeat check: 3 consistent, 0 differ (AMLRUN_SEED=0)" in result.stdout
-    assert len(records(project)) == 3
+    assert len(project.records()) == 3
 
 
 def test_unseeded_random_fails_repeat_with_a_table_of_what_moved(project):
@@ -72,7 +67,7 @@ def test_unseeded_random_fails_repeat_with_a_table_of_what_moved(project):
     assert not any(line.startswith("  steps ") for line in out.splitlines())
     assert "FAILED train.py::local#2 - metric moved beyond tolerance vs first run train.py::local#1: accuracy (" in out
     assert "repeat check: 1 consistent, 2 differ" in out
-    failed = [r for r in records(project) if r["status"] == "failed"]
+    failed = [r for r in project.records() if r["status"] == "failed"]
     assert len(failed) == 2 and all(r["exit_code"] == 0 for r in failed)
     moved = failed[0]["extra"]["repro"]["repeat"]["moved"]
     assert {m["name"] for m in moved} == {"accuracy", "outputs/model.txt"}
@@ -85,7 +80,7 @@ def test_seeding_from_AMLRUN_SEED_passes_repeat(project):
     result = project.run("--repeat", "2", "--seed", "7")
     assert result.returncode == 0, result.output
     assert "AMLRUN_SEED=7" in result.stdout
-    by_seed = sorted({r["metrics"]["accuracy"] for r in records(project)})
+    by_seed = sorted({r["metrics"]["accuracy"] for r in project.records()})
     assert len(by_seed) == 2, by_seed  # seed 0 and seed 7 give different, individually stable values
 
 
@@ -233,7 +228,7 @@ def test_save_a_named_run_and_checks_refuse_reuse(project):
     project.write({"train.py": SEEDED})
     assert project.run("--seed", "3").returncode == 0
     assert project.run("--seed", "4").returncode == 0
-    first = records(project)[0]
+    first = project.records()[0]
     saved = project.run("baseline", "save", "--run", first["run_id"][:21])
     assert saved.returncode == 0, saved.output
     assert f"added train.py::local: run {first['run_id']}" in saved.stdout
@@ -270,7 +265,7 @@ def test_bad_tolerance_names_where():
 def test_every_run_records_its_environment(project):
     project.write({"train.py": DETERMINISTIC})
     assert project.run().returncode == 0
-    (record,) = records(project)
+    (record,) = project.records()
     text = (project.root / ".amlrun" / "runs" / record["run_id"] / "environment.txt").read_text()
     assert text.startswith("# python: ")
     assert "pytest==" in text  # the interpreter running amlrun's tests has pytest installed
@@ -292,7 +287,7 @@ def test_history_diff_names_the_package_whose_version_changed(project):
     project.write({"aml_config/conda_dependencies.yml": "name: p\ndependencies:\n  - pip:\n    - six==1.17.0\n"})
     second = project.run("-c", "venv")
     assert second.returncode == 0, second.output
-    a, b = (r["run_id"] for r in records(project))
+    a, b = (r["run_id"] for r in project.records())
     result = project.run("history", "diff", a, b)
     assert result.returncode == 0, result.output
     out = result.stdout
@@ -352,7 +347,7 @@ def test_repeat_across_local_and_docker_and_the_environment_of_each(project):
     result = project.run("-c", "local", "-c", "docker", "--repeat", "2", timeout=600)
     assert result.returncode == 0, result.output
     assert "repeat check: 4 consistent, 0 differ" in result.stdout
-    by_cell = {r["cell_id"]: r for r in records(project)}
+    by_cell = {r["cell_id"]: r for r in project.records()}
     local, docker = by_cell["train.py::local#1"], by_cell["train.py::docker#1"]
     texts = {name: (project.root / ".amlrun" / "runs" / r["run_id"] / "environment.txt").read_text()
              for name, r in (("local", local), ("docker", docker))}
