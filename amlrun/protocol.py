@@ -19,6 +19,7 @@ from amlrun.errors import AmlrunError, TargetUnavailable
 from amlrun.hookspec import hookimpl
 from amlrun.sink import RunSink
 from amlrun.targets.base import RUNTIME_DIRNAME, ExecResult, Job, PreparedEnvironment
+from amlrun.tracebacks import exception_line, workdir_rewriter
 
 RUNTIME_SOURCE = Path(__file__).parent / "runtime"
 
@@ -181,7 +182,9 @@ def open_run(session, cell) -> CellRun:
     run_dir.mkdir(parents=True, exist_ok=True)
     if session.git.dirty and session.git.diff and tracked:
         (run_dir / "git.diff").write_text(session.redact(session.git.diff), encoding="utf-8")
-    sink = RunSink(run_dir, session.redact, session.stream_for(cell))
+    rewrite = workdir_rewriter(record.run_id, session.work_root / record.run_id, session.project.root,
+                               session.targets[cell.target].run_workdir)
+    sink = RunSink(run_dir, lambda line: rewrite(session.redact(line)), session.stream_for(cell))
     run = CellRun(session, cell, record, run_dir, sink, tracked, time.monotonic())
     run.save()
     return run
@@ -273,13 +276,17 @@ def amlrun_make_report(cell, job, result, run):
     outcome = OUTCOMES.get(result.status) or (ERROR if result.infrastructure_error else FAILED)
     if run is None:
         return RunReport(cell=cell, outcome=outcome, reason=result.reason)
+    reason = result.reason
+    if outcome == FAILED and result.exit_code is not None:
+        raised = exception_line(run.sink.tail)
+        reason = f"{raised} ({reason})" if raised and reason else (raised or reason)
     record = dataclasses.replace(
         run.record, status="failed" if result.status == "error" else result.status, exit_code=result.exit_code,
-        reason=result.reason, ended=time.time(), metrics=dict(run.sink.metrics), tags=dict(run.sink.tags),
+        reason=reason, ended=time.time(), metrics=dict(run.sink.metrics), tags=dict(run.sink.tags),
         artifacts=tuple(a.to_json() for a in run.artifacts), extra={**run.record.extra, **result.extra},
     )
     return RunReport(
         cell=cell, outcome=outcome, duration=time.monotonic() - run.started, record=record if run.tracked else None,
-        reason=result.reason, log_tail=tuple(run.sink.tail) if run.log_tail is None else run.log_tail,
+        reason=reason, log_tail=tuple(run.sink.tail) if run.log_tail is None else run.log_tail,
         metrics=dict(run.sink.metrics), run_dir=run.run_dir, infrastructure_error=result.infrastructure_error,
     )

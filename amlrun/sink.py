@@ -115,10 +115,12 @@ class RunSink:
         line = self._redact(line)
         with self._lock:
             self._log.write(line + "\n")
-            if line.startswith(METRIC_PREFIX):
+            if line.startswith(METRIC_PREFIX):  # kept in log.txt and the metrics, not shown to a person
                 self._metric(line[len(METRIC_PREFIX):])
-            elif line.startswith(TAG_PREFIX):
+                return
+            if line.startswith(TAG_PREFIX):
                 self._tag(line[len(TAG_PREFIX):])
+                return
             self.tail.append(line)
             if self._stream is not None:
                 self._stream(line)

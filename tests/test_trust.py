@@ -189,3 +189,19 @@ def test_last_failed_keeps_its_target(project, typed):
     expected = {} if typed else {"exp/a.py::other": "FAILED"}
     got = {k: v for k, v in outcomes(rerun.stdout).items() if k.endswith("::other")}
     assert got == expected, rerun.output
+
+
+def test_failures_name_the_projects_files_and_the_exception(project):
+    project.write({"exp/bad.py": "import json\nprint('##amlrun-metric ' + json.dumps({'name': 'acc', 'value': 1}))\n"
+                                 "def f():\n    raise ValueError('lr must be positive')\nf()\n"})
+    result = project.run()
+    assert result.returncode == 1
+    assert "FAILED exp/bad.py::local - ValueError: lr must be positive (exited with code 1)" in result.stdout
+    assert 'File "exp/bad.py", line 4, in f' in result.stdout
+    assert ".amlrun/work" not in result.stdout
+    assert "##amlrun-metric" not in result.stdout  # metric lines stay out of what a person reads
+    run_id = re.search(r"run (\d{8}-\d{6}-\w+)", result.stdout).group(1)
+    log = (project.root / ".amlrun/runs" / run_id / "log.txt").read_text()
+    assert "##amlrun-metric" in log and ".amlrun/work" not in log
+    shown = project.run("history", "show", run_id)
+    assert "##amlrun-metric" not in shown.stdout and "ValueError: lr must be positive" in shown.stdout

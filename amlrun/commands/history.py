@@ -113,8 +113,9 @@ def param_filter(text: str) -> tuple[str, str]:
 # -- reading a run's folder -------------------------------------------------------------------
 
 
-def read_tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of a text file without reading all of a large one."""
+def read_tail(path: Path, lines: int, skip: tuple[str, ...] = ()) -> list[str]:
+    """The last ``lines`` lines of a text file without reading all of a large one, leaving
+    out lines that start with one of ``skip``."""
     if lines <= 0 or not path.is_file():
         return []
     with open(path, "rb") as fh:
@@ -123,11 +124,12 @@ def read_tail(path: Path, lines: int) -> list[str]:
         block = 1 << 16
         data = b""
         pos = end
-        while pos > 0 and data.count(b"\n") <= lines:
+        text: list[str] = []
+        while pos > 0 and len(text) <= lines:
             pos = max(0, pos - block)
             fh.seek(pos)
             data = fh.read(end - pos)
-    text = data.decode("utf-8", "replace").splitlines()
+            text = [t for t in data.decode("utf-8", "replace").splitlines() if not t.startswith(skip)]
     return text[-lines:]
 
 
@@ -320,7 +322,9 @@ def cmd_show(options, store: RunStore, project) -> int:
     run_dir = store.run_dir(record.run_id)
     series = metric_series(run_dir)
     metrics = current_metrics(store, record)
-    tail = read_tail(run_dir / "log.txt", options.tail)
+    from amlrun.sink import METRIC_PREFIX, TAG_PREFIX
+
+    tail = read_tail(run_dir / "log.txt", options.tail, skip=(METRIC_PREFIX, TAG_PREFIX))
     diff = run_dir / "git.diff"
     if options.format == "json":
         emit_json({

@@ -128,6 +128,9 @@ class Target:
     local_filesystem: ClassVar[bool] = False
     #: how many cells of this target may run at once unless the compute file says (maxParallel)
     default_parallel: ClassVar[int] = 1
+    #: the run's working folder on the target when it is a fixed path (a container's): output
+    #: naming it is rewritten to the project's own paths (folders named after the run id are found anyway)
+    run_workdir: ClassVar[str | None] = None
 
     def __init__(self, compute: ComputeTarget, context: TargetContext):
         self.compute = compute

@@ -48,6 +48,7 @@ DOCKER_KEYS = frozenset({
 class DockerTarget(Target):
     type_name = "docker"
     aliases = ("localdocker",)
+    run_workdir = CONTAINER_WORKDIR
     compute_keys = DOCKER_KEYS
     default_parallel = 2
     #: whether ``sharedVolumes`` defaults to on (the engine sees this machine's files)
