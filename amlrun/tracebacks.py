@@ -3,8 +3,10 @@ one-line reason of a failed cell is the exception's last line.
 
 A run executes in a copy of the project (``.amlrun/work/<run id>/`` here, a folder of
 the run's own on a VM, a fixed folder in a container) that is deleted afterwards; a
-traceback naming that copy points at nothing. Every output line has the copy's path
-replaced by the project's own path before it is logged, streamed or shown.
+traceback naming that copy points at nothing. A traceback's frame lines
+(``  File "...", line N``) and warnings (``path:N: SomeWarning``) have the copy's path
+replaced by the project's own before they are logged, streamed or shown; other output,
+which a script may parse or compare, is left as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 _TRACEBACK = "Traceback (most recent call last):"
 #: ``ValueError: bad``, ``mypkg.errors.Oops``, ``KeyboardInterrupt`` (not indented, a dotted name first)
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?::\s.*)?$")
+#: lines that locate code: a traceback frame, or a warning's ``path:line:``
+_LOCATION = re.compile(r'^\s+File "|^\S+:\d+: \w*Warning')
 
 
 def exception_line(lines: Iterable[str]) -> str | None:
@@ -55,6 +59,8 @@ def workdir_rewriter(run_id: str, local_workdir: Path, project_root: Path,
     pattern = re.compile("|".join(f"(?:{p})" for p in prefixes))
 
     def rewrite(line: str) -> str:
+        if not _LOCATION.match(line):
+            return line
         return pattern.sub(shown, line) if run_id in line or (target_workdir and target_workdir in line) else line
 
     return rewrite
