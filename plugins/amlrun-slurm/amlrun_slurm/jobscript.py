@@ -10,7 +10,7 @@ Layout in the project's workspace on the shared filesystem::
     runs/<run id>/env             its environment: 0600, sourced then deleted by the job
     runs/<run id>/log             stdout+stderr, followed live
     runs/<run id>/started         "<epoch> <node> <partition> <job id>" when the task starts
-    runs/<run id>/exit            "<exit code> <epoch>" when the script ends
+    runs/<run id>/exit            "<exit code> <epoch> <1 if outputs/ has entries>" when the script ends
     runs/<run id>/work/           the run's working directory (a copy of its snapshot)
 
 Nothing secret is in sbatch's argv or in job.sh: the environment travels in ``env``.
@@ -48,14 +48,15 @@ line=$(sed -n "$((i + 1))p" {runs})
 tab=$(printf '\\t'); rd=${{line%%"$tab"*}}; snap=${{line#*"$tab"}}
 exec >> "$rd/log" 2>&1
 printf '%s %s %s %s\\n' "$(date +%s.%N)" "${{SLURMD_NODENAME:-$(hostname)}}" "${{SLURM_JOB_PARTITION:-}}" \\
-  "${{SLURM_JOB_ID:-}}" > "$rd/started.tmp" && mv "$rd/started.tmp" "$rd/started"
+  "${{SLURM_JOB_ID:-}}" > "$rd/started"
 if [ -f "$rd/env" ]; then . "$rd/env"; rm -f "$rd/env"; fi
-if rm -rf "$rd/work" && mkdir -p "$rd/work" && cp -a "$snap/." "$rd/work/"; then
+if mkdir -p "$rd/work" && cp -a "$snap/." "$rd/work/"; then
   (cd "$rd/work" && . "$rd/cmd"); code=$?
 else
   echo "amlrun: cannot copy the snapshot $snap into $rd/work"; code=126
 fi
-printf '%s %s\\n' "$code" "$(date +%s.%N)" > "$rd/exit.tmp" && mv "$rd/exit.tmp" "$rd/exit"
+o=0; for f in "$rd/work/outputs/"* "$rd/work/outputs/".[!.]*; do [ -e "$f" ] || [ -L "$f" ] && {{ o=1; break; }}; done
+printf '%s %s %s\\n' "$code" "$(date +%s.%N)" "$o" > "$rd/exit.tmp" && mv "$rd/exit.tmp" "$rd/exit"
 exit "$code"
 """
 

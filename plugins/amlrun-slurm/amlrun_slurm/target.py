@@ -289,7 +289,7 @@ class SlurmTarget(Target):
         sink.write(f"[amlrun] submitted as SLURM job {task.job_id}"
                    + (f" (array of {size})" if size > 1 else ""))
         canceled_at = None
-        while not task.ended.wait(0.2):
+        while not task.ended.wait(1.0):   # set by the tracker the moment the task ends
             now = time.monotonic()
             if canceled_at is None:
                 if job.cancel.is_set():
@@ -308,7 +308,8 @@ class SlurmTarget(Target):
                    + (f" on {task.node}" if task.node else "")
                    + (f": {queued:.1f}s in the queue" if queued is not None else "")
                    + (f", {ran:.1f}s running" if ran is not None else ""))
-        self._fetch_outputs(job, sink, extra)
+        if task.has_outputs is not False:
+            self._fetch_outputs(job, sink, extra)
         self._cleanup(task)
         return ExecResult(ending.status, ending.exit_code, ending.reason, ending.infrastructure_error, extra)
 
@@ -352,10 +353,7 @@ class SlurmTarget(Target):
             if left <= 0:
                 self._batch_left.pop(task.batch, None)
                 folders.append(f"{pd}/batches/{task.batch}")
-        try:
-            self.login().run("rm -rf " + " ".join(q(f) for f in folders), timeout=120)
-        except TargetUnavailable:
-            pass
+        self._tracker_for().remove_later(folders)
 
     # -- after a kill -9 -------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class Task:
     started_local: float | None = None                   # monotonic, when amlrun saw it start
     exit: tuple[int, float] | None = None                # exit code, epoch
     exit_seen: float | None = None
+    has_outputs: bool | None = None                      # None: unknown (the script did not finish)
     state: str | None = None
     slurm_reason: str = ""
     node: str = ""
@@ -89,6 +90,7 @@ class Tracker:
         self._last_query = 0.0
         self._lost_since: float | None = None
         self._wake = threading.Event()
+        self._garbage: list[str] = []
         self.ticks = 0
 
     def add(self, tasks: list[Task]) -> None:
@@ -98,6 +100,22 @@ class Tracker:
                 self._stop = False
                 self._thread = threading.Thread(target=self._loop, name="amlrun-slurm-tracker", daemon=True)
                 self._thread.start()
+
+    def remove_later(self, folders: list[str]) -> None:
+        """Folders (under the runs root's parent) to remove with the next tick's command."""
+        with self._lock:
+            self._garbage.extend(folders)
+        if self._thread is None:
+            self._flush_garbage()
+
+    def _flush_garbage(self) -> None:
+        with self._lock:
+            folders, self._garbage = self._garbage, []
+        if folders:
+            try:
+                self._run("rm -rf " + " ".join(q(f) for f in folders) + "; true")
+            except TargetUnavailable:
+                pass
 
     def cancel(self, task: Task, reason: str) -> None:
         with self._lock:
@@ -121,6 +139,7 @@ class Tracker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
+        self._flush_garbage()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -131,7 +150,12 @@ class Tracker:
                 tasks = list(self._tasks)
                 if not tasks:
                     self._thread = None
-                    return
+                    garbage = bool(self._garbage)
+                    if not garbage:
+                        return
+            if not tasks:
+                self._flush_garbage()
+                return
             try:
                 self._tick(tasks)
                 self._lost_since = None
@@ -154,7 +178,11 @@ class Tracker:
         query = now - self._last_query >= QUEUE_EVERY or any(t.exit and t.exit[0] != 0 for t in tasks) \
             or any(t.cancel_reason for t in tasks)
         to_cancel = [t for t in tasks if t.cancel_reason and not t.cancel_sent]
+        with self._lock:
+            garbage, self._garbage = self._garbage, []
         parts = [f"cd {q(self.runs_root)} 2>/dev/null || exit 0"]
+        if garbage:
+            parts.append("rm -rf " + " ".join(q(f) for f in garbage))
         if to_cancel:
             parts.append(self.slurm_prefix + "scancel " + " ".join(q(t.job_id) for t in to_cancel) + " 2>/dev/null")
         files = [f"{t.run_dir}/started" for t in tasks if t.started is None]
@@ -264,6 +292,7 @@ class Tracker:
             except ValueError:
                 when = time.time()
             task.exit = (int(values[0]), when)
+            task.has_outputs = values[2] != "0" if len(values) > 2 else None
             task.exit_seen = time.monotonic()
 
     def _decide(self, task: Task) -> None:
