@@ -1,8 +1,8 @@
 """The login node: this machine, or one reached over SSH.
 
-Both answer the same small interface as :class:`amlrun.ssh.SSHSession` (``run`` a POSIX
+Both answer the same small interface as :class:`amlrun.targets.ssh.connection.SSHSession` (``run`` a POSIX
 sh script with optional stdin, ``run_checked``, ``settings.label``), so amlrun's SSH layer
-(:func:`amlrun.transfer.sync_tree`, :func:`amlrun.transfer.fetch_tree` with its safe
+(:func:`amlrun.targets.ssh.transfer.sync_tree`, :func:`amlrun.targets.ssh.transfer.fetch_tree` with its safe
 extraction) serves both: over SSH they use the session's connection (host-key checks,
 reconnects); here they run ``sh -c`` locally.
 """
@@ -23,14 +23,14 @@ class LocalLabel:
 
 
 class LocalShell:
-    """``sh -c SCRIPT`` on this machine, shaped like :class:`amlrun.ssh.SSHSession`."""
+    """``sh -c SCRIPT`` on this machine, shaped like :class:`amlrun.targets.ssh.connection.SSHSession`."""
 
     def __init__(self) -> None:
         self.settings = LocalLabel()
 
     def run(self, script: str, *, stdin: bytes | Iterable[bytes] | None = None, timeout: float | None = 120,
             stdout_to=None):
-        from amlrun.ssh import CommandResult
+        from amlrun.targets.ssh.connection import CommandResult
 
         data = stdin if stdin is None or isinstance(stdin, (bytes, bytearray)) else b"".join(stdin)
         try:

@@ -63,7 +63,7 @@ class SlurmTarget(Target):
         super().__init__(compute, context)
         self.settings = read_settings(compute)
         if self.settings.over_ssh:
-            from amlrun.ssh import settings_from_compute
+            from amlrun.targets.ssh.connection import settings_from_compute
 
             self._ssh_settings = settings_from_compute(compute)   # validates address/username/key now
         self._login = None
@@ -96,7 +96,7 @@ class SlurmTarget(Target):
         with self._lock:
             if self._login is None:
                 if self.settings.over_ssh:
-                    from amlrun.ssh import SSHSession
+                    from amlrun.targets.ssh.connection import SSHSession
 
                     self._login = SSHSession(self._ssh_settings)
                 else:
@@ -196,7 +196,7 @@ class SlurmTarget(Target):
 
     def _snapshot_for(self, workdir: Path) -> str:
         """The run's working tree, synced once per distinct tree into ``snapshots/<digest>``."""
-        from amlrun.transfer import local_manifest, sync_tree
+        from amlrun.targets.ssh.transfer import local_manifest, sync_tree
 
         manifest = local_manifest(workdir)
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:24]
@@ -221,8 +221,8 @@ class SlurmTarget(Target):
 
     def _submit(self, items: list[_Pending]) -> list[Task]:
         """One sbatch for the whole batch: the per-run files travel in one tar on stdin."""
-        from amlrun.ssh import env_file_text
-        from amlrun.targets.remote import owner_line
+        from amlrun.targets.ssh.detached import env_file_text
+        from amlrun.targets.ssh.host import owner_line
 
         login = self.login()
         pd = self.project_dir()
@@ -330,7 +330,7 @@ class SlurmTarget(Target):
         return extra
 
     def _fetch_outputs(self, job, sink, extra: dict) -> None:
-        from amlrun.transfer import fetch_tree
+        from amlrun.targets.ssh.transfer import fetch_tree
 
         remote = f"{self.project_dir()}/runs/{job.run_id}/work/outputs"
         try:
@@ -382,8 +382,8 @@ class SlurmTarget(Target):
                 self._sweep_note = None
 
     def sweep(self) -> list[str]:
-        from amlrun.ssh import sweep_orphans
-        from amlrun.targets.remote import owner_dead
+        from amlrun.targets.ssh.detached import sweep_orphans
+        from amlrun.targets.ssh.host import owner_dead
 
         login = self.login()
         listing = login.run(f"{self.slurm_prefix}squeue -h -u \"$(id -un)\" -o '%F|%k' 2>/dev/null", timeout=60)
