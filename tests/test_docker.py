@@ -471,16 +471,19 @@ def test_clean_removes_amlrun_images_and_stopped_containers_only(project, client
     ours = client.containers.create(BASE, ["true"], labels={"amlrun.managed": "1"})
     theirs = client.containers.create(BASE, ["true"], labels={"someone.else": token})
     try:
-        listed = project.run("clean", "--dry-run", "--no-envs")
+        scoped = project.run("clean", "--dry-run", "--no-envs")  # none of them is this project's
+        assert scoped.returncode == 0 and f"test{token}" not in scoped.output and ours.name not in scoped.output
+        assert "nothing to clean of this project" in scoped.output
+        listed = project.run("clean", "--all", "--dry-run", "--no-envs")
         assert listed.returncode == 0, listed.output
         assert f"would remove image amlrun/env:test{token}" in listed.output
         assert f"would remove container {ours.name}" in listed.output and theirs.name not in listed.output
         assert client.containers.list(all=True, filters={"id": ours.id})
 
-        kept = project.run("clean", "--older-than", "30d", "--no-envs")
+        kept = project.run("clean", "--all", "--older-than", "30d", "--no-envs")
         assert kept.returncode == 0 and f"test{token}" not in kept.output, kept.output
 
-        cleaned = project.run("clean", "--no-envs")
+        cleaned = project.run("clean", "--all", "--no-envs")
         assert cleaned.returncode == 0 and "freed" in cleaned.output, cleaned.output
         assert not client.containers.list(all=True, filters={"id": ours.id})
         assert client.containers.list(all=True, filters={"id": theirs.id})

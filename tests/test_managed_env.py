@@ -125,3 +125,26 @@ def test_user_managed_default_uses_the_interpreter_as_is(project, tmp_path):
     assert BUILDING not in result.stdout
     assert _value(result.stdout, "PREFIX") == sys.prefix
     assert not (tmp_path / "cache" / "envs").exists()
+
+
+def test_clean_removes_only_this_projects_environments_unless_all(managed, tmp_path):
+    project, env, cache = managed
+    assert project.run("job.py", env=env).returncode == 0
+    (ours,) = _env_dirs(cache)
+    other = type(project)(tmp_path / "other")
+    other.write({
+        "aml_config/local.compute": 'type: "local"\npythonLocation: "python"\nuserManagedEnvironment: false\n',
+        "aml_config/conda_dependencies.yml": _deps(),
+        "job.py": "print('other')\n",
+    })
+    assert other.run("job.py", env=env).returncode == 0
+    (theirs,) = [d for d in _env_dirs(cache) if d != ours]
+
+    cleaned = project.run("clean", "--no-docker", env=env)
+    assert cleaned.returncode == 0, cleaned.output
+    assert f"removed environment {ours.name}" in cleaned.stdout and theirs.name not in cleaned.stdout
+    assert "1 item, freed" in cleaned.stdout
+    assert _env_dirs(cache) == [theirs]
+
+    everything = project.run("clean", "--all", "--no-docker", "--dry-run", env=env)
+    assert f"would remove environment {theirs.name}" in everything.stdout

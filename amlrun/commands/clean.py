@@ -1,9 +1,12 @@
 """``amlrun clean``: remove what amlrun left on this machine and its Docker engine.
 
-Removes stopped containers and environment images labelled by amlrun (never other
-images), containers of dead amlrun processes, and managed local environments from the
-cache; ``--older-than`` keeps recent ones, ``--dry-run`` only lists. It says what it
-frees.
+By default only what belongs to the current project: environment images and managed
+local environments its runs used (by environment digest, from its history and
+``.amlrun/environments/``; one shared with another project of the same dependencies is
+rebuilt there on demand), and its runs' stopped containers or containers of dead amlrun
+processes. ``--all``: everything amlrun made, every project's. Never an image or
+container amlrun did not label. ``--older-than`` keeps recent ones, ``--dry-run`` only
+lists. It says what it removed and how much space that freed.
 """
 
 from __future__ import annotations
@@ -57,10 +60,44 @@ def _dir_size(path: Path) -> int:
     return total
 
 
-def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
+class Scope:
+    """What ``clean`` may touch: everything (``--all``), or one project's runs and environments."""
+
+    def __init__(self, run_ids: set[str] | None = None, digests: set[str] | None = None):
+        self.run_ids, self.digests = run_ids, digests
+
+    @classmethod
+    def of_project(cls, project) -> Scope:
+        from amlrun.store import RunStore
+
+        run_ids: set[str] = set()
+        digests = {p.stem for p in (project.state_dir / "environments").glob("*.txt")}
+        if (project.state_dir / "runs").is_dir():
+            for record in RunStore(project.state_dir).list(reap=False):
+                run_ids.add(record.run_id)
+                if record.environment_digest:
+                    digests.add(record.environment_digest)
+        return cls(run_ids, digests)
+
+    @property
+    def everything(self) -> bool:
+        return self.digests is None
+
+    def has_digest(self, digest: str | None) -> bool:
+        """Environment digests are recorded shortened (20 characters) where images carry them whole."""
+        known = self.digests or set()
+        return self.everything or (digest is not None and (digest in known or digest[:20] in known))
+
+    def has_run(self, run_id: str | None) -> bool:
+        return self.everything or (run_id is not None and run_id in (self.run_ids or ()))
+
+
+def clean_docker(cutoff: float, dry_run: bool, out, scope: Scope | None = None) -> tuple[int, int] | None:
     """(items, bytes) freed on the engine, or None when no engine answers."""
-    from amlrun.targets.docker.image import LABEL_MANAGED, docker_sdk
-    from amlrun.targets.docker.owners import DEFAULT_SOCKET, owner_alive
+    from amlrun.targets.docker.image import LABEL_DIGEST, LABEL_MANAGED, docker_sdk
+    from amlrun.targets.docker.owners import DEFAULT_SOCKET, LABEL_RUN_ID, owner_alive
+
+    scope = scope or Scope()
 
     try:
 
@@ -76,6 +113,8 @@ def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
     count = freed = 0
     verb = "would remove" if dry_run else "removed"
     for container in client.containers.list(all=True, filters={"label": LABEL_MANAGED}):
+        if not scope.has_run(container.labels.get(LABEL_RUN_ID)):
+            continue  # another project's
         state = container.attrs.get("State", {})
         running = state.get("Status") in ("running", "restarting", "paused")
         if owner_alive(container.labels) and container.labels.get("amlrun.owner-pid"):
@@ -91,6 +130,8 @@ def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
         count += 1
         print(f"{verb} container {container.name}", file=out)
     for image in client.images.list(filters={"label": LABEL_MANAGED}):
+        if not scope.has_digest((image.labels or {}).get(LABEL_DIGEST)):
+            continue  # another project's
         if _created(image.attrs.get("Created", "")) > cutoff:
             continue
         size = int(image.attrs.get("Size") or 0)
@@ -115,16 +156,17 @@ def clean_docker(cutoff: float, dry_run: bool, out) -> tuple[int, int] | None:
     return count, freed
 
 
-def clean_envs(cutoff: float, dry_run: bool, out) -> tuple[int, int]:
+def clean_envs(cutoff: float, dry_run: bool, out, scope: Scope | None = None) -> tuple[int, int]:
     from amlrun.envs import cache_dir
 
+    scope = scope or Scope()
     root = cache_dir() / "envs"
     count = freed = 0
     if not root.is_dir():
         return 0, 0
     verb = "would remove" if dry_run else "removed"
     for entry in sorted(root.iterdir()):
-        if not entry.is_dir() or entry.stat().st_mtime > cutoff:
+        if not entry.is_dir() or entry.stat().st_mtime > cutoff or not scope.has_digest(entry.name):
             continue
         size = _dir_size(entry)
         if not dry_run:
@@ -143,7 +185,9 @@ def clean_envs(cutoff: float, dry_run: bool, out) -> tuple[int, int]:
 
 
 def main(argv: list[str], prog: str) -> int:
-    p = parser(prog, "Remove amlrun's Docker images, stopped containers and managed local environments.")
+    p = parser(prog, "Remove the project's amlrun Docker images, stopped containers and managed local environments.")
+    p.add_argument("--all", dest="everything", action="store_true",
+                   help="everything amlrun made on this machine and engine, every project's")
     p.add_argument("--older-than", metavar="AGE", help="only what is older than AGE (30m, 12h, 7d, 2w)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.add_argument("--no-docker", action="store_true", help="leave the Docker engine alone")
@@ -151,14 +195,21 @@ def main(argv: list[str], prog: str) -> int:
     options = p.parse_args(argv)
     cutoff = time.time() - parse_age(options.older_than) if options.older_than else float("inf")
     out = sys.stdout
+    if options.everything:
+        scope = Scope()
+    else:
+        from amlrun.project import Project
+
+        scope = Scope.of_project(Project.discover(Path.cwd(), Path.cwd()))
     count = freed = 0
     if not options.no_docker:
-        found = clean_docker(cutoff, options.dry_run, out)
+        found = clean_docker(cutoff, options.dry_run, out, scope)
         if found:
             count, freed = count + found[0], freed + found[1]
     if not options.no_envs:
-        found = clean_envs(cutoff, options.dry_run, out)
+        found = clean_envs(cutoff, options.dry_run, out, scope)
         count, freed = count + found[0], freed + found[1]
     what = "would free" if options.dry_run else "freed"
-    print(f"{count} item{'s' * (count != 1)}, {what} {human(freed)}" if count else "nothing to clean")
+    whose = "" if scope.everything else " of this project (--all: every project's)"
+    print(f"{count} item{'s' * (count != 1)}, {what} {human(freed)}" if count else f"nothing to clean{whose}")
     return 0
