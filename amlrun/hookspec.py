@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from amlrun.protocol import CellRun, RunReport
     from amlrun.session import Config, Session
     from amlrun.sink import RunSink
+    from amlrun.store import RunRecord, RunStore
     from amlrun.targets.base import ExecResult, Job, PreparedEnvironment, Progress, Target
     from amlrun.terminal import TerminalReporter
 
@@ -225,6 +226,19 @@ def amlrun_execute(target: Target, job: Job, prepared: PreparedEnvironment, sink
 
 
 @hookspec
+def amlrun_run_environment(cell: Cell, record: RunRecord, target: Target, session: Session) -> dict[str, str] | None:
+    """Extra environment variables for a run (e.g. a tracker's run id).
+
+    **Called on worker threads**, after the run record is created and before the run
+    executes: a tracker creates its run here and passes its id, so the script's own
+    tracker calls land in it.
+
+    :return: ``{name: value}``; results are merged in plugin order; ``AMLRUN_*`` names
+        are amlrun's and are not replaced.
+    """
+
+
+@hookspec
 def amlrun_collect_artifacts(job: Job, run_dir: Path) -> list[Artifact] | None:
     """Files a run produced.
 
@@ -294,4 +308,15 @@ def amlrun_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
         ``sep`` for a titled rule).
     :param exitstatus: the exit code the run command will return.
     :param session: the session.
+    """
+
+
+@hookspec
+def amlrun_register_exporters() -> dict[str, Any] | None:
+    """Exporters for ``amlrun history export NAME [RUN ...]``.
+
+    :return: ``{name: export}``; ``export(config: Config, store: RunStore,
+        records: list[RunRecord]) -> int`` gets the finished runs to export, prints its
+        own summary and returns the exit status. Exporting twice must add nothing the
+        second time.
     """

@@ -47,7 +47,7 @@ class Settings:
 
 _SETTING_KEYS = {"experiment_paths", "experiment_files", "notebook_files", "norecursedirs", "default_targets"}
 #: keys other parts of amlrun read from ``[tool.amlrun]`` (tolerances, build settings ...)
-EXTRA_SETTING_KEYS = {"tolerances", "build", "baseline_file", "seed"}
+EXTRA_SETTING_KEYS = {"tolerances", "build", "baseline_file", "seed", "mlflow"}
 
 
 def _str_tuple(value: Any, key: str, where: str) -> tuple[str, ...]:

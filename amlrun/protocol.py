@@ -219,6 +219,9 @@ def make_job(run: CellRun) -> Job:
     session, cell, runconfig = run.session, run.cell, run.runconfig
     try:
         env = build_env(session, cell, run.record.run_id, runconfig)
+        for extra in session.config.hook.amlrun_run_environment(cell=cell, record=run.record, target=run.target,
+                                                                session=session):
+            env.update({k: v for k, v in (extra or {}).items() if not k.startswith("AMLRUN_")})
     except AmlrunError as exc:  # e.g. an unresolvable secret: record why, then stop the session
         run.sink.note(f"[amlrun] {exc}")
         run.save(status="failed", reason=str(exc), ended=time.time())

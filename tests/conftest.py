@@ -54,6 +54,7 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("AMLRUN_CREDENTIALS", str(home / "config" / "credentials.yml"))
     monkeypatch.setenv("AMLRUN_CACHE_DIR", str(home / "cache"))
     monkeypatch.delenv("AMLRUN_PLUGINS", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # export only where a test turns it on
 
 
 @pytest.fixture

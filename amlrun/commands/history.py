@@ -1,7 +1,7 @@
-"""``amlrun history``: list, show, compare, follow, download, restore and prune recorded runs.
+"""``amlrun history``: list, show, compare, follow, download, restore, prune and export recorded runs.
 
-Every subcommand reads the project's ``.amlrun/`` directly (no plugin manager, no
-session) so that it starts fast; each prints a table (tabulate) or, with
+Every subcommand but ``export`` reads the project's ``.amlrun/`` directly (no plugin
+manager, no session) so that it starts fast; each prints a table (tabulate) or, with
 ``--format json``, one JSON document for scripts.
 """
 
@@ -210,6 +210,10 @@ def build_parser(prog: str):
                         f"to use them (default {GC_GRACE_SECONDS:g})")
 
     add("rebuild", "rebuild the history index from the run folders' record.json (nothing on disk is lost)")
+
+    p = add("export", "send finished runs to a tracker a plugin provides (e.g. mlflow); runs already there are skipped")
+    p.add_argument("exporter", metavar="NAME", help="the tracker, e.g. mlflow (from the amlrun-mlflow plugin)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="runs to export (default: every finished run)")
 
     sub.add_parser("diff", help="what changed between two runs (code, environment, parameters, metrics)",
                    add_help=False)
@@ -676,7 +680,33 @@ def cmd_rebuild(options, store: RunStore, project) -> int:
     return 0
 
 
+# -- export ---------------------------------------------------------------------------------------
+
+
+def cmd_export(options, store: RunStore, project) -> int:
+    """Loads the plugins (the other subcommands don't) to find the exporter."""
+    from amlrun.commands._common import load_config
+
+    config = load_config(options)
+    exporters: dict[str, Any] = {}
+    for found in config.hook.amlrun_register_exporters():
+        exporters.update(found or {})
+    export = exporters.get(options.exporter)
+    if export is None:
+        known = ", ".join(sorted(exporters)) or "none; install a plugin such as amlrun-mlflow"
+        raise UsageError(f"history export: no exporter named '{options.exporter}' (known: {known})")
+    if options.runs:
+        records = [store.resolve(ref) for ref in options.runs]
+        active = [r for r in records if r.status not in FINAL]
+        if active:
+            raise UsageError(f"history export: run {active[0].run_id} has not finished ({active[0].status})")
+    else:
+        records = list(reversed(store.list(status=FINAL)))  # oldest first
+    return int(export(config=config, store=store, records=records))
+
+
 ACTIONS = {
     "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "logs": cmd_logs,
     "download": cmd_download, "restore": cmd_restore, "gc": cmd_gc, "rebuild": cmd_rebuild,
+    "export": cmd_export,
 }
