@@ -1,17 +1,18 @@
 """Session reports for CI and people: ``--junitxml``, ``--report-json`` and ``--html``.
 
 All three list the cells in matrix order and are written at ``amlrun_sessionfinish``.
-The HTML page is one self-contained file (inline CSS, inline SVG charts, a few lines of
-inline script, no CDN) so it opens offline and can be archived as a CI artifact.
+The HTML page (:mod:`amlrun.report_html`) is one self-contained file (inline CSS, SVG
+charts drawn in Python, a small inline script, embedded images, no CDN) so it opens
+offline and can be archived as a CI artifact.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
-import html
 import json
-import math
 import os
+import re
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -20,11 +21,19 @@ from pathlib import Path
 from amlrun.errors import UsageError
 from amlrun.hookspec import hookimpl
 from amlrun.ownfiles import remember as remember_own_file
-from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, REUSED, SKIPPED
+from amlrun.protocol import CANCELED, ERROR, FAILED, REUSED, SKIPPED
 
-STATUS_COLOURS = {PASSED: "#2e7d32", FAILED: "#c62828", ERROR: "#8e24aa", CANCELED: "#ef6c00",
-                  SKIPPED: "#757575", REUSED: "#0277bd"}
-SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+DEFAULT_EMBED_LIMIT = 10 * 1024 * 1024
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|b|kb|mb|gb)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def embed_size(text: str) -> int:
+    """``10MB``, ``500KB``, ``0`` → bytes (for ``--html-embed-limit``)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a size such as 10MB or 500KB, got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 @hookimpl
@@ -34,7 +43,10 @@ def amlrun_addoption(parser, group):
     group.add_argument("--report-json", dest="report_json", metavar="PATH",
                        help="write every cell with its run record as JSON")
     group.add_argument("--html", dest="html_report", metavar="PATH",
-                       help="write a self-contained HTML page: the matrix, metric charts, links to outputs")
+                       help="write one self-contained HTML page: the matrix (filter, sort), metric curves and "
+                            "charts, failures with their logs, the runs' images")
+    group.add_argument("--html-embed-limit", dest="html_embed_limit", metavar="SIZE", type=embed_size,
+                       help="images embedded in the --html page at most (default 10MB; 0: none)")
 
 
 @hookimpl(trylast=True)
@@ -168,177 +180,8 @@ def write_json(session, path: Path, duration: float, exitstatus: int) -> None:
 # -- HTML ---------------------------------------------------------------------------------------
 
 
-def _numeric(value) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _href(report, page: Path) -> str | None:
-    if report.run_dir is None:
-        return None
-    outputs = report.run_dir / "outputs"
-    folder = outputs if outputs.is_dir() else report.run_dir
-    try:
-        rel = os.path.relpath(folder, page.parent)
-    except ValueError:  # another drive on Windows
-        return folder.as_uri()
-    return rel.replace(os.sep, "/") + "/"
-
-
-def svg_chart(metric: str, script: str, reports) -> str:
-    """One metric of one script: x = parameter sets in matrix order, one line per target."""
-    labels: list[str] = []
-    series: dict[str, dict[str, float]] = {}
-    for report in reports:
-        label = report.cell.params.id or "(no params)"
-        if label not in labels:
-            labels.append(label)
-        value = _numeric(report.metrics.get(metric))
-        if value is not None:
-            series.setdefault(report.cell.target, {})[label] = value
-    if not series:
-        return ""
-    values = [v for points in series.values() for v in points.values()]
-    low, high = min(values), max(values)
-    if low == high:
-        low, high = low - 1, high + 1
-    width, height, left, right, top, bottom = 560, 240, 56, 16, 24, 64
-    plot_w, plot_h = width - left - right, height - top - bottom
-    step = plot_w / max(1, len(labels) - 1)
-    x = lambda i: left + (i * step if len(labels) > 1 else plot_w / 2)  # noqa: E731
-    y = lambda v: top + plot_h - (v - low) / (high - low) * plot_h  # noqa: E731
-    esc = html.escape
-    parts = [f'<svg class="chart" data-metric="{esc(metric)}" data-script="{esc(script)}" '
-             f'xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-             f'role="img" aria-label="{esc(metric)} of {esc(script)}">',
-             f'<text x="{left}" y="14" class="title">{esc(metric)} · {esc(script)}</text>',
-             f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" class="axis"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" class="axis"/>']
-    for frac in (0, 0.5, 1):
-        value = low + (high - low) * frac
-        parts.append(f'<text x="{left - 4}" y="{y(value) + 4:.1f}" text-anchor="end" class="tick">{_fmt(value)}</text>')
-    for i, label in enumerate(labels):
-        short = label if len(label) <= 18 else label[:17] + "…"
-        parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 14}" text-anchor="end" class="tick" '
-                     f'transform="rotate(-30 {x(i):.1f} {top + plot_h + 14})">{esc(short)}</text>')
-    for n, (target, points) in enumerate(sorted(series.items())):
-        colour = SERIES_COLOURS[n % len(SERIES_COLOURS)]
-        coords = [(x(i), y(points[label])) for i, label in enumerate(labels) if label in points]
-        if len(coords) > 1:
-            path = " ".join(f"{a:.1f},{b:.1f}" for a, b in coords)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for (a, b), label in zip(coords, [lb for lb in labels if lb in points]):
-            parts.append(f'<circle class="point" cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{colour}">'
-                         f'<title>{esc(target)} {esc(label)}: {_fmt(points[label])}</title></circle>')
-        parts.append(f'<rect x="{left + plot_w - 120}" y="{top + n * 16}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{left + plot_w - 106}" y="{top + n * 16 + 9}" class="tick">{esc(target)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-_CSS = """
-body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
-table{border-collapse:collapse}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
-th{background:#f3f3f3;cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.status{color:#fff;font-weight:600}
-.badge{display:inline-block;padding:2px 8px;margin-right:6px;border-radius:3px;color:#fff}
-svg.chart{border:1px solid #eee;margin:6px}svg .axis{stroke:#999}svg .tick{font-size:10px;fill:#555}
-svg .title{font-size:12px;font-weight:600}
-""" + "".join(f"td.status.{o},.badge.{o}{{background:{c}}}" for o, c in STATUS_COLOURS.items())
-
-_SCRIPT = """
-(function(){
-  var rows=document.querySelectorAll('#matrix tbody tr.cell');
-  var counts={};rows.forEach(function(r){var s=r.dataset.status;counts[s]=(counts[s]||0)+1;});
-  var out=document.getElementById('rendered');
-  out.textContent=rows.length+' cells shown: '+Object.keys(counts).sort().map(function(k){return counts[k]+' '+k;}).join(', ');
-  document.querySelectorAll('#matrix th').forEach(function(th,col){
-    th.addEventListener('click',function(){
-      var body=th.closest('table').tBodies[0];var list=Array.prototype.slice.call(body.rows);
-      var asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
-      list.sort(function(a,b){var x=a.cells[col].dataset.v||a.cells[col].textContent,y=b.cells[col].dataset.v||b.cells[col].textContent;
-        var nx=parseFloat(x),ny=parseFloat(y);var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
-      list.forEach(function(r){body.appendChild(r);});
-    });
-  });
-})();
-"""
-
-
-def render_html(session, page: Path, duration: float, exitstatus: int) -> str:
-    esc = html.escape
-    reports = session.reports
-    metrics: list[str] = []
-    for report in reports:
-        for name in report.metrics:
-            if name not in metrics:
-                metrics.append(name)
-    params: list[str] = []
-    for report in reports:
-        for name, _ in report.cell.params.items:
-            if name not in params:
-                params.append(name)
-    counts: dict[str, int] = {}
-    for report in reports:
-        counts[report.outcome] = counts.get(report.outcome, 0) + 1
-    badges = "".join(f'<span class="badge {o}">{n} {o}</span>' for o, n in counts.items())
-    head = ["cell", "script", "target", *params, "status", "duration (s)", *metrics, "run"]
-    rows = []
-    for report in reports:
-        cell = report.cell
-        values = cell.params.as_dict()
-        tds = [f"<td>{esc(cell.id)}</td>", f"<td>{esc(cell.script)}</td>", f"<td>{esc(cell.target)}</td>"]
-        tds += [f"<td>{esc(_fmt(values[p])) if p in values else ''}</td>" for p in params]
-        title = f' title="{esc(report.reason)}"' if report.reason else ""
-        tds.append(f'<td class="status {report.outcome}"{title}>{esc(report.outcome)}</td>')
-        tds.append(f'<td class="num">{report.duration:.2f}</td>')
-        for name in metrics:
-            value = report.metrics.get(name)
-            shown = "" if value is None else esc(_fmt(value))
-            tds.append(f'<td class="num metric" data-metric="{esc(name)}">{shown}</td>')
-        href = _href(report, page)
-        run = esc(report.run_id or "")
-        tds.append(f'<td><a class="outputs" href="{esc(href)}">{run or "log"}</a></td>' if href else f"<td>{run}</td>")
-        rows.append(f'<tr class="cell" data-status="{report.outcome}" data-cell="{esc(cell.id)}">{"".join(tds)}</tr>')
-    charts = []
-    scripts: dict[str, list] = {}
-    for report in reports:
-        scripts.setdefault(report.cell.script, []).append(report)
-    for metric in metrics:
-        for script, group in scripts.items():
-            chart = svg_chart(metric, script, group)
-            if chart:
-                charts.append(chart)
-    title = f"amlrun report: {session.project.root.name}"
-    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    stopped = f"<p><b>{esc(session.shouldstop)}</b></p>" if session.shouldstop else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
-<body><h1>{esc(title)}</h1>
-<p>{when} · {len(reports)} cells · {duration:.1f}s · exit status {exitstatus} · {badges}</p>{stopped}
-<p id="rendered"></p>
-<h2>Matrix</h2>
-<table id="matrix"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody></table>
-<h2>Metrics</h2>
-<div id="charts">{"".join(charts) or "<p>no numeric metrics were logged</p>"}</div>
-<script>{_SCRIPT}</script>
-</body></html>
-"""
-
-
 def write_html(session, path: Path, duration: float, exitstatus: int) -> None:
-    _write(path, render_html(session, path, duration, exitstatus))
+    from amlrun.report_html.page import render
+
+    limit = session.config.getoption("html_embed_limit")
+    _write(path, render(session, duration, exitstatus, DEFAULT_EMBED_LIMIT if limit is None else limit))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
+import zlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
 
@@ -124,39 +125,189 @@ def _chromium() -> str:
     return found
 
 
-@pytest.mark.browser
-def test_html_report_in_headless_chromium(matrix_run, tmp_path):
-    project, _, out = matrix_run
-    page = out / "matrix.html"
-    text = page.read_text()
-    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
-    browser = _chromium()
-    proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
-         "--dump-dom", page.as_uri()],
+def _browser(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+         "--window-size=1366,900", *extra, url],
         capture_output=True, text=True, timeout=120,
     )
+
+
+def dom(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran, in a 1,366 px wide window."""
+    proc = _browser(url, profile, "--dump-dom")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    dom = proc.stdout
-    # what the browser shows: 24 matrix rows, the page's own script ran and counted them
-    assert len(re.findall(r'<tr class="cell"', dom)) == 24
-    assert '<p id="rendered">24 cells shown: 1 failed, 23 passed</p>' in dom
-    assert len(re.findall(r'<td class="status failed"', dom)) == 1
-    # one chart per metric and script, with a line per target
-    charts = re.findall(r'<svg class="chart" data-metric="(\w+)" data-script="([^"]+)"', dom)
-    assert sorted(charts) == sorted((m, f"experiments/train_{s}.py") for m in ("accuracy", "loss") for s in "abc")
-    assert dom.count("<polyline") == 12
-    # links lead to each run's outputs (or run folder when a run wrote no outputs)
-    links = re.findall(r'<a class="outputs" href="([^"]+)">(\d{8}-\d{6}-[0-9a-f]+)</a>', dom)
-    assert len(links) == 24
-    for href, run_id in links:
-        target = (page.parent / unquote(href)).resolve()
-        assert target.is_dir() and run_id in str(target)
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p2'}",
-                    f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    assert shot.stat().st_size > 10_000  # a page with content, not a blank canvas
+    return proc.stdout
+
+
+def no_network(text: str) -> None:
+    assert "https://" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "<link" not in text and not re.search(r"<script[^>]*\bsrc=", text) and "<iframe" not in text
+
+
+@pytest.mark.browser
+def test_html_report_of_the_24_cell_matrix(matrix_run, tmp_path):
+    """Two parameters: each metric's last values are a heatmap per target, side by side."""
+    _, _, out = matrix_run
+    page = out / "matrix.html"
+    no_network(page.read_text())
+    shown = dom(page.as_uri(), tmp_path / "profile")
+    assert len(re.findall(r'<tr class="cell"', shown)) == 24
+    assert '<span id="rendered">24 cells shown: 1 failed, 23 passed</span>' in shown
+    heatmaps = re.findall(r'<svg class="chart" data-kind="heatmap" data-metric="(\w+)"[^>]*aria-label="[\w.]+ · (\w+)"',
+                          shown)
+    assert sorted(heatmaps) == sorted((m, t) for m in ("accuracy", "loss") for t in ("cpu", "small") for _ in range(3))
+    assert shown.count('<rect class="heat"') == 3 * 2 * 2 * 4  # scripts × metrics × targets × (lr, depth) cells
+    # the matrix links to each run's section on the page (works when the file is downloaded alone)
+    links = re.findall(r'<a class="runlink" href="#run-([^"]+)">', shown)
+    assert len(links) == 24 and all(f'<section class="run" id="run-{r}"' in shown for r in links)
+
+
+# A 4-parameter (2 varying), 3-metric sweep on two targets, plus a one-parameter script
+# (scatter) and a categorical one (bars); runs write PNG, JPEG and SVG images, a file
+# that only calls itself .png, a link to an image outside the run, and one large image.
+def _png(width: int, height: int) -> bytes:
+    """A real PNG (RGB, a blue-green gradient)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + bytes(c for x in range(width) for c in (20, 4 * x % 256, 200)) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+PNG = _png(64, 32)
+JPEG = ("/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP////////////////////////////////////////////////////////////////"
+        "//////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA=")
+SWEEP = {
+    "aml_config/cpu.compute": "type: local\nmaxParallel: 2\n",
+    "aml_config/gpu.compute": "type: local\nmaxParallel: 2\n",
+    "experiments/sweep.py": f"""
+import base64, os, sys
+AMLRUN_PARAMS = {{"learning_rate": [0.1, 0.01, 0.001], "depth": [2, 4], "optimizer": ["adam"], "batch_size": [32]}}
+from amlrun_client import log
+arg = lambda n: sys.argv[sys.argv.index("--" + n) + 1]
+lr, depth = float(arg("learning_rate")), int(arg("depth"))
+for step in range(10):
+    log("training_loss", round((1 - lr) / (step + 1) + depth / 100, 4), step=step)
+log("validation_accuracy", round(0.7 + lr + depth / 50, 4))
+log("throughput_samples_per_second", 1000 * depth)
+os.makedirs("outputs/plots", exist_ok=True)
+open("outputs/plots/curve.png", "wb").write({PNG!r})
+open("outputs/photo.jpg", "wb").write(base64.b64decode({JPEG!r}))
+open("outputs/diagram.svg", "w").write('<svg xmlns="http://www.w3.org/2000/svg" width="90" height="40">'
+                                       '<rect width="90" height="40" fill="#9cf"/><text x="6" y="25">lr ' + str(lr) + '</text></svg>')
+open("outputs/notes.png", "w").write("not an image")
+if lr == 0.1 and depth == 2:
+    os.symlink("/etc/hostname", "outputs/outside.png")
+    open("outputs/huge.png", "wb").write({PNG!r} + b"\\0" * 200_000)
+if lr == 0.001 and depth == 4 and os.environ["AMLRUN_TARGET"] == "gpu":
+    print("diverged: loss is nan")
+    sys.exit(3)
+""",
+    "experiments/probe.py": """
+AMLRUN_PARAMS = {"width": [8, 16, 64, 256]}
+import sys
+from amlrun_client import log
+log("score", int(sys.argv[sys.argv.index("--width") + 1]) ** 0.5)
+""",
+    "experiments/pick.py": """
+AMLRUN_PARAMS = {"model": ["tree", "forest", "boost"]}
+import sys
+from amlrun_client import log
+log("score", len(sys.argv[sys.argv.index("--model") + 1]))
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def sweep_page(tmp_path_factory):
+    from conftest import Project
+
+    root = tmp_path_factory.mktemp("sweep") / "proj"
+    (root / "aml_config").mkdir(parents=True)
+    project = Project(root).write(SWEEP)
+    result = project.run("-c", "cpu", "-c", "gpu", "-n", "2", "--html", "report.html", "--html-embed-limit", "100KB")
+    assert result.returncode == 1, result.output
+    assert "25 passed, 1 failed" in result.stdout
+    return root / "report.html"
+
+
+@pytest.mark.browser
+def test_html_report_charts_failures_and_images(sweep_page, tmp_path):
+    text = sweep_page.read_text()
+    no_network(text)
+    shown = dom(sweep_page.as_uri(), tmp_path / "profile")
+    assert len(re.findall(r'<tr class="cell"', shown)) == 26
+    # per-step curves: one chart for the metric logged over steps, one line per cell that logged it
+    (curve,) = re.findall(r'<svg class="chart" data-kind="curve" data-metric="(\w+)"', shown)
+    assert curve == "training_loss"
+    assert shown.count('<polyline class="series"') == 12
+    # two varying parameters: a heatmap per metric and target, 3 × 2 cells each
+    heat = re.findall(r'data-kind="heatmap" data-metric="(\w+)"', shown)
+    assert sorted(heat) == sorted(["training_loss", "validation_accuracy", "throughput_samples_per_second"] * 2)
+    assert shown.count('<rect class="heat"') == 6 * 6
+    # one numeric parameter: a scatter, both targets' points visible side by side
+    scatter = re.findall(r'<figure data-script="experiments/probe.py"><svg class="chart" data-kind="scatter"', shown)
+    assert len(scatter) == 1
+    points = re.findall(r'<circle class="point" data-series="(\w+)" cx="([\d.]+)" cy="([\d.]+)"', shown)
+    assert len(points) == 8
+    assert len({(cx, cy) for _, cx, cy in points}) == 8  # no point hidden behind another target's
+    # a categorical parameter: grouped bars, a bar per target in each group
+    assert len(re.findall(r'<figure data-script="experiments/pick.py"><svg class="chart" data-kind="bars"', shown)) == 1
+    bars = re.findall(r'<rect class="bar" data-series="(\w+)"', shown)
+    assert sorted(bars) == ["cpu"] * 3 + ["gpu"] * 3
+    # the failed cell: reason and log tail on the page
+    failure = re.search(r'<div class="failure" data-cell="([^"]+)">(.*?)</div>', shown, re.S)
+    assert failure.group(1) == "experiments/sweep.py::gpu[learning_rate=0.001-depth=4-optimizer=adam-batch_size=32]"
+    assert "exited with code 3" in failure.group(2) and "diverged: loss is nan" in failure.group(2)
+    # images embedded with their runs; a fake .png and a link out of the run are not shown
+    for kind, name in (("png", "outputs/plots/curve.png"), ("jpeg", "outputs/photo.jpg"),
+                       ("svg+xml", "outputs/diagram.svg")):
+        assert len(re.findall(rf'<img alt="{name}" src="data:image/{re.escape(kind)};base64,', shown)) >= 1
+    assert 'alt="outputs/notes.png"' not in shown and 'alt="outputs/outside.png"' not in shown
+    # what did not fit the 100 KB budget is named
+    note = re.search(r'<div class="note" id="left-out">(.*?)</div>', shown, re.S).group(1)
+    assert "not embedded: over the page's limit of 100 KB (--html-embed-limit)" in note
+    assert "outputs/huge.png" in note
+    assert len(text) < 400_000
+
+
+@pytest.mark.browser
+def test_html_matrix_fits_1366_and_filters_and_sorts(sweep_page, tmp_path):
+    shown = dom(sweep_page.as_uri(), tmp_path / "p1")
+    body = re.search(r'<body data-table-width="(\d+)" data-page-width="(\d+)"', shown)
+    assert int(body.group(1)) <= 1366 and int(body.group(2)) <= 1366  # no horizontal scrolling
+    header = re.findall(r'<th data-col="\d+" data-type="(\w+)"', shown)
+    assert header.count("param") == 6 and header.count("num") == 1 + 4  # duration and the 4 metrics
+    # the filter box (its state in the address): words must all match
+    filtered = dom(sweep_page.as_uri() + "#filter=gpu%20failed", tmp_path / "p2")
+    visible = re.findall(r'<tr class="cell" data-status="(\w+)" data-cell="([^"]+)"[^>]*?(hidden="")?>', filtered)
+    assert [(s, c) for s, c, hidden in visible if not hidden] == [
+        ("failed", "experiments/sweep.py::gpu[learning_rate=0.001-depth=4-optimizer=adam-batch_size=32]")]
+    assert '<span id="rendered">1 of 26 cells shown: 1 failed</span>' in filtered
+    assert 'id="filter"' in filtered
+    # sorting by a metric column, descending; cells without the metric go last
+    ordered = dom(sweep_page.as_uri() + "#sort=validation_accuracy:desc", tmp_path / "p3")
+    assert '<th data-col="' in ordered and 'aria-sort="descending"' in ordered
+    values = re.findall(r'<td class="num metric" data-metric="validation_accuracy"(?: data-v="([^"]+)")?>', ordered)
+    numbers = [float(v) for v in values if v]
+    assert len(numbers) == 12 and numbers == sorted(numbers, reverse=True)
+    assert values[:12] == [v for v in values if v] and not any(values[12:])
+    by_param = dom(sweep_page.as_uri() + "#sort=learning_rate:asc", tmp_path / "p4")
+    lrs = [float(v) for v in re.findall(r'<td class="param" data-v="([^"]+)">[\d.e-]+</td><td class="param" data-v="[24].0"',
+                                       by_param)]
+    assert lrs == sorted(lrs) and len(lrs) == 12
+
+
+@pytest.mark.browser
+def test_html_report_screenshots(sweep_page, matrix_run, tmp_path):
+    """Screenshots of both reports at 1,366 × 900 (kept in the test's folder for a look)."""
+    for name, page in (("sweep", sweep_page), ("matrix", matrix_run[2] / "matrix.html")):
+        shot = tmp_path / f"{name}.png"
+        proc = _browser(page.as_uri(), tmp_path / f"profile-{name}", f"--screenshot={shot}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 
 def test_unwritable_report_path_is_one_line_and_other_reports_are_written(project, tmp_path):

@@ -1,0 +1,1 @@
+"""The ``--html`` session report (see :mod:`amlrun.report_html.page`)."""
