@@ -19,12 +19,28 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from amlrun.errors import UsageError
 from amlrun.hookspec import hookimpl
 
 _CWD_LOCK = threading.Lock()  # make_config discovers the project from the working directory
+T = TypeVar("T")
+
+
+class _Items(Sequence[T], Generic[T]):
+    """A read-only sequence over the dataclass field ``items``."""
+
+    items: tuple[T, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
 
 
 @dataclass(frozen=True)
@@ -49,20 +65,11 @@ class CellResult:
 
 
 @dataclass(frozen=True)
-class RunResults(Sequence[CellResult]):
+class RunResults(_Items[CellResult]):
     """The cells of one :func:`run`, in matrix order, and the command line's exit code."""
 
-    cells: tuple[CellResult, ...]
+    items: tuple[CellResult, ...]
     exit_code: int
-
-    def __len__(self) -> int:
-        return len(self.cells)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return self.cells[index]
-
-    def __iter__(self) -> Iterator[CellResult]:
-        return iter(self.cells)
 
     @property
     def ok(self) -> bool:
@@ -71,8 +78,8 @@ class RunResults(Sequence[CellResult]):
     def to_pandas(self):
         """A DataFrame: one row per cell, its parameters and last metric values as columns."""
         return _frame([{"cell_id": c.cell_id, "script": c.script, "target": c.target, "outcome": c.outcome,
-                        "run_id": c.run_id, "duration": c.duration} for c in self.cells],
-                      [c.params for c in self.cells], [c.metrics for c in self.cells])
+                        "run_id": c.run_id, "duration": c.duration} for c in self.items],
+                      [c.params for c in self.items], [c.metrics for c in self.items])
 
 
 class _SessionCapture:
@@ -187,19 +194,10 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Runs(Sequence[Run]):
+class Runs(_Items[Run]):
     """Recorded runs, newest first."""
 
     items: tuple[Run, ...] = field(default=())
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return self.items[index]
-
-    def __iter__(self) -> Iterator[Run]:
-        return iter(self.items)
 
     def to_pandas(self, history: bool = False):
         """A DataFrame. Default: one row per run, its parameters and last metric values as
