@@ -151,7 +151,7 @@ class EnvironmentRecorder:
         image whose id is unchanged cannot have changed; on a target sharing this filesystem,
         package folders with unchanged mtimes had nothing installed or removed."""
         digest = prepared.digest
-        image_id = prepared.details.get("image_id") if prepared.details else None
+        image_id = prepared.image_id
         if image_id:
             try:
                 same = self._image_path(digest).read_text(encoding="utf-8") == image_id
@@ -192,7 +192,7 @@ class EnvironmentRecorder:
                     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
                     tmp.write_text(found.text, encoding="utf-8")
                     os.replace(tmp, path)
-                    image_id = prepared.details.get("image_id") if prepared.details else None
+                    image_id = prepared.image_id
                     paths = self._stat_paths(found.paths) if getattr(target, "local_filesystem", False) else None
                     if image_id:
                         self._image_path(prepared.digest).write_text(str(image_id), encoding="utf-8")

@@ -43,13 +43,9 @@ class Config:
     @property
     def target_types(self) -> dict[str, type[Target]]:
         if self._target_types is None:
-            types: dict[str, type[Target]] = {}
-            for result in self.hook.amlrun_register_targets():
-                for name, cls in (result or {}).items():
-                    types[name] = cls
-                    for alias in getattr(cls, "aliases", ()):
-                        types.setdefault(alias, cls)
-            self._target_types = types
+            from amlrun.targets.registry import collect_target_types
+
+            self._target_types = collect_target_types(self.pluginmanager)
         return self._target_types
 
     def extra_compute_keys(self) -> frozenset[str]:
@@ -79,7 +75,7 @@ class Config:
             )
         from amlrun.envs import cache_dir
 
-        context = TargetContext(project=project, cache_dir=cache_dir(), options=self.options,
+        context = TargetContext(project=project, cache_dir=cache_dir(),
                                 build_settings=dict(project.settings.extra.get("build", {}) or {}),
                                 stopping=self.stopping)
         return cls(compute, context)

@@ -10,11 +10,15 @@ output line to the sink, and brings ``outputs/`` back into ``job.outputs_dir``.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Protocol
 
 from amlrun.config import ComputeTarget, RunConfig
+
+if TYPE_CHECKING:
+    from amlrun.project import Project
 
 RUNTIME_DIRNAME = ".amlrun_runtime"
 
@@ -44,7 +48,7 @@ class Job:
     env: dict[str, str]            # runconfig variables, AMLRUN_* and parameters (no target paths)
     outputs_dir: Path              # where outputs/ must end up locally
     runconfig: RunConfig
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
     timeout: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
@@ -57,24 +61,35 @@ class Job:
 
 @dataclass(frozen=True)
 class PreparedEnvironment:
-    """What ``prepare`` produced: an interpreter, an image, a packed env ..."""
+    """What ``prepare`` produced: an interpreter, an image, a packed env ...
+
+    Other modules read only the named fields; ``details`` holds what the target itself
+    needs later in ``execute`` (and is recorded nowhere)."""
 
     digest: str                    # the environment spec's hash (recorded with every run)
     python: str = "python3"
-    image: str | None = None
+    image: str | None = None       # a container image's tag
+    image_id: str | None = None    # the engine's id of ``image``: what it holds changes only with it
     built: bool = False            # True when this call built it (not a cache hit)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+#: how an execution ended
+Status = Literal["completed", "failed", "canceled"]
+COMPLETED: Status = "completed"
+FAILED: Status = "failed"
+CANCELED: Status = "canceled"
 
 
 @dataclass(frozen=True)
 class ExecResult:
-    """How an execution ended. ``status`` is completed, failed or canceled."""
+    """How an execution ended; build it with :mod:`amlrun.targets.outcome`'s helpers."""
 
-    status: str
+    status: Status
     exit_code: int | None = None
     reason: str = ""
     infrastructure_error: bool = False   # the failure was not the script's (lost connection, OOM kill)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,13 +103,14 @@ class Check:
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What a target may use from the session: the project, caches, options, and whether it stops."""
+    """What a target may use from the session."""
 
-    project: Any                   # amlrun.project.Project
+    project: Project
     cache_dir: Path                # user-level cache (~/.cache/amlrun)
-    options: Any = None            # argparse namespace of the run command
-    build_settings: dict[str, Any] = field(default_factory=dict)
-    #: set when the session stops early (Ctrl-C, SIGTERM, --maxfail): long preparation work aborts
+    #: ``[tool.amlrun.build]`` of the project: package index settings of environment builds
+    build_settings: Mapping[str, object] = field(default_factory=dict)
+    #: set when the session stops early (Ctrl-C, SIGTERM, --maxfail): long preparation work
+    #: (an image build, a wait for another process's build) should give up
     stopping: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
@@ -113,11 +129,13 @@ def contract_env(job: Job, *, workdir: str, outputs: str, share: str | None, pat
     return env
 
 
-class Target:
+class Target(ABC):
     """Base class of a compute target type.
 
     Subclasses set ``type_name`` (and optionally ``aliases`` and ``compute_keys``, the
-    extra compute-file keys they understand) and implement ``prepare`` and ``execute``.
+    extra compute-file keys they understand) and implement the three abstract methods;
+    the others have defaults. ``execute`` runs on worker threads, up to ``max_parallel``
+    at once for one target: keep per-run state in locals, share connections under a lock.
     """
 
     type_name: ClassVar[str] = ""
@@ -138,27 +156,37 @@ class Target:
         self.name = compute.name
 
     @property
-    def project(self):
+    def project(self) -> Project:
         return self.context.project
+
+    # -- required ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def environment_digest(self, runconfig: RunConfig) -> str:
+        """The hash of what ``prepare`` would build; recorded with each run. Cheap: no build."""
+
+    @abstractmethod
+    def prepare(self, runconfig: RunConfig, progress: Progress) -> PreparedEnvironment:
+        """Build (or find cached) the execution environment of ``runconfig``; raise
+        :class:`~amlrun.errors.EnvironmentBuildError` with the log's tail when it fails."""
+
+    @abstractmethod
+    def execute(self, job: Job, prepared: PreparedEnvironment, sink: Sink) -> ExecResult:
+        """Run ``job`` to its end: stream every output line to ``sink``, honour
+        ``job.timeout`` and ``job.cancel`` (stop everything the run started), and bring
+        ``outputs/`` back into ``job.outputs_dir``. Raise
+        :class:`~amlrun.errors.TargetUnavailable` when the target cannot be reached."""
+
+    # -- optional ----------------------------------------------------------------------------
 
     def describe(self) -> str:
         """A short description for headers and ``amlrun targets`` (type and address)."""
         address = self.compute.address
         return f"{self.compute.type}" + (f" {address}" if address else "")
 
-    def environment_digest(self, runconfig: RunConfig) -> str:
-        """The hash of what ``prepare`` would build; recorded with each run."""
-        raise NotImplementedError
-
     def is_prepared(self, runconfig: RunConfig) -> bool:
         """Whether ``prepare`` would be a cache hit (for ``--collect-only`` and PrepareEnvironment: false)."""
         return True
-
-    def prepare(self, runconfig: RunConfig, progress: Progress) -> PreparedEnvironment:
-        raise NotImplementedError
-
-    def execute(self, job: Job, prepared: PreparedEnvironment, sink: Sink) -> ExecResult:
-        raise NotImplementedError
 
     def doctor(self) -> list[Check]:
         """Checks for ``amlrun doctor -c NAME``; each failing one says what is wrong in one line."""
@@ -170,6 +198,6 @@ class Target:
     @property
     def max_parallel(self) -> int:
         try:
-            return max(1, int(self.compute.get("maxParallel", self.default_parallel)))
+            return max(1, int(str(self.compute.get("maxParallel", self.default_parallel))))
         except (TypeError, ValueError):
             return self.default_parallel

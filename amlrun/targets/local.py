@@ -12,8 +12,9 @@ from pathlib import Path
 
 from amlrun.envs import ensure_venv, venv_key
 from amlrun.hookspec import hookimpl
-from amlrun.process import reap_orphan_groups, run_streaming
-from amlrun.targets.base import ExecResult, PreparedEnvironment, Target, contract_env
+from amlrun.process import ProcessOutcome, reap_orphan_groups, run_streaming
+from amlrun.targets.base import ExecResult, Job, PreparedEnvironment, Target, contract_env
+from amlrun.targets.outcome import finished
 
 def share_directory(target: Target) -> str | None:
     """``nativeSharedDirectory/<project>/<target>``, created on first use (a local path)."""
@@ -26,13 +27,27 @@ def share_directory(target: Target) -> str | None:
 
 
 def move_outputs(source: Path, dest: Path) -> None:
-    """Bring ``outputs/`` of a finished run into the run's folder."""
-    if not source.is_dir():
+    """Bring ``outputs/`` of a finished run into the run's folder; links in it pointing
+    out of it are removed (the links, not what they point to): nothing may follow them."""
+    if source.is_symlink() or not source.is_dir():
         return
     if dest.exists():
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(source), str(dest))
+    drop_outward_links(dest)
+
+
+def drop_outward_links(root: Path) -> None:
+    """Remove the symbolic links under ``root`` that resolve outside it (or nowhere)."""
+    top = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):   # never descends into linked folders
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                resolved = path.resolve()
+                if resolved != top and top not in resolved.parents:
+                    path.unlink()
 
 
 class LocalTarget(Target):
@@ -108,16 +123,14 @@ def execute_here(target: Target, job, python: str, sink) -> ExecResult:
     return result_of(outcome, job)
 
 
-def result_of(outcome, job, extra: dict | None = None) -> ExecResult:
+def result_of(outcome: ProcessOutcome, job: Job, extra: dict[str, object] | None = None) -> ExecResult:
     """The ExecResult of a finished local process (canceled, timed out, exit code)."""
-    extra = extra or {}
+    stopped = None
     if outcome.canceled:
-        return ExecResult("canceled", outcome.exit_code, "canceled", extra=extra)
-    if outcome.timed_out:
-        return ExecResult("canceled", outcome.exit_code, f"timed out after {job.timeout:g}s", extra=extra)
-    if outcome.exit_code == 0:
-        return ExecResult("completed", 0, extra=extra)
-    return ExecResult("failed", outcome.exit_code, f"exited with code {outcome.exit_code}", extra=extra)
+        stopped = "canceled"
+    elif outcome.timed_out:
+        stopped = f"timed out after {job.timeout:g}s"
+    return finished(outcome.exit_code, stopped=stopped, extra=extra)
 
 
 def _default_python() -> str:

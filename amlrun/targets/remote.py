@@ -56,13 +56,14 @@ class RemoteTarget(SSHTargetMixin, Target):
             return hashlib.sha256(f"remote-venv\0{deps.digest}\0{self._python()}".encode()).hexdigest()[:20]
         return hashlib.sha256(f"remote-user-managed\0{self._python()}".encode()).hexdigest()[:20]
 
-    def _venv_dir(self, runconfig) -> str:
+    def venv_dir(self, runconfig) -> str:
+        """Where the managed venv of ``runconfig`` is on the VM."""
         return f"{self.remote_base()}/envs/{self.environment_digest(runconfig)}"
 
     def is_prepared(self, runconfig) -> bool:
         if self._deps(runconfig) is None:
             return True
-        venv = self._venv_dir(runconfig)
+        venv = self.venv_dir(runconfig)
         return self.ssh().run(f"[ -f {q(venv)}/{COMPLETE_MARKER} ]", timeout=30).ok
 
     def prepare(self, runconfig, progress) -> PreparedEnvironment:
@@ -74,7 +75,7 @@ class RemoteTarget(SSHTargetMixin, Target):
             raise ConfigError("conda packages " + ", ".join(deps.conda_packages) + " need conda, which a managed "
                               "remote environment does not use; list them under 'pip:' or set "
                               "userManagedEnvironment: true", deps.source)
-        venv = self._venv_dir(runconfig)
+        venv = self.venv_dir(runconfig)
         python = self._python()
         pip = " ".join(q(p) for p in deps.pip_packages)
         v = q(venv)

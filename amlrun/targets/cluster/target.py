@@ -163,7 +163,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         """The interpreter of the (already built) managed environment."""
         if self.remote:
             helper = self._remote_env_helper()
-            return f"{helper._venv_dir(runconfig)}/bin/python"
+            return f"{helper.venv_dir(runconfig)}/bin/python"
         from amlrun.envs import cache_dir, venv_key, venv_python
 
         deps = self.project.conda_dependencies(runconfig)
@@ -177,7 +177,7 @@ class ClusterTarget(SSHTargetMixin, Target):
 
         settings = {**self.compute.settings, "userManagedEnvironment": False}
         helper = RemoteTarget(dataclasses.replace(self.compute, settings=settings), self.context)
-        helper._ssh = self.ssh()
+        helper.adopt_connection(self.ssh())
         return helper
 
     def check_master(self) -> None:

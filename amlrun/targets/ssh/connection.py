@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
 from amlrun.errors import ConfigError, TargetUnavailable, UsageError
+from amlrun.targets.outcome import ConnectionLost
 
 q = shlex.quote
 T = TypeVar("T")
@@ -55,10 +56,6 @@ class HostKeyUnknown(TargetUnavailable):
 
 class AuthenticationFailed(TargetUnavailable):
     """The host refused our credentials (never retried)."""
-
-
-class ConnectionLost(TargetUnavailable):
-    """The connection dropped and could not be re-established in time."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from amlrun.errors import ConfigError, TargetUnavailable
+from amlrun.targets.outcome import ConnectionLost
 from amlrun.targets.ssh.connection import (
     AuthenticationFailed,
-    ConnectionLost,
     HostKeyUnknown,
     SSHSession,
     q,

@@ -13,12 +13,14 @@ import os
 import socket
 import threading
 import time
+from typing import Callable
 
 from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.process import alive, process_start
-from amlrun.targets.base import Check, ExecResult
+from amlrun.targets.base import Check, ExecResult, Job, Sink
+from amlrun.targets.outcome import ConnectionLost, StopWatch, finished, infrastructure_failure
 from amlrun.targets.ssh.connection import SSHSession, q, retrying, settings_from_compute
-from amlrun.targets.ssh.detached import ConnectionLost, StreamState, exit_code, kill_group, stream_log, sweep_orphans
+from amlrun.targets.ssh.detached import StreamState, exit_code, kill_group, stream_log, sweep_orphans
 from amlrun.targets.ssh.transfer import fetch_tree, sync_tree
 
 #: compute-file keys of every target reached over SSH
@@ -39,6 +41,10 @@ class SSHTargetMixin:
             if self._ssh is None:
                 self._ssh = SSHSession(settings_from_compute(self.compute))
             return self._ssh
+
+    def adopt_connection(self, session: SSHSession) -> None:
+        """Use another target's open connection to the same host (no second login)."""
+        self._ssh = session
 
     def home(self) -> str:
         if self._home is None:
@@ -176,33 +182,25 @@ def kill_run(session, run_dir: str) -> bool:
     return retrying(session, lambda: kill_group(session, run_dir), window=60)
 
 
-def follow(session, run_dir: str, job, sink, extra: dict, kill) -> ExecResult:
+def follow(session: SSHSession, run_dir: str, job: Job, sink: Sink, extra: dict[str, object],
+           kill: Callable[[], bool]) -> ExecResult:
     """Stream a detached run's log until it ends, is canceled or times out; stop it for real."""
-    deadline = time.monotonic() + job.timeout if job.timeout else None
+    watch = StopWatch(job)
     state = StreamState()
-
-    def should_stop() -> bool:
-        return job.cancel.is_set() or (deadline is not None and time.monotonic() > deadline)
-
     try:
-        how = stream_log(session, run_dir, sink.write, state=state, should_stop=should_stop,
+        how = stream_log(session, run_dir, sink.write, state=state, should_stop=watch.should_stop,
                          on_note=lambda text: sink.write(f"[amlrun] {text}"))
     except ConnectionLost as exc:
-        return ExecResult("failed", None, str(exc), True, {"reconnects": state.reconnects})
+        return infrastructure_failure(str(exc), {"reconnects": state.reconnects})
     extra["reconnects"] = state.reconnects
     if how == "stopped":
+        stopped = watch.reason() or "canceled"
         try:
             gone = kill()
         except TargetUnavailable as exc:
             gone = False
             sink.write(f"[amlrun] could not stop the remote process: {exc}")
         extra["remote_stopped"] = gone
-        if job.cancel.is_set():
-            return ExecResult("canceled", None, "canceled")
-        return ExecResult("canceled", None, f"timed out after {job.timeout:g}s")
-    code = exit_code(session, run_dir)
-    if how == "vanished" or code is None:
-        return ExecResult("failed", None, "the remote process ended without an exit code (killed on the VM?)", True)
-    if code == 0:
-        return ExecResult("completed", 0)
-    return ExecResult("failed", code, f"exited with code {code}")
+        return finished(None, stopped=stopped)
+    code = None if how == "vanished" else exit_code(session, run_dir)
+    return finished(code, no_code_reason="the remote process ended without an exit code (killed on the VM?)")
