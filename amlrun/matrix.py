@@ -94,6 +94,22 @@ def parse_param_options(options: Sequence[str]) -> dict[str, list[str]]:
     return grid
 
 
+def split_scoped(options: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """``-p SCRIPT::NAME=V1,V2`` scopes a sweep to one script: (unscoped options, script → its options)."""
+    plain: list[str] = []
+    scoped: dict[str, list[str]] = {}
+    for option in options:
+        head, sep, _ = option.partition("=")
+        script, colons, name = head.rpartition("::")
+        if sep and colons:
+            if not script.strip():
+                raise UsageError(f"-p {option!r}: expected SCRIPT::NAME=VALUE[,VALUE...]")
+            scoped.setdefault(script.strip(), []).append(option[len(script) + 2:])
+        else:
+            plain.append(option)
+    return plain, scoped
+
+
 def grid_product(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     if not grid:
         return [{}]
@@ -116,14 +132,29 @@ def combine(declared: Sequence[Mapping[str, Any]], cli_grid: Mapping[str, Sequen
     return result
 
 
-def expand(experiments: Iterable[Any], targets: Sequence[str], cli_grid: Mapping[str, Sequence[Any]]) -> list[Cell]:
-    """Every experiment × its parameter sets × every target, in that nesting order."""
+def expand(experiments: Iterable[Any], targets: Sequence[str], cli_grid: Mapping[str, Sequence[Any]],
+           scoped: Mapping[str, Mapping[str, Sequence[Any]]] | None = None) -> list[Cell]:
+    """Every experiment × its parameter sets × every target, in that nesting order.
+
+    ``scoped``: script path → a grid for that script only (``-p SCRIPT::NAME=...``)."""
     cells = []
     for experiment in experiments:
-        for params in combine(experiment.params, cli_grid):
+        grid = {**cli_grid, **(scoped or {}).get(experiment.path, {})}
+        for params in combine(experiment.params, grid):
             for target in targets:
                 cells.append(Cell(experiment=experiment, params=params, target=target, marks=experiment.marks))
     return cells
+
+
+def undeclared_params(experiment: Any, names: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(name, nearest declared name) for each of ``names`` that ``experiment`` does not
+    declare; empty when the script declares no parameters (then any name may be right)."""
+    from amlrun.diagnostics import nearest
+
+    declared = sorted({k for params in experiment.params for k in params})
+    if not declared:
+        return []
+    return [(n, nearest(n, declared)) for n in names if n not in declared]
 
 
 def select(cells: Iterable[Cell], keyword: str | None, markexpr: str | None) -> tuple[list[Cell], list[Cell]]:

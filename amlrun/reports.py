@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from amlrun.errors import UsageError
+from amlrun import strictjson
 from amlrun.hookspec import hookimpl
 from amlrun.ownfiles import remember as remember_own_file
 from amlrun.protocol import CANCELED, ERROR, FAILED, REUSED, SKIPPED
@@ -174,7 +175,7 @@ def write_json(session, path: Path, duration: float, exitstatus: int) -> None:
         "targets": {name: t.describe() for name, t in session.targets.items()},
         "cells": [cell_entry(session, r) for r in session.reports],
     }
-    _write(path, json.dumps(data, indent=1, default=str) + "\n")
+    _write(path, strictjson.dumps(data, indent=1, default=str) + "\n")
 
 
 # -- HTML ---------------------------------------------------------------------------------------

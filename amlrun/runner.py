@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from amlrun.collection import collect
-from amlrun.matrix import expand, parse_param_options, select
+from amlrun.diagnostics import warn
+from amlrun.errors import UsageError
+from amlrun.matrix import expand, parse_param_options, select, split_scoped, undeclared_params
 from amlrun.session import EXIT_FAILED, EXIT_NOTHING, EXIT_OK, Session
 
 
@@ -34,13 +36,34 @@ def build_matrix(session) -> None:
     session.setup_targets(target_names(config))
     session.collection_errors = []
     experiments = collect(config, collection_paths(config), session.collection_errors)
-    grid = parse_param_options(config.getoption("params") or [])
-    cells = expand(experiments, list(session.targets), grid)
+    grid, scoped = param_grids(config, experiments)
+    cells = expand(experiments, list(session.targets), grid, scoped)
     selected, deselected = select(cells, config.getoption("keyword"), config.getoption("markexpr"))
     session.deselected = deselected  # before the hook: --lf adds the cells it leaves out
     session.experiments = experiments
     config.hook.amlrun_collection_modifyitems(session=session, config=config, items=selected)
     session.cells = selected
+
+
+def param_grids(config, experiments) -> tuple[dict, dict]:
+    """The ``-p`` sweeps: one for every script, and one per ``SCRIPT::`` scope; warns, before
+    anything runs, of a name a script's declaration does not know."""
+    plain, by_script = split_scoped(config.getoption("params") or [])
+    grid = parse_param_options(plain)
+    known = {e.path: e for e in experiments}
+    scoped = {}
+    for script, options in by_script.items():
+        path = config.project.relative((Path.cwd() / script).resolve())
+        if path not in known:
+            raise UsageError(f"-p {script}::...: {script} is not a collected experiment "
+                             f"(collected: {', '.join(sorted(known)[:5]) or 'none'})")
+        scoped[path] = parse_param_options(options)
+    for experiment in experiments:
+        names = {**grid, **scoped.get(experiment.path, {})}
+        for name, nearest in undeclared_params(experiment, names):
+            hint = f"; did you mean '{nearest}'?" if nearest else ""
+            warn(f"-p {name}: {experiment.path} declares no parameter '{name}'{hint}")
+    return grid, scoped
 
 
 def run_session(config) -> int:

@@ -83,7 +83,12 @@ class Config:
     def resolve_runconfig(self, name: str) -> RunConfig:
         found = self.hook.amlrun_resolve_runconfig(name=name, project=self.project, config=self)
         if found is None:
-            raise UsageError(f"unknown target '{name}' (available: {', '.join(self.available_targets())})")
+            from amlrun.diagnostics import nearest
+
+            available = self.available_targets()
+            close = nearest(name, available)
+            hint = f"; did you mean '{close}'?" if close else ""
+            raise UsageError(f"unknown target '{name}'{hint} (available: {', '.join(available)})")
         return found
 
 

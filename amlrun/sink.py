@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from amlrun import strictjson
+
 METRIC_PREFIX = "##amlrun-metric "
 TAG_PREFIX = "##amlrun-tag "
 TAIL_LINES = 30
@@ -133,10 +135,10 @@ class RunSink:
             return
         if not isinstance(name, str) or not name.strip():
             return  # the documented format: "name" is a non-empty string
-        entry = {"name": name, "value": data.get("value"), "step": data.get("step"), "time": time.time()}
+        entry = strictjson.finite({"name": name, "value": data.get("value"), "step": data.get("step"), "time": time.time()})
         if self._metrics_file is None:
             self._metrics_file = open(self._metrics_path, "a", encoding="utf-8", buffering=1)
-        self._metrics_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._metrics_file.write(strictjson.dumps(entry, ensure_ascii=False) + "\n")
         self.metrics[name] = entry["value"]
 
     def _tag(self, payload: str) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from amlrun import strictjson
 from amlrun.errors import UsageError
 from amlrun.process import alive, process_start
 from amlrun.secrets import redactor
@@ -379,7 +380,7 @@ class RunStore:
         folder = self.run_dir(record.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         # defence in depth: a secret that reached a reason or a parameter is masked here too
-        payload = redactor(json.dumps(record.to_json(), default=str))
+        payload = redactor(strictjson.dumps(record.to_json(), default=str))
         tmp = folder / f"record.json.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(payload, encoding="utf-8")
         os.replace(tmp, folder / "record.json")

@@ -205,3 +205,41 @@ def test_failures_name_the_projects_files_and_the_exception(project):
     assert "##amlrun-metric" in log and ".amlrun/work" not in log
     shown = project.run("history", "show", run_id)
     assert "##amlrun-metric" not in shown.stdout and "ValueError: lr must be positive" in shown.stdout
+
+
+def test_a_sweep_scoped_to_one_script(project):
+    project.write({"exp/a.py": "AMLRUN_PARAMS = {'lr': [1]}\nprint('a')\n", "exp/b.py": "print('b')\n"})
+    plan = project.run("--collect-only", "-p", "exp/a.py::lr=0.1,0.01")
+    cells = [ln for ln in plan.stdout.splitlines() if ln.startswith("exp/")]
+    assert cells == ["exp/a.py::local[lr=0.1]", "exp/a.py::local[lr=0.01]", "exp/b.py::local"], plan.output
+    wrong = project.run("--collect-only", "-p", "exp/nope.py::lr=1")
+    assert wrong.returncode == 4 and "exp/nope.py is not a collected experiment" in wrong.stderr
+    assert "Traceback" not in wrong.output
+
+
+def test_an_undeclared_parameter_is_warned_about_before_anything_runs(project):
+    project.write({"exp/a.py": "AMLRUN_PARAMS = {'learning_rate': [1]}\nimport sys\nsys.exit(2)\n"})
+    result = project.run("-p", "learning_rat=0.1")
+    assert "warning: -p learning_rat: exp/a.py declares no parameter 'learning_rat'; did you mean 'learning_rate'?" \
+        in result.stderr
+    plan = project.run("--collect-only", "-p", "learning_rat=0.1")  # said before anything runs
+    assert plan.returncode == 0 and "did you mean 'learning_rate'?" in plan.stderr
+
+
+def test_a_misspelt_target_gets_did_you_mean(project):
+    project.write({"aml_config/docker.compute": "type: docker\nbaseDockerImage: x\n", "exp/a.py": "print(1)\n"})
+    result = project.run("-c", "dokcer", "--collect-only")
+    assert result.returncode == 4 and "unknown target 'dokcer'; did you mean 'docker'?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_json_output_is_strict_json(project):
+    project.write({"exp/a.py": "print('##amlrun-metric {\"name\": \"loss\", \"value\": NaN}')\n"
+                               "print('##amlrun-metric {\"name\": \"big\", \"value\": Infinity}')\n"})
+    assert project.run("--report-json", "r.json").returncode == 0
+    listed = project.run("history", "list", "--format", "json").stdout
+    for text in (listed, (project.root / "r.json").read_text()):
+        assert "NaN" not in text and "Infinity" not in text
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    (run,) = json.loads(listed)
+    assert run["metrics"] == {"loss": None, "big": None}
