@@ -35,8 +35,15 @@ _skipped: list[str] = []
 
 
 def pytest_runtest_logreport(report):
-    if report.skipped and not hasattr(report, "wasxfail"):
+    if report.skipped and not hasattr(report, "wasxfail") and not _declared_unsupported(report):
         _skipped.append(report.nodeid)
+
+
+def _declared_unsupported(report) -> bool:
+    """A conformance-kit check the target declared it cannot keep (listed in the summary)."""
+    from amlrun.testing.conformance import UNSUPPORTED
+
+    return isinstance(report.longrepr, tuple) and UNSUPPORTED in str(report.longrepr[-1])
 
 
 def pytest_sessionfinish(session, exitstatus):
