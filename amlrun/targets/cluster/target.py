@@ -47,6 +47,7 @@ class ClusterTarget(SSHTargetMixin, Target):
     #: tarball instead of pointing them at its path on this machine
     compute_keys = frozenset({"sparkMasterUI", "packEnvironment"}) | SSH_COMPUTE_KEYS
     default_parallel = 1
+    requires_address = False  # without one, spark-submit runs on this machine
 
     # -- settings ----------------------------------------------------------------------
 

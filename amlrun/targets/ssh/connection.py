@@ -169,10 +169,23 @@ def _refusing_policy(settings: SSHSettings):
     return RefuseUnknown()
 
 
+def _silence_paramiko() -> None:
+    """paramiko logs every failed handshake with a traceback (Python's last-resort
+    handler prints it when nothing is configured); amlrun reports the failure in one line."""
+    import logging
+
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
 def open_connection(settings: SSHSettings):
     """One fabric ``Connection``, opened, with host keys checked. Raises TargetUnavailable."""
     import fabric
     import paramiko
+
+    _silence_paramiko()
 
     connect_kwargs = {"allow_agent": False, "look_for_keys": False, "banner_timeout": settings.connect_timeout,
                       "auth_timeout": settings.connect_timeout}
@@ -264,6 +277,10 @@ class SSHSession:
         self.settings = settings
         self._conn = None
         self._lock = threading.Lock()
+        self._connected_once = False
+        #: why the first connection failed: every later call of the session gets the same
+        #: error at once instead of connecting again (a VM that is down stays one line)
+        self._first_failure: TargetUnavailable | None = None
 
     def connection(self, deadline: float | None = None, on_retry=None):
         with self._lock:
@@ -273,7 +290,18 @@ class SSHSession:
             if conn is not None:
                 _quiet_close(conn)
                 self._conn = None
-            self._conn = connect_with_retry(self.settings, deadline=deadline, on_retry=on_retry)
+            if self._first_failure is not None:
+                raise type(self._first_failure)(str(self._first_failure))
+            if self._connected_once or deadline is not None:
+                # a connection that dropped is worth waiting for
+                self._conn = connect_with_retry(self.settings, deadline=deadline, on_retry=on_retry)
+            else:
+                try:
+                    self._conn = connect_with_retry(self.settings, attempts=1)
+                except TargetUnavailable as exc:
+                    self._first_failure = exc
+                    raise
+            self._connected_once = True
             return self._conn
 
     def transport(self, deadline: float | None = None, on_retry=None):

@@ -33,6 +33,14 @@ class SSHTargetMixin:
 
     _ssh = None
     _home: str | None = None
+    #: False where the target also works without SSH (cluster: spark-submit from here)
+    requires_address = True
+
+    def __init__(self, compute, context):
+        super().__init__(compute, context)
+        if self.requires_address and not str(compute.address or "").strip():
+            raise ConfigError(f"'address' is missing: a {compute.type} target is reached over SSH "
+                              "(address: host or IP of the VM)", compute.source or compute.name)
 
     def ssh(self):
         """The session's connection to the VM (opened on first use, reused by every cell)."""
