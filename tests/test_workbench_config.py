@@ -153,3 +153,31 @@ def test_unresolvable_workbench_reference_says_where_to_put_it(project):
     assert "secret 'myvm#ldsvmadmin#2fcf0f4c1a0b4a9e9d1f'" in result.output
     assert "Workbench kept it in the system's credential store" in result.output
     assert "Traceback" not in result.output
+
+
+# -- pythonLocation: "python" (Workbench's default) where only python3 exists ------------------
+
+
+def test_doctor_and_collect_only_check_python_location(project, tmp_path):
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = {"PATH": f"{bin_dir}:/nonexistent"}
+    # the Iris sample's local.compute
+    project.write({"aml_config/local.compute": 'type: "local"\npythonLocation: "python"\n'
+                                               'nativeSharedDirectory: "~/.azureml/share/"\n',
+                   "train.py": "print('hi')\n"})
+    problem = ("pythonLocation python (aml_config/local.compute) is not on PATH; this machine has python3: "
+               "set pythonLocation: python3")
+    doctor = project.run("doctor", "-c", "local", env=env)
+    assert doctor.returncode == 1 and f"FAIL python: {problem}" in doctor.stdout, doctor.output
+    plan = project.run("-c", "local", "--collect-only", env=env)
+    assert "environment ready" not in plan.stdout and problem in plan.stdout, plan.output
+    ran = project.run("-c", "local", "train.py", env=env)
+    assert ran.returncode != 0 and problem in ran.stdout and "Traceback" not in ran.output
+    project.write({"aml_config/local.compute": 'type: "local"\npythonLocation: "python3"\n'})
+    assert "environment ready" in project.run("-c", "local", "--collect-only", env=env).stdout
+    fixed = project.run("-c", "local", "train.py", env=env)
+    assert fixed.returncode == 0 and "hi" in fixed.stdout, fixed.output

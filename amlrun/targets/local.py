@@ -84,7 +84,38 @@ class LocalTarget(Target):
                 return venv_key(deps, self._base_interpreter(deps))
         return hashlib.sha256(f"user-managed\0{_interpreter_identity(self._python())}".encode()).hexdigest()[:20]
 
+    def python_problem(self) -> str | None:
+        """Why ``pythonLocation`` cannot run scripts here (Workbench's default ``python``
+        does not exist on Debian, which has only ``python3``), or None."""
+        location = self.compute.get("pythonLocation")
+        if not location:
+            return None
+        text = os.path.expanduser(str(location))
+        if os.sep in text:
+            if os.path.isfile(text) and os.access(text, os.X_OK):
+                return None
+            return f"pythonLocation {location} ({self.compute.source or self.name}) is not an executable file"
+        if shutil.which(text):
+            return None
+        alternative = next((n for n in ("python3", "python") if n != text and shutil.which(n)), None)
+        hint = f"; this machine has {alternative}: set pythonLocation: {alternative}" if alternative else ""
+        return f"pythonLocation {location} ({self.compute.source or self.name}) is not on PATH{hint}"
+
+    def _check_python(self) -> None:
+        from amlrun.errors import TargetUnavailable
+
+        problem = self.python_problem()
+        if problem:
+            raise TargetUnavailable(f"target '{self.name}': {problem}")
+
+    def doctor(self):
+        from amlrun.targets.base import Check
+
+        problem = self.python_problem()
+        return [Check("python", problem is None, problem or _which(self._python()))]
+
     def is_prepared(self, runconfig) -> bool:
+        self._check_python()
         if not self._managed():
             return True
         from amlrun.envs import COMPLETE_MARKER, cache_dir
@@ -92,26 +123,41 @@ class LocalTarget(Target):
         return (cache_dir() / "envs" / self.environment_digest(runconfig) / COMPLETE_MARKER).exists()
 
     def prepare(self, runconfig, progress) -> PreparedEnvironment:
-        python = self._python()
+        self._check_python()
+        python, built = self._python(), False
         if self._managed():
             deps = self.project.conda_dependencies(runconfig)
             if deps is not None:
                 built_python, built = ensure_venv(deps, progress, interpreter=self._base_interpreter(deps))
-                return PreparedEnvironment(self.environment_digest(runconfig), python=str(built_python), built=built)
-        return PreparedEnvironment(self.environment_digest(runconfig), python=python)
+                python = str(built_python)
+        details = {}
+        if runconfig.framework == "PySpark":
+            from amlrun.targets.localspark import local_spark_submit
+
+            details["spark_submit"] = local_spark_submit(self, _which(python), runconfig.conda_dependencies_file)
+        return PreparedEnvironment(self.environment_digest(runconfig), python=python, built=built, details=details)
 
     def execute(self, job, prepared, sink) -> ExecResult:
+        if job.runconfig.framework == "PySpark":
+            from amlrun.targets.localspark import submission
+
+            submit = submission(self.project, job, spark_submit=prepared.details["spark_submit"],
+                                python=_which(prepared.python))
+            return execute_here(self, job, prepared.python, sink, command=submit.argv(),
+                                extra={"spark_submit": submit.command_line(), "spark_master": submit.master})
         return execute_here(self, job, prepared.python, sink)
 
 
-def execute_here(target: Target, job, python: str, sink) -> ExecResult:
-    """Run ``job`` as a local process group in its working copy (local and plain-Python targets)."""
+def execute_here(target: Target, job, python: str, sink, *, command: list[str] | None = None,
+                 extra: dict | None = None) -> ExecResult:
+    """Run ``job`` (or ``command`` for it) as a local process group in its working copy
+    (local and plain-Python targets)."""
     outputs = job.workdir / "outputs"
     outputs.mkdir(exist_ok=True)
     env = os.environ.copy()
     env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(target)))
     try:
-        outcome = run_streaming(job.command(python), cwd=job.workdir, env=env, sink=sink,
+        outcome = run_streaming(command or job.command(python), cwd=job.workdir, env=env, sink=sink,
                                 group_file=job.workdir.parent / f"{job.run_id}.pgid",
                                 cancel=job.cancel, timeout=job.timeout)
     except FileNotFoundError as exc:
@@ -120,7 +166,7 @@ def execute_here(target: Target, job, python: str, sink) -> ExecResult:
         return ExecResult("failed", None, f"cannot start {exc.filename}: permission denied")
     finally:
         move_outputs(outputs, job.outputs_dir)
-    return result_of(outcome, job)
+    return result_of(outcome, job, extra)
 
 
 def result_of(outcome: ProcessOutcome, job: Job, extra: dict[str, object] | None = None) -> ExecResult:
