@@ -16,6 +16,9 @@ from conftest import require_service
 BASE = os.environ.get("AMLRUN_TEST_BASE_IMAGE", "amlrun-test/python:bookworm")
 USER_BASE = "amlrun-test/python-user1234:bookworm"
 NOCERT_BASE = "amlrun-test/python-stockca:bookworm"
+#: the base image with a Java runtime, as Workbench's Spark images had: PySpark in docker
+#: (apt from the machine's Debian mirror, about a minute, once per machine)
+JAVA_BASE = "amlrun-test/python-java:bookworm"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 #: never passed to runs here: the tests say explicitly what builds get
 BUILD_ENV_VARS = ("PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "AMLRUN_BUILD_CA_BUNDLE")
@@ -23,6 +26,8 @@ BUILD_ENV_VARS = ("PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUST
 _DERIVED = {
     USER_BASE: f"FROM {BASE}\nUSER 1234:1234\n",
     NOCERT_BASE: f"FROM {BASE}\nRUN update-ca-certificates --fresh >/dev/null 2>&1\n",
+    JAVA_BASE: f"FROM {BASE}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+               "--no-install-recommends openjdk-17-jre-headless >/dev/null && rm -rf /var/lib/apt/lists/*\n",
 }
 
 

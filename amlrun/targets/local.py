@@ -132,14 +132,14 @@ class LocalTarget(Target):
                 python = str(built_python)
         details = {}
         if runconfig.framework == "PySpark":
-            from amlrun.targets.localspark import local_spark_submit
+            from amlrun.targets.cluster.localmaster import local_spark_submit
 
             details["spark_submit"] = local_spark_submit(self, _which(python), runconfig.conda_dependencies_file)
         return PreparedEnvironment(self.environment_digest(runconfig), python=python, built=built, details=details)
 
     def execute(self, job, prepared, sink) -> ExecResult:
         if job.runconfig.framework == "PySpark":
-            from amlrun.targets.localspark import submission
+            from amlrun.targets.cluster.localmaster import submission
 
             submit = submission(self.project, job, spark_submit=prepared.details["spark_submit"],
                                 python=_which(prepared.python))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import threading
 from typing import Any
@@ -168,11 +169,26 @@ class DockerTarget(Target):
         built = envimage.ensure_image(client, spec, progress, self.context.cache_dir / "docker-locks",
                                       what=self.what, abort=self.context.stopping.is_set)
         python = str(self.compute.get("pythonLocation") or envimage.IMAGE_PYTHON)
+        details = {"base_image": spec.base_image}
+        if runconfig.framework == "PySpark":
+            from amlrun.targets.cluster.localmaster import find_in_image
+
+            details["spark_submit"], details["spark_home"] = find_in_image(
+                client, spec.tag, python, self.name, self.where, runconfig.conda_dependencies_file)
         # what the image holds can change only with its id (a rebuild of the same spec after
         # `amlrun clean` may resolve newer packages)
         return PreparedEnvironment(spec.digest[:20], python=python, image=spec.tag,
-                                   image_id=client.images.get(spec.tag).id, built=built,
-                                   details={"base_image": spec.base_image})
+                                   image_id=client.images.get(spec.tag).id, built=built, details=details)
+
+    def command(self, job, prepared) -> list[str]:
+        """The container's argv: the script with the image's python, or with ``Framework:
+        PySpark`` through the image's spark-submit with a local master."""
+        if job.runconfig.framework != "PySpark":
+            return job.command(prepared.python)
+        from amlrun.targets.cluster.localmaster import submission
+
+        return submission(self.project, job, spark_submit=prepared.details["spark_submit"],
+                          python=prepared.python).argv()
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -200,11 +216,13 @@ class DockerTarget(Target):
         share = self.engine.share_source(self, staging.bind is not None)
         env = contract_env(job, workdir=CONTAINER_WORKDIR, outputs=f"{CONTAINER_WORKDIR}/outputs",
                            share=CONTAINER_SHARE if share else None)
+        if prepared.details.get("spark_home"):
+            env.setdefault("SPARK_HOME", prepared.details["spark_home"])  # pip's spark-submit looks for it
         volumes = [f"{staging.bind}:{CONTAINER_WORKDIR}:rw"] if staging.bind else []
         if share:
             volumes.append(f"{share}:{CONTAINER_SHARE}:rw")
         opts: dict[str, Any] = {
-            "image": prepared.image, "command": job.command(prepared.python), "working_dir": CONTAINER_WORKDIR,
+            "image": prepared.image, "command": self.command(job, prepared), "working_dir": CONTAINER_WORKDIR,
             "labels": run_labels(job.run_id, job.cell_id, self.name), "detach": True, "stdin_open": False,
             "tty": False, "init": True, "name": f"amlrun-{job.run_id}",
         }
@@ -254,6 +272,10 @@ class DockerTarget(Target):
             result = follow(container, job, sink, window=self.engine.reconnect_window(),
                             engine=self.engine.describe())
             self._fetch_outputs(container, job, staging, sink)
+            if job.runconfig.framework == "PySpark":
+                submitted = options["command"]
+                result = dataclasses.replace(result, extra={
+                    **result.extra, "spark_submit": shlex.join(submitted), "spark_master": submitted[2]})
             return result
         finally:
             if container is not None:
