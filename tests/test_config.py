@@ -229,9 +229,10 @@ def test_python_location_missing_interpreter_fails_the_cell(project):
         "s.py": "print('hi')\n",
     })
     result = project.run("-c", "local", "s.py")
-    assert result.returncode == 1
+    # found before the run starts: the target is unusable, a configuration error (exit 4)
+    assert result.returncode == 4
     assert "Traceback" not in result.output
-    assert "/nonexistent/python9" in result.stdout
+    assert "pythonLocation /nonexistent/python9 (aml_config/local.compute) is not an executable file" in result.stdout
 
 
 def test_tool_amlrun_settings_drive_collection_and_targets(tmp_path):

@@ -96,7 +96,8 @@ def test_script_arguments_change_the_reuse_key(project):
     assert project.run("-c", "local", "train.py", "--", "0.5").returncode == 0
     again = project.run("-c", "local", "train.py", "--reuse", "--", "0.5")
     other = project.run("-c", "local", "train.py", "--reuse", "--", "0.25")
-    assert "reused" in again.output.lower() and "reused" not in other.output.lower(), other.output
+    assert "1 reused" in again.stdout, again.output
+    assert "1 passed" in other.stdout and "changed: script arguments" in other.stdout, other.output
     assert sorted(_argv_of(project, r)[0] for r in _records(project)) == ["0.25", "0.5"]
 
 

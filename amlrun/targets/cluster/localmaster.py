@@ -67,12 +67,9 @@ def local_spark_submit(target, python: str, conda_file: str | None) -> str:
     beside = Path(python).parent / "spark-submit"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    found = shutil.which("spark-submit")
+    found = spark.find_spark_submit()
     if found:
         return found
-    home = os.environ.get("SPARK_HOME")
-    if home and os.access(Path(home) / "bin" / "spark-submit", os.X_OK):
-        return str(Path(home) / "bin" / "spark-submit")
     raise TargetUnavailable(no_spark_message(target.name, where, conda_file))
 
 

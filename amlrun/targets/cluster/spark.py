@@ -307,3 +307,17 @@ print("##amlrun-probe driver=%d.%d.%d executors=%s" % (sys.version_info[:3] + ("
 spark.stop()
 """
 PROBE_LINE = re.compile(r"##amlrun-probe driver=(\S+) executors=(\S*)")
+
+
+def find_spark_submit() -> str | None:
+    """spark-submit on PATH, else ``$SPARK_HOME/bin/spark-submit``, else None."""
+    import os
+    import shutil
+
+    found = shutil.which("spark-submit")
+    if found:
+        return found
+    home = os.environ.get("SPARK_HOME")
+    if home and os.access(Path(home) / "bin" / "spark-submit", os.X_OK):
+        return str(Path(home) / "bin" / "spark-submit")
+    return None

@@ -101,12 +101,9 @@ class ClusterTarget(SSHTargetMixin, Target):
                 f"target '{self.name}': sparkSubmitLocation {configured} is not an executable spark-submit "
                 f"({self.compute.source or self.name})"
             )
-        found = shutil.which("spark-submit")
+        found = spark.find_spark_submit()
         if found:
             return found
-        home = os.environ.get("SPARK_HOME")
-        if home and os.access(Path(home) / "bin" / "spark-submit", os.X_OK):
-            return str(Path(home) / "bin" / "spark-submit")
         raise TargetUnavailable(
             f"target '{self.name}': spark-submit not found on PATH; install Spark (pip install pyspark) "
             f"or set sparkSubmitLocation in {self.compute.source or self.name}"
