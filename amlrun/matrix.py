@@ -12,7 +12,7 @@ from amlrun.errors import UsageError
 from amlrun.expression import Expression
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mark:
     """A label on an experiment or cell; ``skip`` skips it, other names select with ``-m``."""
 
@@ -30,7 +30,7 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParamSet:
     """One parameter set: ordered ``(name, value)`` pairs."""
 
@@ -51,9 +51,12 @@ class ParamSet:
         return bool(self.items)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cell:
-    """One (experiment, parameter set, target) of the matrix."""
+    """One (experiment, parameter set, target) of the matrix.
+
+    Slotted, and sharing its parameter pairs with its neighbours: a 10^6-cell matrix is
+    held in memory at once (``--collect-only``)."""
 
     experiment: Any  # amlrun.collection.Experiment
     params: ParamSet
@@ -118,17 +121,34 @@ def grid_product(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 
 def combine(declared: Sequence[Mapping[str, Any]], cli_grid: Mapping[str, Sequence[Any]]) -> list[ParamSet]:
-    """Declared sets, each overridden by every combination of the command-line grid."""
+    """Declared sets, each overridden by every combination of the command-line grid.
+
+    The ``(name, value)`` pairs are made once per value and shared by every set that has
+    them; duplicates are looked for only where there can be some."""
     bases = list(declared) or [{}]
-    seen: set[tuple] = set()
+    seen: set = set()
     result = []
+    cli_pairs = [[(str(name), value) for value in values] for name, values in cli_grid.items()]
+    cli_names = {str(name) for name in cli_grid}
+    # one base and no repeated command-line value: every set differs, no need to remember them
+    unique = len(bases) == 1 and all(len({repr(v) for v in values}) == len(values) for values in cli_grid.values())
     for base in bases:
-        for combo in grid_product(cli_grid):
-            merged = {**base, **combo}
-            key = tuple((k, repr(v)) for k, v in merged.items())
+        base_pairs = tuple((str(k), v) for k, v in base.items() if str(k) not in cli_names)
+        overridden = {str(k) for k in base} & cli_names
+        for combo in itertools.product(*cli_pairs):
+            if overridden:  # keep the declared order of the names a command line overrides
+                values = dict(combo)
+                items = tuple((k, values[k]) if k in values else (k, v) for k, v in
+                              ((str(k), v) for k, v in base.items())) + tuple(p for p in combo if p[0] not in base)
+            else:
+                items = base_pairs + combo
+            if unique:
+                result.append(ParamSet(items))
+                continue
+            key = tuple((k, repr(v)) for k, v in items)
             if key not in seen:
                 seen.add(key)
-                result.append(ParamSet.of(merged))
+                result.append(ParamSet(items))
     return result
 
 

@@ -108,7 +108,8 @@ class Repro:
                              "--reuse or --resume (a reused run would not be checked)")
         self.baseline: bl.Baseline | None = None
         self.project_tolerances = bl.Tolerances()
-        self.cells: dict[str, Cell] = {}
+        self._items: list[Cell] = []
+        self._cells: dict[str, Cell] | None = None
         self.references: dict[tuple[str, str], Observed] = {}
         self.baseline_outcomes: dict[str, str] = {}   # cell id → matched / moved / missing
         self.repeat_outcomes: dict[str, str] = {}     # cell id → consistent / differs
@@ -150,7 +151,15 @@ class Repro:
         if self.repeat > 1:
             items[:] = [RepeatedCell(experiment=c.experiment, params=c.params, target=c.target, marks=c.marks, repeat=k)
                         for c in items for k in range(1, self.repeat + 1)]
-        self.cells = {cell.id: cell for cell in items}
+        self._items = list(items)
+        self._cells = None  # built on first use: a --collect-only of 10^6 cells needs no id map
+
+    @property
+    def cells(self) -> dict[str, Cell]:
+        """The session's cells by id."""
+        if self._cells is None:
+            self._cells = {cell.id: cell for cell in self._items}
+        return self._cells
 
     @hookimpl
     def amlrun_sessionstart(self, session):
