@@ -116,7 +116,7 @@ class RunSink:
     def write(self, line: str) -> None:
         line = self._redact(line)
         with self._lock:
-            self._log.write(line + "\n")
+            self._log.write(line)
             if line.startswith(METRIC_PREFIX):  # kept in log.txt and the metrics, not shown to a person
                 self._metric(line[len(METRIC_PREFIX):])
                 return
@@ -153,7 +153,7 @@ class RunSink:
     def note(self, line: str) -> None:
         """A line from amlrun itself (build output, reasons): logged, not parsed."""
         with self._lock:
-            self._log.write(self._redact(line) + "\n")
+            self._log.write(self._redact(line))
 
     def close(self) -> None:
         self._log.close()
