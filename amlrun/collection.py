@@ -271,13 +271,21 @@ def collect(config, paths: list[Path], errors: list[CollectionError] | None = No
         try:
             experiment = _collect_one(config, conftests, file_path)
         except ConfigError as exc:
-            if errors is None:
+            shown = config.project.relative(file_path)
+            # the script's own declarations: its error; another file's (an amlrunconf.py's grid
+            # file, say) is a configuration error of the project, reported as such (exit 4)
+            if errors is None or not _names_script(exc, file_path, shown):
                 raise
-            errors.append(CollectionError(config.project.relative(file_path), str(exc)))
+            errors.append(CollectionError(shown, str(exc)))
             continue
         if experiment is not None:
             experiments.append(experiment)
     return experiments
+
+
+def _names_script(exc: ConfigError, file_path: Path, shown: str) -> bool:
+    where = str(exc.path) if exc.path is not None else ""
+    return any(where == name or where.startswith(name + " ") for name in (shown, str(file_path), file_path.name))
 
 
 def _collect_one(config, conftests: Conftests, file_path: Path) -> Experiment | None:
