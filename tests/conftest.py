@@ -18,8 +18,11 @@ from harness import LineMatcher, Project, Result, write_files
 
 __all__ = ["REPO", "LineMatcher", "Project", "Result", "require_service", "write_files"]
 
-#: service fixtures (a private sshd, a Spark master and worker), available to every test file
-pytest_plugins = ["sshd_fixture", "spark_fixture"]
+#: service fixtures (a private sshd, a Spark master and worker, a SLURM cluster, a Ray head,
+#: an MLflow server), available to every test file. A test module must not import one:
+#: the imported name is a second fixture of its own, so a second service would start
+#: beside the first (a second sshd resets the shared test user's password and key).
+pytest_plugins = ["sshd_fixture", "spark_fixture", "slurm_fixture", "ray_fixture", "mlflow_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 

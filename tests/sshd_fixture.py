@@ -128,6 +128,10 @@ class SSHServer:
         return "\n".join(lines) + "\n" + extra
 
 
+#: the servers this process started (one at most: they would share the test user)
+_started: list[Path] = []
+
+
 def _run(*cmd: str, input: str | None = None) -> None:
     subprocess.run(cmd, check=True, input=input, text=True, capture_output=True)
 
@@ -136,6 +140,10 @@ def start_test_sshd(root: Path) -> SSHServer:
     """Create a test user of its own (``amlrt<pid>``: concurrent sessions never share one)
     and start a private sshd with its files under ``root``. Needs root."""
     os.chmod(root, 0o755)
+    if _started:
+        raise RuntimeError("a second test sshd in one process would reset the first one's user, password and key: "
+                           "use the conftest's sshd fixture, do not import it into a test module")
+    _started.append(root)
     user = f"{USER_PREFIX}{os.getpid()}"
     try:
         pwd.getpwnam(user)

@@ -223,7 +223,7 @@ def test_code_delivery_and_outputs_owned_by_the_invoking_user(project, client, s
     assert text == f"uid={expected_uid} cwd=/amlrun/run"
     assert produced.stat().st_uid == os.getuid() and produced.parent.stat().st_uid == os.getuid()
     assert not (project.root / "outputs").exists()
-    assert [a["path"] for a in record.artifacts] == ["sub/result.txt"] or record.artifacts, record.artifacts
+    assert [a["path"] for a in record["artifacts"]] == ["outputs/sub/result.txt"], record["artifacts"]
 
 
 ENV_SCRIPT = """
@@ -316,7 +316,7 @@ def test_create_options_carry_the_device_request_and_resources(project):
     """The request itself (beside the real-engine test above)."""
     import docker.types
 
-    from amlrun.config import ComputeTarget
+    from amlrun.config import ComputeTarget, RunConfig
     from amlrun.project import Project
     from amlrun.targets.base import Job, PreparedEnvironment, TargetContext
     from amlrun.targets.docker.target import DockerTarget
@@ -325,7 +325,7 @@ def test_create_options_carry_the_device_request_and_resources(project):
         ComputeTarget("d", "docker", {"baseDockerImage": BASE, "nvidiaDocker": True, "cpus": 2, "shmSize": "1g",
                                       "sharedVolumes": False}),
         TargetContext(Project(project.root), project.root / "cache"))
-    job = Job("r1", "a.py::d", project.root, ("a.py",), {"X": "1"}, project.root / "out", None)
+    job = Job("r1", "a.py::d", project.root, ("a.py",), {"X": "1"}, project.root / "out", RunConfig("d", "d"))
     opts = target.create_options(job, PreparedEnvironment("d", python="/opt/amlrun/bin/python", image="img"))
     assert opts["device_requests"] == [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     assert opts["nano_cpus"] == 2_000_000_000 and opts["shm_size"] == "1g"

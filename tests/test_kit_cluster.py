@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from amlrun.testing import TargetConformance
-from spark_fixture import spark_cluster  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.spark
 

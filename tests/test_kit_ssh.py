@@ -8,7 +8,6 @@ import pytest
 from amlrun.testing import TargetConformance
 from dockerhelp import BASE, engine
 from test_kit_docker import ORDER
-from sshd_fixture import sshd  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.ssh
 

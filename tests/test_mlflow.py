@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, require_service
-from mlflow_fixture import mlflow_server  # noqa: F401  (the fixture)
 from spark_fixture import free_port
 
 SECRET = "hunter2-very-secret"

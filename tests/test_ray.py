@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from ray_fixture import ray_head  # noqa: F401  (the session fixture)
 
 SECRET = "ray-s3cret-Value-91"
 HOSTILE = "a b;$(touch /tmp/amlrun-pwned) 'q' \"d\" `x` \\ \t ü\nnext"

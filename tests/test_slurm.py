@@ -12,8 +12,6 @@ import time
 
 import pytest
 
-from slurm_fixture import slurm_cluster  # noqa: F401  (the fixture)
-from sshd_fixture import sshd  # noqa: F401  (the fixture)
 
 SWEEP = """
 import os, sys

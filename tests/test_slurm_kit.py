@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from amlrun.testing import TargetConformance
-from slurm_fixture import slurm_cluster  # noqa: F401  (the fixture)
 
 
 class TestSlurmKit(TargetConformance):

@@ -10,7 +10,6 @@ import json
 import pytest
 
 from dockerhelp import BASE, engine
-from sshd_fixture import sshd  # noqa: F401  (the fixture)
 
 #: what iris_sklearn_shared_folder.py does with the shared folder (a dict instead of a model)
 SHARED_FOLDER_SCRIPT = """

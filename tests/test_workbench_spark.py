@@ -104,10 +104,14 @@ def test_pyspark_on_local_through_spark_submit_location(project, monkeypatch):
     _assert_spark_run(result, _record(project), project)
 
 
-def test_pyspark_on_local_without_spark_is_one_line(project):
-    compute = f'type: "local"\npythonLocation: "{sys.executable}"\n'
+def test_pyspark_on_local_without_spark_is_one_line(project, tmp_path):
+    # an interpreter in a folder of its own: the test's own may have pyspark (CI installs it)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    compute = f'type: "local"\npythonLocation: "{bin_dir / "python3"}"\n'
     _project(project, "local", compute)
-    env = {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "SPARK_HOME": ""}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SPARK_HOME": ""}
     result = project.run("-c", "local-spark", "iris_spark.py", env=env)
     assert result.returncode != 0 and "Traceback" not in result.output
     assert ("target 'local': Framework PySpark needs spark-submit, and this machine has none; set "
