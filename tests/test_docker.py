@@ -390,7 +390,7 @@ def test_ctrl_c_during_a_build_abandons_it_at_once(project, client):
         proc.send_signal(signal.SIGINT)
         interrupted = time.monotonic()
         assert proc.wait(30) == 2
-        assert time.monotonic() - interrupted < 8
+        assert time.monotonic() - interrupted < 15  # pip alone retries for far longer; the margin is for a loaded machine
     finally:
         proc.kill()
     def building():
