@@ -6,10 +6,14 @@
     df = aml.runs(project="iris", script="train.py").to_pandas()   # one row per run
     aml.runs(project="iris")[0].open("model.json").read()    # a run's outputs/
 
-``run`` goes through the same session runner as ``amlrun`` (plugins, ``amlrunconf.py``,
-the terminal report on stdout) and returns the cells' results as values; a user's
-mistake raises :class:`amlrun.errors.AmlrunError` (``UsageError``, ``ConfigError``)
-instead of printing. pandas is needed only by ``to_pandas``.
+``run`` turns its arguments into the command line (:func:`command_line`) and runs it with
+:func:`run_command`, which is also what ``amlrun`` itself runs (:mod:`amlrun.cli` only
+turns its results and errors into an exit code and one-line messages): plugins,
+``amlrunconf.py`` and the terminal report on stdout (``args=["-q"]`` for less) are the
+same. Results are typed frozen values; a user's mistake raises
+:class:`amlrun.errors.AmlrunError` (``UsageError``, ``ConfigError``) instead of printing.
+pandas is needed only by ``to_pandas``; importing this module imports neither pandas nor
+the runner.
 """
 
 from __future__ import annotations
@@ -22,9 +26,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from amlrun.errors import UsageError
-from amlrun.hookspec import hookimpl
 
-_CWD_LOCK = threading.Lock()  # make_config discovers the project from the working directory
+_CWD_LOCK = threading.RLock()  # make_config discovers the project from the working directory
 T = TypeVar("T")
 
 
@@ -66,10 +69,13 @@ class CellResult:
 
 @dataclass(frozen=True)
 class RunResults(_Items[CellResult]):
-    """The cells of one :func:`run`, in matrix order, and the command line's exit code."""
+    """The cells of one :func:`run`, in matrix order, and the command line's exit code.
+
+    ``collected`` are the selected cells' ids (with ``--collect-only``, the only result)."""
 
     items: tuple[CellResult, ...]
     exit_code: int
+    collected: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -80,17 +86,6 @@ class RunResults(_Items[CellResult]):
         return _frame([{"cell_id": c.cell_id, "script": c.script, "target": c.target, "outcome": c.outcome,
                         "run_id": c.run_id, "duration": c.duration} for c in self.items],
                       [c.params for c in self.items], [c.metrics for c in self.items])
-
-
-class _SessionCapture:
-    """A plugin for one :func:`run`: keeps the session when it finishes."""
-
-    def __init__(self):
-        self.session = None
-
-    @hookimpl
-    def amlrun_sessionfinish(self, session, exitstatus):
-        self.session = session
 
 
 def _param_options(params: Mapping[str, Any] | None) -> list[str]:
@@ -107,6 +102,23 @@ def _param_options(params: Mapping[str, Any] | None) -> list[str]:
     return options
 
 
+def command_line(paths: str | os.PathLike | Sequence[str | os.PathLike] = (), *, targets: Sequence[str] = (),
+                 params: Mapping[str, Any] | None = None, n: int = 1, keyword: str | None = None,
+                 marks: str | None = None, args: Sequence[str] = ()) -> list[str]:
+    """The ``amlrun`` arguments that select what :func:`run` is given (see there)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise UsageError(f"n: expected a whole number of at least 1, got {n!r}")
+    argv = [os.fspath(p) for p in paths]
+    for name in targets:
+        argv += ["-c", name]
+    argv += _param_options(params) + ["-n", str(n)]
+    argv += ["-k", keyword] if keyword else []
+    argv += ["-m", marks] if marks else []
+    return argv + [str(a) for a in args]
+
+
 def run(paths: str | os.PathLike | Sequence[str | os.PathLike] = (), *, targets: Sequence[str] = (),
         params: Mapping[str, Any] | None = None, n: int = 1, project: str | os.PathLike | None = None,
         keyword: str | None = None, marks: str | None = None, args: Sequence[str] = ()) -> RunResults:
@@ -117,36 +129,33 @@ def run(paths: str | os.PathLike | Sequence[str | os.PathLike] = (), *, targets:
     ``args`` are any further command-line options (e.g. ``["--timeout", "60", "-q"]``).
     Paths are relative to ``project`` (default: the working directory).
     """
-    from amlrun.cli import make_config
-    from amlrun.runner import run_session
+    argv = command_line(paths, targets=targets, params=params, n=n, keyword=keyword, marks=marks, args=args)
+    return run_command(argv, project=project)
 
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    if not isinstance(n, int) or n < 1:
-        raise UsageError(f"n: expected a whole number of at least 1, got {n!r}")
-    argv = [os.fspath(p) for p in paths]
-    for name in targets:
-        argv += ["-c", name]
-    argv += _param_options(params) + ["-n", str(n)]
-    argv += ["-k", keyword] if keyword else []
-    argv += ["-m", marks] if marks else []
-    argv += [str(a) for a in args]
+
+def run_command(argv: Sequence[str] = (), *, project: str | os.PathLike | None = None,
+                prog: str = "amlrun") -> RunResults:
+    """Run ``amlrun ARGV`` (the run command, no subcommand) and return its results: what
+    the ``amlrun`` command line itself runs, before it turns the exit code into its own."""
+    from amlrun.options import make_config
+    from amlrun.runner import run_session
+    from amlrun.session import Session
+
     root = Path(project) if project is not None else None
     if root is not None and not root.is_dir():
         raise UsageError(f"project: {root} is not a folder")
-    capture = _SessionCapture()
     with _CWD_LOCK:
         before = os.getcwd()
         try:
             if root is not None:
                 os.chdir(root)
-            config = make_config(argv)
-            config.pluginmanager.register(capture, name="amlrun-api-capture")
-            status = run_session(config)
+            config = make_config([str(a) for a in argv], prog)
+            session = Session(config)
+            status = run_session(config, session)
         finally:
-            os.chdir(before)
-    reports = capture.session.reports if capture.session is not None else []
-    return RunResults(tuple(_result(r) for r in reports), status)
+            if root is not None:
+                os.chdir(before)
+    return RunResults(tuple(_result(r) for r in session.reports), status, tuple(c.id for c in session.cells))
 
 
 def _result(report) -> CellResult:

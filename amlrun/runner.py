@@ -66,10 +66,11 @@ def param_grids(config, experiments) -> tuple[dict, dict]:
     return grid, scoped
 
 
-def run_session(config) -> int:
+def run_session(config, session: Session | None = None) -> int:
     """Collect, run and report one session; the exit code. ``config`` is a parsed
-    :class:`amlrun.session.Config` (from the command line or from the Python API)."""
-    session = Session(config)
+    :class:`amlrun.session.Config`; ``session``, when given, is the caller's to read
+    afterwards (:func:`amlrun.api.run_command` makes its results from it)."""
+    session = session if session is not None else Session(config)
     build_matrix(session)
     config.hook.amlrun_collection_finish(session=session)
     if config.getoption("collect_only"):

@@ -79,7 +79,7 @@ def whole_process(cells: int, repeat: int) -> None:
 
 def scheduler_only(cells: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from amlrun.cli import make_config
+    from amlrun.options import make_config
     from amlrun.hookspec import hookimpl
     from amlrun.runner import build_matrix
     from amlrun.protocol import PASSED, RunReport

@@ -90,3 +90,34 @@ def test_failures_are_values_and_mistakes_are_exceptions(project, tmp_path):
     with pytest.raises(UsageError, match="no artifact"):
         aml.runs(project=project.root)[0].open("../record.json")
     assert len(aml.runs(project=tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)) == 0
+
+
+def test_the_command_line_runs_through_run_command(project, monkeypatch, capsys):
+    """``amlrun`` is a layer over the API: its run path is ``amlrun.api.run_command``, whose
+    values (cells, outcomes, exit code) are what the command line turns into its exit code."""
+    import amlrun.api as aml
+    from amlrun.cli import main
+
+    project.write({"a.py": "print('a')\n", "b.py": "raise SystemExit(3)\n"})
+    monkeypatch.chdir(project.root)
+    seen = []
+    real = aml.run_command
+
+    def spy(argv, **kwargs):  # the real function runs; the spy only keeps what it returned
+        results = real(argv, **kwargs)
+        seen.append((list(argv), results))
+        return results
+
+    monkeypatch.setattr(aml, "run_command", spy)
+    assert main(["-q"]) == 1
+    assert main(["--collect-only", "-k", "zzz"]) == 5
+    assert main(["history", "list"]) == 0  # a subcommand is not a run
+    assert [(argv, r.exit_code, [(c.cell_id, c.outcome) for c in r]) for argv, r in seen] == [
+        (["-q"], 1, [("a.py::local", "passed"), ("b.py::local", "failed")]),
+        (["--collect-only", "-k", "zzz"], 5, []),
+    ]
+    assert "1 passed, 1 failed" in capsys.readouterr().out  # the terminal report is printed as before
+    collected = real(["--collect-only", "-q"], project=project.root, prog="x")
+    assert (collected.exit_code, list(collected), collected.collected) == (0, [], ("a.py::local", "b.py::local"))
+    assert aml.command_line(["a.py"], targets=["local"], params={"lr": [0.1, 1]}, n=2, keyword="a", args=["-q"]) == [
+        "a.py", "-c", "local", "-p", "lr=0.1,1", "-n", "2", "-k", "a", "-q"]

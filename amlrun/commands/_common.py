@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amlrun.cli import ArgumentParser
+from amlrun.options import ArgumentParser
 
 
 def parser(prog: str, description: str) -> ArgumentParser:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from amlrun import baseline as bl
-from amlrun.cli import ArgumentParser
+from amlrun.options import ArgumentParser
 from amlrun.errors import UsageError
 
 
@@ -85,7 +85,7 @@ def latest_run(store, cell):
 
 
 def selected_cells(options):
-    from amlrun.cli import make_config
+    from amlrun.options import make_config
     from amlrun.runner import build_matrix
     from amlrun.session import Session
     from amlrun.terminal import TerminalReporter

@@ -209,7 +209,7 @@ def plan(root: Path, force: bool, image: str) -> list[tuple[str, str, str]]:
 
 
 def main(argv: list[str], prog: str) -> int:
-    from amlrun.cli import ArgumentParser
+    from amlrun.options import ArgumentParser
 
     parser = ArgumentParser(prog=prog, description="Scaffold a new amlrun project (Workbench-compatible aml_config/).")
     parser.add_argument("directory", nargs="?", default=".", metavar="DIR", help="the project folder (default: here)")
