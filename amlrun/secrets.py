@@ -40,6 +40,12 @@ def is_reference(value: object) -> bool:
     return isinstance(value, str) and _REF.match(value) is not None
 
 
+def secret_names(env: dict[str, str], raw: dict[str, object]) -> frozenset[str]:
+    """The variables of a run's ``env`` whose run-configuration value (``raw``) refers to a
+    secret: a target delivers these privately, never in a job or container description."""
+    return frozenset(name for name in env if is_reference(raw.get(name)))
+
+
 class CredentialStore:
     """The user-level credentials file (owner-only permissions, outside the project)."""
 

@@ -8,6 +8,7 @@ pip builds (``six``, then ``six`` + ``tomli``), and small one-off images.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -269,6 +270,43 @@ def test_same_sweep_on_local_and_docker_with_env_vars_params_and_share(project, 
     assert sorted(p.name for p in (share / "proj" / "docker").iterdir()) == ["seen-0.1", "seen-0.2"]
 
 
+BIG_OUTPUTS = """
+import os, sys
+os.makedirs("outputs/big", exist_ok=True)
+block = os.urandom(1 << 20)
+for n in range(3):
+    with open(f"outputs/big/part{n}.bin", "wb") as fh:
+        for _ in range(100):
+            fh.write(block)
+sys.stdout.write("x" * 40000 + "\\n")        # stored by the engine as three stamped entries
+sys.stdout.write("y" * (8 << 20) + "\\n")    # one 8 MiB line
+print("done")
+"""
+
+#: runs amlrun (argv) and prints the peak resident size of its process, in KiB
+PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
+def test_copied_outputs_and_long_lines_stream_through_a_small_amlrun(project, client):
+    """``sharedVolumes: false``: 300 MiB of outputs come back to disk, and long lines through
+    the log, while amlrun's own peak RSS stays far below either."""
+    project.write({"aml_config/docker.compute": compute(sharedVolumes=False), "big.py": BIG_OUTPUTS})
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "amlrun", "-c", "docker",
+                           "big.py"], cwd=project.root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    peak_mib = int(proc.stdout.rsplit("peak-rss-kib", 1)[1].split()[0]) / 1024
+    [record] = project.records()
+    run_dir = project.root / ".amlrun" / "runs" / record["run_id"]
+    sizes = [(run_dir / "outputs" / "big" / f"part{n}.bin").stat().st_size for n in range(3)]
+    assert sizes == [100 << 20] * 3
+    print(f"amlrun peak RSS {peak_mib:.0f} MiB for 300 MiB of outputs")
+    assert peak_mib < 150, f"amlrun's peak RSS was {peak_mib:.0f} MiB"
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    assert "x" * 40000 in lines, "the 40000-character line was not delivered whole"
+    assert sum(len(line) for line in lines if line and set(line) == {"y"}) == 8 << 20
+
+
 def test_failing_script_fails_its_cell(project, client):
     project.write({"aml_config/docker.compute": compute(sharedVolumes=False),
                    "bad.py": "import sys\nprint('about to fail')\nsys.exit(3)\n"})
@@ -303,6 +341,44 @@ print("extra", os.environ.get("EXTRA"))
     assert "unknown key" not in result.output.lower()
 
 
+SECRET_SCRIPT = """
+import hashlib, os, time
+os.makedirs("outputs", exist_ok=True)
+open("outputs/seen.txt", "w").write(hashlib.sha256(os.environ["API_TOKEN"].encode()).hexdigest()
+                                    + " " + os.environ["PLAIN"] + " " + str(os.path.exists("/amlrun/secrets/env")))
+print("started", flush=True)
+time.sleep(float(os.environ["HOLD"]))
+"""
+
+
+@pytest.mark.parametrize("shared,user", [(True, ""), (False, ""), (False, "nobody"), (False, "4321:4321")],
+                         ids=["mounted", "copied", "copied-named-user", "copied-numeric-user"])
+def test_secrets_reach_the_script_but_not_the_containers_configuration(project, client, shared, user):
+    """``docker inspect`` of the running container shows no secret value, on a container of
+    the image's user, a named user and a numeric one, code mounted or copied."""
+    token = "tok-" + uuid.uuid4().hex
+    args = {"dockerRunArguments": ["--user", user]} if user else {}
+    project.write({
+        "aml_config/docker.compute": compute(sharedVolumes=shared, **args),
+        "aml_config/secure.runconfig": "Target: docker\nEnvironmentVariables:\n  API_TOKEN: secret:MY_TOKEN\n"
+                                       "  PLAIN: visible\n  HOLD: '8'\n",
+        "s.py": SECRET_SCRIPT,
+    })
+    proc = project.popen("-c", "secure", "s.py", env={"MY_TOKEN": token})
+    try:
+        seen = wait_for_line(proc, "started")
+        [container] = owned_by(client, proc.pid)
+        described = json.dumps(container.attrs)
+        assert token not in described and "API_TOKEN" not in described, described
+        assert "PLAIN=visible" in container.attrs["Config"]["Env"]
+        assert proc.wait(120) == 0, "".join(seen) + proc.stdout.read()
+    finally:
+        proc.kill()
+    [record] = project.records()
+    seen_file = project.root / ".amlrun" / "runs" / record["run_id"] / "outputs" / "seen.txt"
+    assert seen_file.read_text() == hashlib.sha256(token.encode()).hexdigest() + " visible False"
+
+
 def test_nvidia_docker_requests_gpus_from_the_engine(project, client):
     """No GPU here: the engine refuses the device request, which proves it was made."""
     project.write({"aml_config/docker.compute": compute(nvidiaDocker=True), "g.py": "print('gpu')\n"})
@@ -319,6 +395,7 @@ def test_create_options_carry_the_device_request_and_resources(project):
     from amlrun.config import ComputeTarget, RunConfig
     from amlrun.project import Project
     from amlrun.targets.base import Job, PreparedEnvironment, TargetContext
+    from amlrun.targets.docker.secretfile import unwrap
     from amlrun.targets.docker.target import DockerTarget
 
     target = DockerTarget(
@@ -329,7 +406,8 @@ def test_create_options_carry_the_device_request_and_resources(project):
     opts = target.create_options(job, PreparedEnvironment("d", python="/opt/amlrun/bin/python", image="img"))
     assert opts["device_requests"] == [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     assert opts["nano_cpus"] == 2_000_000_000 and opts["shm_size"] == "1g"
-    assert opts["command"] == ["/opt/amlrun/bin/python", "a.py"] and "user" not in opts and opts["volumes"] == []
+    assert opts["command"][:2] == ["/bin/sh", "-c"] and unwrap(opts["command"]) == ["/opt/amlrun/bin/python", "a.py"]
+    assert "user" not in opts and opts["volumes"] == []
     assert opts["labels"]["amlrun.run-id"] == "r1" and opts["labels"]["amlrun.owner-pid"] == str(os.getpid())
 
 
@@ -403,15 +481,17 @@ def test_ctrl_c_during_a_build_abandons_it_at_once(project, client):
     assert building() == []
 
 
-def test_kill_9_then_any_amlrun_command_removes_the_leftover(project, client):
+@pytest.mark.parametrize("command", [("-c", "local", "--collect-only"), ("history", "list"), ("targets",),
+                                     ("doctor", "-c", "local")], ids=["collect-only", "history", "targets", "doctor"])
+def test_kill_9_then_any_amlrun_command_removes_the_leftover(project, client, command):
     project.write({"aml_config/docker.compute": compute(), "sleep.py": SLEEPER})
     proc = project.popen("-c", "docker", "sleep.py")
     wait_for_line(proc, "started")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert len(owned_by(client, proc.pid)) == 1  # the container outlived amlrun
-    result = project.run("-c", "local", "--collect-only")
-    assert result.returncode in (0, 5), result.output
+    result = project.run(*command)
+    assert result.returncode in (0, 1, 5), result.output
     assert owned_by(client, proc.pid) == []
 
 

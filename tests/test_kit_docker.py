@@ -16,14 +16,8 @@ def docker_engine():
     return engine()
 
 
-#: found by the kit, not fixed yet: the engine's log driver reads the two pipes separately
-ORDER = {"output_order": "Docker reads stdout and stderr through two pipes: lines written microseconds apart "
-                         "on different streams lose their relative order (each stream keeps its own)"}
-
-
 class TestDockerTarget(TargetConformance):
     target_name = "docker"
-    unsupported = ORDER
 
     @pytest.fixture
     def target_files(self, docker_engine) -> dict[str, str]:
@@ -32,7 +26,6 @@ class TestDockerTarget(TargetConformance):
 
 class TestDockerTargetCopyingCode(TargetConformance):
     target_name = "copied"
-    unsupported = ORDER
 
     @pytest.fixture
     def target_files(self, docker_engine) -> dict[str, str]:

@@ -7,7 +7,6 @@ import pytest
 
 from amlrun.testing import TargetConformance
 from dockerhelp import BASE, engine
-from test_kit_docker import ORDER
 
 pytestmark = pytest.mark.ssh
 
@@ -23,7 +22,6 @@ class TestRemoteTarget(TargetConformance):
 
 class TestRemoteDockerTarget(TargetConformance):
     target_name = "vmdocker"
-    unsupported = ORDER             # the same engine log driver as the docker target's
     share_directory = "~/amlrun-kit-share"
 
     @pytest.fixture

@@ -243,6 +243,15 @@ def run_diff(argv: list[str], prog: str) -> int:
     return history_diff.main(argv, prog)
 
 
+def sweep_dead_sessions() -> None:
+    """Remove the containers a ``kill -9``ed amlrun left on this machine's engine (as every
+    command does): one folder listing when no dead session left any."""
+    from amlrun.envs import cache_dir
+    from amlrun.targets.docker.owners import sweep_dead_owners
+
+    sweep_dead_owners(cache_dir())
+
+
 def main(argv: list[str], prog: str = "amlrun history") -> int:
     if argv and argv[0] == "diff":
         return run_diff(argv[1:], f"{prog} diff")
@@ -252,6 +261,7 @@ def main(argv: list[str], prog: str = "amlrun history") -> int:
         parser.print_help()
         return 0
     project, store = open_store(options)
+    sweep_dead_sessions()
     try:
         return ACTIONS[options.action](options, store, project)
     finally:

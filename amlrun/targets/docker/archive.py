@@ -8,6 +8,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
+from typing import Iterable
 
 
 def tar_tree(root: Path, arcroot: str) -> bytes:
@@ -32,32 +33,67 @@ def tar_tree(root: Path, arcroot: str) -> bytes:
     return buf.getvalue()
 
 
-def extract_outputs(stream, dest: Path) -> None:
-    """Unpack a ``get_archive`` stream of ``outputs/`` into ``dest`` as the invoking user."""
-    buf = io.BytesIO()
-    for chunk in stream:
-        buf.write(chunk)
-    buf.seek(0)
+class ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (a ``get_archive`` stream), so that
+    tarfile reads the archive as it arrives instead of from a copy of all of it in memory."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._rest:
+            try:
+                self._rest = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+
+def _inside(member: tarfile.TarInfo) -> str | None:
+    """The path of a member under ``outputs/`` ("" for the folder itself), None for what is
+    never extracted: anything outside it, ``..``, absolute paths, links and devices."""
+    name = PurePosixPath(member.name)
+    if not name.parts or name.parts[0] != "outputs" or ".." in name.parts or name.is_absolute():
+        return None
+    if not (member.isfile() or member.isdir()):
+        return None  # no links or devices out of a container
+    return str(PurePosixPath(*name.parts[1:])) if len(name.parts) > 1 else ""
+
+
+def extract_outputs(stream: Iterable[bytes], dest: Path) -> None:
+    """Unpack a ``get_archive`` stream of ``outputs/`` into ``dest`` as the invoking user,
+    one member at a time straight to disk (outputs may be far larger than memory)."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    uid, gid = os.getuid(), os.getgid()
-    with tarfile.open(fileobj=buf, mode="r") as tar:
-        members = []
-        for member in tar.getmembers():
-            name = PurePosixPath(member.name)
-            if not name.parts or name.parts[0] != "outputs" or ".." in name.parts or name.is_absolute():
+    reader = io.BufferedReader(ChunkReader(stream), buffer_size=1 << 20)
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for member in tar:
+            relative = _inside(member)
+            if not relative:
                 continue
-            if not (member.isfile() or member.isdir()):
-                continue  # no links or devices out of a container
-            member.name = str(PurePosixPath(*name.parts[1:])) if len(name.parts) > 1 else "."
-            member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
-            member.mode = (member.mode | 0o600) & 0o777 if member.isfile() else 0o755
-            if member.name != ".":
-                members.append(member)
-        tar.extractall(dest, members=members)
-        for member in members:
+            path = dest / relative
             try:
-                os.chown(dest / member.name, uid, gid)
+                if member.isdir():
+                    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    continue
+                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                _write_member(tar, member, path)
             except OSError:
-                pass
+                continue  # e.g. a file and a folder of the same name: the first one stays
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+    source = tar.extractfile(member)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, (member.mode | 0o600) & 0o777)
+    with os.fdopen(fd, "wb") as out:
+        if source is not None:
+            shutil.copyfileobj(source, out, 1 << 20)
+    os.utime(path, (member.mtime, member.mtime))

@@ -7,10 +7,13 @@ last line delivered (lines already delivered are skipped by their engine timesta
 from __future__ import annotations
 
 import datetime
+import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
+from amlrun.process import MAX_LINE
 from amlrun.targets.base import ExecResult, Job, Sink
 from amlrun.targets.docker.image import docker_sdk
 from amlrun.targets.outcome import StopWatch, finished, infrastructure_failure
@@ -109,29 +112,101 @@ def _pump_until_end(container, sink: Sink, state: LogState,
 
 
 def _pump(container, sink: Sink, state: LogState) -> None:
-    partial = b""
+    lines = LogLines(lambda stamp, text: _deliver(stamp, text, sink, state))
     try:
         stream = container.logs(stream=True, follow=True, stdout=True, stderr=True, timestamps=True,
                                 since=state.since() if state.resumed else None)
         for chunk in stream:
-            partial += chunk
-            *lines, partial = partial.split(b"\n")
-            for line in lines:
-                _deliver(line, sink, state)
+            lines.feed(chunk)
     except Exception:  # the container was removed under us (cancel) or the engine went away
         return
-    if partial:
-        _deliver(partial, sink, state)
+    lines.feed(b"", final=True)
 
 
-def _deliver(line: bytes, sink: Sink, state: LogState) -> None:
-    stamp, _, text = line.partition(b" ")
+#: the engine's log copier stores a line longer than this as several entries, each stamped
+ENTRY_BYTES = 16 * 1024
+#: an engine timestamp (RFC 3339, nanoseconds with trailing zeros trimmed) and its space
+STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z ")
+STAMP_MAX = 32
+
+
+class LogLines:
+    """The bytes of a ``timestamps=True`` log stream, as (stamp, line) pairs: each line's
+    stamp taken off, a line the engine split into entries of ENTRY_BYTES joined again
+    (no timestamps in the middle of it), and a line longer than ``MAX_LINE`` delivered in
+    pieces of that size, so that output without newlines is never held whole in memory."""
+
+    def __init__(self, emit: Callable[[bytes, bytes], None]):
+        self._emit = emit
+        self._buf = bytearray()
+        self._line = bytearray()
+        self._stamp = b""
+        self._left: int | None = None   # text bytes left in the current entry; None: at a stamp
+
+    def feed(self, chunk: bytes, final: bool = False) -> None:
+        self._buf += chunk
+        pos = 0
+        while pos < len(self._buf):
+            step = (self._after_full_entry if self._left == 0 else
+                    self._read_stamp if self._left is None else self._read_text)
+            moved = step(pos, final)
+            if moved is None:
+                break           # the rest of a stamp is still to come
+            pos = moved
+        del self._buf[:pos]
+        if final and (self._line or self._left is not None):
+            self._end()
+
+    def _after_full_entry(self, pos: int, final: bool) -> int | None:
+        """An entry of ENTRY_BYTES ended without a newline: the line ends, or goes on in the
+        next entry (its stamp skipped), or this engine does not split (text goes on)."""
+        if self._buf[pos] == 0x0A:
+            self._end()
+            return pos + 1
+        match = STAMP.match(self._buf, pos)
+        if match is None and len(self._buf) - pos < STAMP_MAX and not final:
+            return None
+        self._left = ENTRY_BYTES
+        return match.end() if match else pos
+
+    def _read_stamp(self, pos: int, final: bool) -> int | None:
+        space = self._buf.find(b" ", pos, pos + STAMP_MAX + 8)
+        if space < 0:
+            if len(self._buf) - pos < STAMP_MAX + 8 and not final:
+                return None
+            space = pos - 1     # no stamp: all of it is text
+        self._stamp = bytes(self._buf[pos:space])
+        self._left = ENTRY_BYTES
+        return space + 1
+
+    def _read_text(self, pos: int, final: bool) -> int:
+        assert self._left is not None
+        end = min(len(self._buf), pos + self._left)
+        newline = self._buf.find(b"\n", pos, end)
+        stop = newline if newline >= 0 else end
+        self._line += self._buf[pos:stop]
+        self._left -= stop - pos
+        if newline >= 0:
+            self._end()
+            return stop + 1
+        if len(self._line) >= MAX_LINE:
+            self._emit(self._stamp, bytes(self._line))
+            self._line = bytearray()
+        return stop
+
+    def _end(self) -> None:
+        self._emit(self._stamp, bytes(self._line))
+        self._line = bytearray()
+        self._left = None
+
+
+def _deliver(stamp: bytes, line: bytes, sink: Sink, state: LogState) -> None:
     main, _, frac = stamp.rstrip(b"Z").partition(b".")
     key = (main, frac.ljust(9, b"0"))      # sortable: the engine trims trailing zeros
     if state.resumed and state.last is not None and key <= state.last:
         return  # delivered before the stream broke
     state.last = key
-    sink.write(text.decode("utf-8", "replace").rstrip("\r"))
+    sink.write(line.decode("utf-8", "replace").rstrip("\r"))
 
 
 def _running(container) -> tuple[bool, str | None]:

@@ -2,7 +2,8 @@
 removal of containers whose amlrun process is gone (even after ``kill -9``).
 
 Every container carries amlrun labels (owner pid, start time, host, run id); a target's
-start-up removes containers whose amlrun process is gone.
+start-up removes containers whose amlrun process is gone. Importing this module is cheap
+(docker is imported only when a dead session left something): ``amlrun history`` sweeps too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import socket
 from pathlib import Path
 
 from amlrun.process import alive, process_start
-from amlrun.targets.docker.image import LABEL_MANAGED, docker_sdk
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LABEL_OWNER_PID = "amlrun.owner-pid"
@@ -25,6 +25,8 @@ LABEL_TARGET = "amlrun.target"
 
 def run_labels(run_id: str, cell_id: str, target: str) -> dict[str, str]:
     """The labels of a run's container: managed by amlrun, owned by this process."""
+    from amlrun.targets.docker.image import LABEL_MANAGED
+
     pid = os.getpid()
     return {
         LABEL_MANAGED: "1", LABEL_OWNER_PID: str(pid), LABEL_OWNER_START: process_start(pid),
@@ -46,6 +48,8 @@ def owner_alive(labels: dict[str, str]) -> bool:
 
 def remove_orphans(client) -> list[str]:
     """Remove amlrun containers whose amlrun process is dead; return their names."""
+    from amlrun.targets.docker.image import docker_sdk
+
     docker = docker_sdk()
     removed = []
     for container in client.containers.list(all=True, filters={"label": LABEL_OWNER_PID}):
@@ -117,6 +121,8 @@ def sweep_dead_owners(cache_dir: Path) -> list[str]:
         if owner_alive(labels):
             continue
         try:
+            from amlrun.targets.docker.image import docker_sdk
+
             docker = docker_sdk()
             client = docker.DockerClient(base_url=data.get("docker_host") or DEFAULT_SOCKET, timeout=30)
             try:

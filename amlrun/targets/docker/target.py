@@ -39,6 +39,7 @@ from amlrun.targets.docker.follow import follow, short_reason
 from amlrun.targets.docker.owners import drop_owner_marker, remove_orphans, run_labels, sweep_dead_owners, \
     write_owner_marker
 from amlrun.targets.docker.runargs import parse_run_arguments
+from amlrun.targets.docker.secretfile import deliver, private_env, unwrap, wrap
 from amlrun.targets.outcome import infrastructure_failure, lost_connection
 
 CONTAINER_ROOT = "/amlrun"
@@ -216,13 +217,15 @@ class DockerTarget(Target):
         share = self.engine.share_source(self, staging.bind is not None)
         env = contract_env(job, workdir=CONTAINER_WORKDIR, outputs=f"{CONTAINER_WORKDIR}/outputs",
                            share=CONTAINER_SHARE if share else None)
+        for name in private_env(job):
+            del env[name]       # in the wrapper's owner-only file, not in the engine's Config.Env
         if prepared.details.get("spark_home"):
             env.setdefault("SPARK_HOME", prepared.details["spark_home"])  # pip's spark-submit looks for it
         volumes = [f"{staging.bind}:{CONTAINER_WORKDIR}:rw"] if staging.bind else []
         if share:
             volumes.append(f"{share}:{CONTAINER_SHARE}:rw")
         opts: dict[str, Any] = {
-            "image": prepared.image, "command": self.command(job, prepared), "working_dir": CONTAINER_WORKDIR,
+            "image": prepared.image, "command": wrap(self.command(job, prepared)), "working_dir": CONTAINER_WORKDIR,
             "labels": run_labels(job.run_id, job.cell_id, self.name), "detach": True, "stdin_open": False,
             "tty": False, "init": True, "name": f"amlrun-{job.run_id}",
         }
@@ -266,6 +269,7 @@ class DockerTarget(Target):
                 container = client.containers.create(**options)
                 if staging.bind is None:
                     container.put_archive("/", tar_tree(job.workdir, CONTAINER_WORKDIR.lstrip("/")))
+                deliver(container, private_env(job), options.get("user") or self.image_spec(job.runconfig).base_user)
                 container.start()
             except docker.errors.APIError as exc:
                 return infrastructure_failure(f"cannot start the container: {self._start_problem(exc, options)}")
@@ -273,7 +277,7 @@ class DockerTarget(Target):
                             engine=self.engine.describe())
             self._fetch_outputs(container, job, staging, sink)
             if job.runconfig.framework == "PySpark":
-                submitted = options["command"]
+                submitted = unwrap(options["command"])
                 result = dataclasses.replace(result, extra={
                     **result.extra, "spark_submit": shlex.join(submitted), "spark_master": submitted[2]})
             return result
