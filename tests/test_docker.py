@@ -356,22 +356,34 @@ time.sleep(float(os.environ["HOLD"]))
 def test_secrets_reach_the_script_but_not_the_containers_configuration(project, client, shared, user):
     """``docker inspect`` of the running container shows no secret value, on a container of
     the image's user, a named user and a numeric one, code mounted or copied."""
-    token = "tok-" + uuid.uuid4().hex
     args = {"dockerRunArguments": ["--user", user]} if user else {}
+    assert_secret_stays_out_of_inspect(project, client, compute(sharedVolumes=shared, **args))
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("shared", [True, False], ids=["synced", "copied"])
+def test_remotedocker_secrets_stay_out_of_the_containers_configuration(project, client, sshd, shared):
+    """The same on the VM's engine over SSH (the VM is this machine: its engine is ``client``)."""
+    text = sshd.compute_yaml("remotedocker", extra=f"baseDockerImage: {BASE}\nsharedVolumes: {str(shared).lower()}\n")
+    assert_secret_stays_out_of_inspect(project, client, text)
+
+
+def assert_secret_stays_out_of_inspect(project, client, compute_text: str) -> None:
+    token = "tok-" + uuid.uuid4().hex
     project.write({
-        "aml_config/docker.compute": compute(sharedVolumes=shared, **args),
+        "aml_config/docker.compute": compute_text,
         "aml_config/secure.runconfig": "Target: docker\nEnvironmentVariables:\n  API_TOKEN: secret:MY_TOKEN\n"
                                        "  PLAIN: visible\n  HOLD: '8'\n",
         "s.py": SECRET_SCRIPT,
     })
     proc = project.popen("-c", "secure", "s.py", env={"MY_TOKEN": token})
     try:
-        seen = wait_for_line(proc, "started")
+        seen = wait_for_line(proc, "started", timeout=300)
         [container] = owned_by(client, proc.pid)
         described = json.dumps(container.attrs)
         assert token not in described and "API_TOKEN" not in described, described
         assert "PLAIN=visible" in container.attrs["Config"]["Env"]
-        assert proc.wait(120) == 0, "".join(seen) + proc.stdout.read()
+        assert proc.wait(300) == 0, "".join(seen) + proc.stdout.read()
     finally:
         proc.kill()
     [record] = project.records()
