@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,13 +65,9 @@ def amlrun_execute(target, job, prepared, sink):
 
 
 def materialize_workdir(session, run_id: str) -> Path:
-    workdir = session.work_root / run_id
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    session.snapshots.materialize(session.snapshot, workdir)
-    shutil.copytree(RUNTIME_SOURCE, workdir / RUNTIME_DIRNAME, ignore=shutil.ignore_patterns("__pycache__"))
-    return workdir
+    """The run's private working directory (the snapshot and the run-time client), from the
+    session's slots (:mod:`amlrun.workdirs`): its cost does not grow with the project."""
+    return session.workdirs.acquire(run_id)
 
 
 def build_argv(runconfig, cell, script_args: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -265,8 +260,8 @@ def finish_run(run: CellRun, job: Job | None, result: ExecResult):
 
 def close_run(run: CellRun) -> None:
     run.sink.close()
-    if run.workdir is not None and not os.environ.get("AMLRUN_KEEP_WORKDIR"):
-        shutil.rmtree(run.workdir, ignore_errors=True)
+    if run.workdir is not None:
+        run.session.workdirs.release(run.workdir, keep=bool(os.environ.get("AMLRUN_KEEP_WORKDIR")))
 
 
 #: ExecResult.status → the cell's outcome (a failed status is ERROR when the infrastructure failed it)

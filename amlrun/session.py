@@ -150,6 +150,7 @@ class Session:
         self._snapshot = None
         self._git: GitInfo | None = None
         self._environments = None
+        self._workdirs = None
         self._prepared: dict[str, PreparedEnvironment | AmlrunError] = {}
         self._prepare_locks: dict[str, threading.Lock] = {}
         self._prepare_logs: dict[str, _PrepareLog] = {}
@@ -180,6 +181,20 @@ class Session:
 
                 self._snapshot = self.snapshots.take(self.project.root, exclude=own_files(self.project))
             return self._snapshot
+
+    @property
+    def workdirs(self):
+        """The cells' working directories (:mod:`amlrun.workdirs`), laid out once per session."""
+        snapshot = self.snapshot
+        with self._lock:
+            if self._workdirs is None:
+                from amlrun.protocol import RUNTIME_SOURCE
+                from amlrun.targets.base import RUNTIME_DIRNAME
+                from amlrun.workdirs import WorkdirPool, layout_of
+
+                self._workdirs = WorkdirPool(self.work_root, layout_of(self.snapshots, snapshot, RUNTIME_SOURCE,
+                                                                       RUNTIME_DIRNAME))
+            return self._workdirs
 
     @property
     def environments(self):
@@ -301,6 +316,8 @@ class Session:
             self.config.hook.amlrun_runloop(session=self)
         finally:
             self.reports.sort(key=lambda r: order.get(id(r.cell), len(order)))
+            if self._workdirs is not None:
+                self._workdirs.close()
             self.teardown_targets()
 
     def teardown_targets(self) -> None:

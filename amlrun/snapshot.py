@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from amlrun.clonefile import clone_or_copy
+
 # Never part of a snapshot, whatever .gitignore says.
 EXCLUDED_DIRS = {".git", ".amlrun", "outputs", "__pycache__", ".hg", ".svn", ".venv", ".mypy_cache",
                  ".pytest_cache", ".ruff_cache", ".tox", ".ipynb_checkpoints"}
@@ -205,7 +207,7 @@ class SnapshotStore:
         if not dest.exists():
             dest.parent.mkdir(exist_ok=True)
             tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
-            shutil.copyfile(path, tmp)
+            clone_or_copy(path, tmp)  # shares the user's file's blocks where the file system can
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
         return digest
@@ -255,7 +257,7 @@ class SnapshotStore:
             if parent and parent not in made:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 made.add(parent)
-            shutil.copyfile(self.object_path(entry.digest), target)
+            clone_or_copy(self.object_path(entry.digest), target)
             os.chmod(target, entry.mode | stat.S_IWUSR)
 
     def restore(self, digest: str, dest: Path) -> Snapshot:

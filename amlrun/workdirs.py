@@ -1,0 +1,263 @@
+"""Cells' working directories, at a cost that does not grow with the project.
+
+Every cell needs a private copy of the session's snapshot: its script may modify or delete
+any file there. A fresh copy per cell made the per-cell cost grow with the project's file
+count and bytes, so a session keeps *slots* instead: full copies, one per cell running at
+the same time, never one per cell. A cell gets a slot renamed to its run id. Before the next
+cell gets it, the slot is compared with what amlrun wrote there: every entry is lstat-ed
+(inode, type and mode, size, mtime, ctime, link count), what the last script changed, added
+or removed is put back, and a slot that looks odd in any other way (a directory replaced,
+an unreadable folder) is thrown away and made again. No file's content is read, so a large
+file is copied once per slot (as a reflink where the file system has them), never per cell.
+
+Why not links into one shared tree: through a hard link or a symlink a script writes the
+shared file in place (root ignores read-only modes), changing other cells' files or the
+snapshot store. A script cannot set a file's ctime (even root's ``utime`` sets it to now),
+so an unchanged stat means an unchanged file, provided no write can land within the file
+system's timestamp granularity of amlrun's own: a slot is handed out only once its newest
+timestamp is ``SETTLE_NS`` old, and slots on a file system with coarse (whole-millisecond
+or coarser) timestamps are not reused at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amlrun.clonefile import clone_or_copy
+
+#: how old amlrun's newest write in a slot must be before a script may write there (> a kernel tick)
+SETTLE_NS = 30_000_000
+#: a parked slot's folder name: slot-<pid>-<n> (another session's, or a killed one's if the pid is gone)
+SLOT_PREFIX = "slot-"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a cell's working directory holds: its folders (parents first) and its files
+    (path → the file copied there and the mode it gets)."""
+
+    dirs: tuple[str, ...]
+    files: dict[str, tuple[str, int]]
+
+
+def layout_of(store, snapshot, runtime_source: Path, runtime_dirname: str) -> Layout:
+    """The working directory of a run of ``snapshot``: its files, plus the run-time client."""
+    files = {e.path: (str(store.object_path(e.digest)), e.mode | stat.S_IWUSR) for e in snapshot.entries}
+    for dirpath, dirnames, filenames in os.walk(runtime_source):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel_dir = Path(dirpath).relative_to(runtime_source).as_posix()
+        prefix = runtime_dirname if rel_dir == "." else f"{runtime_dirname}/{rel_dir}"
+        for name in filenames:
+            if not name.endswith((".pyc", ".pyo")):
+                source = os.path.join(dirpath, name)
+                files[f"{prefix}/{name}"] = (source, stat.S_IMODE(os.stat(source).st_mode) | stat.S_IWUSR)
+    dirs = {parent for rel in files for parent in _parents(rel)}
+    return Layout(tuple(sorted(dirs, key=lambda d: (d.count("/"), d))), files)
+
+
+def _parents(rel: str):
+    parts = rel.split("/")[:-1]
+    for n in range(1, len(parts) + 1):
+        yield "/".join(parts[:n])
+
+
+def _file_key(st: os.stat_result) -> tuple:
+    return st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
+
+
+def _dir_key(st: os.stat_result) -> tuple:
+    return st.st_ino, st.st_mode
+
+
+class _Discard(Exception):
+    """The slot is not worth repairing: make a new one."""
+
+
+@dataclass(eq=False)
+class Slot:
+    """One private copy of the layout and what lstat said of each entry amlrun wrote."""
+
+    path: Path
+    seen: dict[str, tuple] = field(default_factory=dict)
+    root_key: tuple = ()
+    newest_ns: int = 0          # the newest ctime amlrun caused in it
+    reusable: bool = True
+
+
+class WorkdirPool:
+    """The session's slots: ``acquire`` a working directory for a run, ``release`` it after."""
+
+    def __init__(self, root: Path, layout: Layout):
+        self.root = root
+        self.layout = layout
+        self._free: list[Slot] = []
+        self._busy: dict[Path, Slot] = {}
+        self._lock = threading.Lock()
+        self._numbers = itertools.count()
+        self._reaped = False
+
+    def acquire(self, name: str) -> Path:
+        """A working directory ``root/name`` holding the layout, private to the caller until released."""
+        with self._lock:
+            slot = self._free.pop() if self._free else None
+        if slot is not None and not self._reset(slot):
+            remove_tree(slot.path)
+            slot = None
+        if slot is None:
+            slot = self._make()
+        wait = slot.newest_ns + SETTLE_NS - time.time_ns()
+        if wait > 0:
+            time.sleep(wait / 1e9)
+        path = self.root / name
+        if os.path.lexists(path):
+            remove_tree(path)
+        os.rename(slot.path, path)
+        slot.path = path
+        with self._lock:
+            self._busy[path] = slot
+        return path
+
+    def release(self, path: Path, *, keep: bool = False) -> None:
+        """The run is over: park its folder for the next run (``keep``: leave it as it is, for the user)."""
+        with self._lock:
+            slot = self._busy.pop(path, None)
+        if slot is None or keep:
+            return
+        parked = self._slot_path()
+        try:
+            if not slot.reusable:
+                raise OSError("coarse timestamps")
+            os.rename(path, parked)
+        except OSError:
+            remove_tree(path)
+            return
+        slot.path = parked
+        with self._lock:
+            self._free.append(slot)
+
+    def close(self) -> None:
+        """Remove the parked slots (the session is over)."""
+        with self._lock:
+            free, self._free = self._free, []
+        for slot in free:
+            remove_tree(slot.path)
+
+    # -- making and repairing slots ----------------------------------------------------------
+
+    def _slot_path(self) -> Path:
+        return self.root / f"{SLOT_PREFIX}{os.getpid()}-{next(self._numbers)}"
+
+    def _make(self) -> Slot:
+        if not self._reaped:
+            self._reaped = True
+            reap_stale_slots(self.root)
+        slot = Slot(self._slot_path())
+        slot.path.mkdir(parents=True)
+        for rel in self.layout.dirs:
+            (slot.path / rel).mkdir()
+        for rel in self.layout.files:
+            self._write(slot, rel)
+        for rel in self.layout.dirs:
+            slot.seen[rel] = _dir_key(os.lstat(slot.path / rel))
+        slot.root_key = _dir_key(os.lstat(slot.path))
+        # whole-millisecond ctimes: a file system whose clock is too coarse to tell a later write
+        slot.reusable = any(key[4] % 1_000_000 for rel, key in slot.seen.items() if rel in self.layout.files)
+        return slot
+
+    def _write(self, slot: Slot, rel: str) -> None:
+        source, mode = self.layout.files[rel]
+        target = slot.path / rel
+        clone_or_copy(source, target)
+        os.chmod(target, mode)
+        key = _file_key(os.lstat(target))
+        slot.seen[rel] = key
+        slot.newest_ns = max(slot.newest_ns, key[4])
+
+    def _reset(self, slot: Slot) -> bool:
+        """Put back what the last run changed in ``slot``; False when it must be made again."""
+        try:
+            if _dir_key(os.lstat(slot.path)) != slot.root_key:
+                return False
+            stale = self._scan(slot)
+            for rel, st in stale:
+                if st is not None:
+                    remove_entry(slot.path / rel, st)
+                self._write(slot, rel)
+        except (OSError, _Discard):
+            return False
+        return True
+
+    def _scan(self, slot: Slot) -> list[tuple[str, os.stat_result | None]]:
+        """Remove what the run added; return the files it changed (with their stat) or removed (None)."""
+        files, seen = self.layout.files, slot.seen
+        stale: list[tuple[str, os.stat_result | None]] = []
+        matched = 0
+        pending = [""]
+        while pending:
+            rel_dir = pending.pop()
+            with os.scandir(slot.path / rel_dir) as entries:
+                for entry in entries:
+                    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                    st = entry.stat(follow_symlinks=False)
+                    expected = seen.get(rel)
+                    if expected is None:
+                        remove_entry(Path(entry.path), st)
+                        continue
+                    matched += 1
+                    if rel in files:
+                        if _file_key(st) != expected:
+                            stale.append((rel, st))
+                    elif _dir_key(st) == expected:
+                        pending.append(rel)
+                    else:
+                        raise _Discard(rel)
+        if matched != len(seen):
+            if any(not os.path.isdir(slot.path / d) for d in self.layout.dirs):
+                raise _Discard("a folder was removed")
+            found = {rel for rel, _ in stale}
+            stale += [(rel, None) for rel in files if rel not in found and not os.path.lexists(slot.path / rel)]
+        return stale
+
+
+def remove_entry(path: Path, st: os.stat_result) -> None:
+    """Remove a file, link or folder (a folder's links are removed, never followed)."""
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def reap_stale_slots(root: Path) -> int:
+    """Remove parked slots of amlrun processes that are gone (killed before they cleaned up)."""
+    removed = 0
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(SLOT_PREFIX)]
+    except OSError:
+        return 0
+    for name in names:
+        pid = name[len(SLOT_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove_tree(root / name)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
