@@ -9,7 +9,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from amlrun.diagnostics import warn_unknown_keys
 from amlrun.errors import ConfigError
@@ -188,11 +188,15 @@ def check_compute_values(data: dict, shown: str) -> None:
             raise ConfigError(f"'{key}' must be {expected}, got {value!r}", shown)
 
 
-def load_compute(path: Path, project_root: Path, extra_keys: frozenset[str] = frozenset()) -> ComputeTarget:
+def load_compute(path: Path, project_root: Path,
+                 extra_keys: frozenset[str] | Callable[[str], frozenset[str]] = frozenset()) -> ComputeTarget:
+    """A ``.compute`` file; ``extra_keys``: keys plugins add (or a function of the file's type giving them)."""
     shown = _display(path, project_root)
     data = read_mapping(path, display=shown)
-    warn_unknown_keys(shown, data, COMPUTE_KEYS | extra_keys)
     kind = data.get("type")
+    if callable(extra_keys):
+        extra_keys = extra_keys(kind) if isinstance(kind, str) else frozenset()
+    warn_unknown_keys(shown, data, COMPUTE_KEYS | extra_keys)
     if not kind or not isinstance(kind, str):
         raise ConfigError("missing 'type' (local, docker, remotedocker, remote, cluster)", shown)
     check_compute_values(data, shown)

@@ -21,18 +21,19 @@ ENTRY_POINT_GROUP = "amlrun"
 DISABLE_AUTOLOAD_ENV = "AMLRUN_DISABLE_PLUGIN_AUTOLOAD"
 PLUGINS_ENV = "AMLRUN_PLUGINS"
 
-#: name → module of every built-in plugin. Target modules import their SDKs lazily.
+#: name → module (or module:factory) of every built-in plugin. Target families register their
+#: classes as "module:Class" (amlrun.targets.builtins), imported when a target is made.
 BUILTIN_PLUGINS = {
     "collector": "amlrun.collection:DefaultCollector",
     "protocol": "amlrun.protocol",
     "scheduler": "amlrun.scheduler",
     "artifacts": "amlrun.artifacts",
     "secrets": "amlrun.secrets:plugin",
-    "local": "amlrun.targets.local",
-    "docker": "amlrun.targets.docker.target",
-    "remote": "amlrun.targets.remote",
-    "remotedocker": "amlrun.targets.remotedocker",
-    "cluster": "amlrun.targets.cluster.target",
+    "local": "amlrun.targets.builtins:local",
+    "docker": "amlrun.targets.builtins:docker",
+    "remote": "amlrun.targets.builtins:remote",
+    "remotedocker": "amlrun.targets.builtins:remotedocker",
+    "cluster": "amlrun.targets.builtins:cluster",
     "cacheprovider": "amlrun.cacheprovider",
     "reports": "amlrun.reports",
     "repro": "amlrun.repro",

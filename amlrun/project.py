@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from amlrun.config import (
     ComputeTarget,
@@ -134,7 +134,8 @@ class Project:
     def runconfig_names(self) -> list[str]:
         return sorted(p.stem for p in self.config_dir.glob("*.runconfig"))
 
-    def compute_target(self, name: str, extra_keys: frozenset[str] = frozenset()) -> ComputeTarget | None:
+    def compute_target(self, name: str, extra_keys: frozenset[str] | Callable[[str], frozenset[str]] = frozenset()
+                       ) -> ComputeTarget | None:
         path = self.config_dir / f"{name}.compute"
         if path.is_file():
             return load_compute(path, self.root, extra_keys)

@@ -33,7 +33,7 @@ class Config:
         self.pluginmanager = pluginmanager
         self.hook = pluginmanager.hook
         self.conftests = Conftests(self)
-        self._target_types: dict[str, type[Target]] | None = None
+        self._target_types = None   # amlrun.targets.registry.TargetTypes, once asked for
         #: set when the session stops early (Ctrl-C, --maxfail); every target's context carries it
         self.stopping = threading.Event()
 
@@ -41,7 +41,8 @@ class Config:
         return getattr(self.options, name, default)
 
     @property
-    def target_types(self) -> dict[str, type[Target]]:
+    def target_types(self):
+        """``{type name: Target class}`` (amlrun.targets.registry.TargetTypes: classes import when looked up)."""
         if self._target_types is None:
             from amlrun.targets.registry import collect_target_types
 
@@ -49,10 +50,19 @@ class Config:
         return self._target_types
 
     def extra_compute_keys(self) -> frozenset[str]:
+        """The compute keys every registered type adds (imports every target class)."""
         keys: set[str] = set()
         for cls in self.target_types.values():
             keys |= set(getattr(cls, "compute_keys", ()))
         return frozenset(keys)
+
+    def compute_keys_of(self, kind: str) -> frozenset[str]:
+        """The compute keys target type ``kind`` adds (imports only that type's class)."""
+        try:
+            cls = self.target_types.get(kind)
+        except UsageError:
+            return frozenset()  # a plugin's broken registration: make_target says so
+        return frozenset(getattr(cls, "compute_keys", ())) if cls is not None else frozenset()
 
     def available_targets(self) -> list[str]:
         names = set(self.project.runconfig_names()) | set(self.project.compute_names()) | {"local"}
@@ -60,7 +70,7 @@ class Config:
 
     def make_target(self, runconfig: RunConfig) -> Target:
         project = self.project
-        compute = project.compute_target(runconfig.target, self.extra_compute_keys())
+        compute = project.compute_target(runconfig.target, self.compute_keys_of)
         if compute is None:
             where = runconfig.source or "-c"
             raise ConfigError(

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 from amlrun.envs import ensure_venv, venv_key
-from amlrun.hookspec import hookimpl
 from amlrun.process import ProcessOutcome, reap_orphan_groups, run_streaming
 from amlrun.targets.base import ExecResult, Job, PreparedEnvironment, Target, contract_env
 from amlrun.targets.outcome import finished
@@ -200,7 +199,3 @@ def _interpreter_identity(python: str) -> str:
         return found
     return f"{found}\0{st.st_size}\0{st.st_mtime_ns}"
 
-
-@hookimpl
-def amlrun_register_targets():
-    return {"local": LocalTarget}

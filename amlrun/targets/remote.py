@@ -12,7 +12,6 @@ import hashlib
 import time
 
 from amlrun.errors import ConfigError, EnvironmentBuildError
-from amlrun.hookspec import hookimpl
 from amlrun.targets.base import Check, ExecResult, PreparedEnvironment, Target, contract_env
 from amlrun.targets.ssh.connection import q, retrying
 from amlrun.targets.ssh.detached import start_detached
@@ -132,7 +131,3 @@ class RemoteTarget(SSHTargetMixin, Target):
                             f"'{python}' is not found by the non-interactive shell (set pythonLocation)"))
         return checks
 
-
-@hookimpl
-def amlrun_register_targets():
-    return {"remote": RemoteTarget}

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from amlrun.errors import TargetUnavailable
-from amlrun.hookspec import hookimpl
 from amlrun.targets.base import Check, Job, Sink, Target
 from amlrun.targets.docker.engine import Engine, Staging
 from amlrun.targets.docker.target import DockerTarget
@@ -128,7 +127,3 @@ class RemoteDockerTarget(SSHTargetMixin, DockerTarget):
         DockerTarget.teardown(self)
         SSHTargetMixin.teardown(self)
 
-
-@hookimpl
-def amlrun_register_targets() -> dict[str, type[Target]]:
-    return {"remotedocker": RemoteDockerTarget}

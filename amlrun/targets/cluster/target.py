@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from amlrun.errors import ConfigError, TargetUnavailable
-from amlrun.hookspec import hookimpl
 from amlrun.process import run_streaming
 from amlrun.secrets import is_reference
 from amlrun.targets.base import RUNTIME_DIRNAME, Check, ExecResult, PreparedEnvironment, Target, contract_env
@@ -511,7 +510,3 @@ def _quiet(cmd: list[str], session=None) -> None:
     except (OSError, subprocess.TimeoutExpired):
         pass
 
-
-@hookimpl
-def amlrun_register_targets():
-    return {"cluster": ClusterTarget}

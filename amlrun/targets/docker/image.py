@@ -17,7 +17,6 @@ import json
 import os
 import re
 import sys
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -146,6 +145,8 @@ class ImageSpec:
 
     def context(self) -> io.BytesIO:
         """The build context: the generated files only (never project code)."""
+        import tarfile  # here: a local run imports this module (owners) but never builds
+
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for name, data in self.files:

@@ -20,7 +20,6 @@ from typing import Any
 
 from amlrun.config import ComputeTarget, RunConfig
 from amlrun.errors import ConfigError, EnvironmentBuildError, TargetUnavailable
-from amlrun.hookspec import hookimpl
 from amlrun.targets.base import (
     Check,
     ExecResult,
@@ -36,7 +35,7 @@ from amlrun.targets.docker import image as envimage
 from amlrun.targets.docker.archive import extract_outputs, tar_tree
 from amlrun.targets.docker.engine import Engine, LocalEngine, Staging
 from amlrun.targets.docker.follow import follow, short_reason
-from amlrun.targets.docker.owners import drop_owner_marker, remove_orphans, run_labels, sweep_dead_owners, \
+from amlrun.targets.docker.owners import drop_owner_marker, remove_orphans, run_labels, \
     write_owner_marker
 from amlrun.targets.docker.runargs import parse_run_arguments
 from amlrun.targets.docker.secretfile import deliver, private_env, unwrap, wrap
@@ -362,14 +361,3 @@ class DockerTarget(Target):
         except OSError as exc:
             return Check("disk space", False, str(exc))
 
-
-@hookimpl
-def amlrun_configure(config: Any) -> None:
-    from amlrun.envs import cache_dir
-
-    sweep_dead_owners(cache_dir())
-
-
-@hookimpl
-def amlrun_register_targets() -> dict[str, type[Target]]:
-    return {"docker": DockerTarget}

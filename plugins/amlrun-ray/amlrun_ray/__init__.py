@@ -21,6 +21,4 @@ __version__ = "0.1.0"
 
 @hookimpl
 def amlrun_register_targets():
-    from amlrun_ray.target import RayTarget
-
-    return {"ray": RayTarget}
+    return {"ray": "amlrun_ray.target:RayTarget"}  # imported when a ray target is made

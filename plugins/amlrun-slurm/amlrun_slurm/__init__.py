@@ -24,6 +24,4 @@ __version__ = "0.1.0"
 
 @hookimpl
 def amlrun_register_targets():
-    from amlrun_slurm.target import SlurmTarget
-
-    return {"slurm": SlurmTarget}
+    return {"slurm": "amlrun_slurm.target:SlurmTarget"}  # imported when a slurm target is made
