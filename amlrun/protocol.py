@@ -161,7 +161,8 @@ def amlrun_run_cell(cell, session):
 
 
 def open_run(session, cell) -> CellRun:
-    """Create the run's record (status ``preparing``), its folder and its sink."""
+    """Create the run's record (status ``preparing``: saved when the environment is still to be
+    prepared, so one write fewer per cell of a sweep), its folder and its sink."""
     runconfig = session.runconfigs[cell.target]
     store = session.store
     script_args = tuple(session.config.getoption("script_args") or ())
@@ -181,7 +182,8 @@ def open_run(session, cell) -> CellRun:
                                session.targets[cell.target].run_workdir)
     sink = RunSink(run_dir, lambda line: rewrite(session.redact(line)), session.stream_for(cell))
     run = CellRun(session, cell, record, run_dir, sink, tracked, time.monotonic())
-    run.save()
+    if not session.environment_ready(cell.target):
+        run.save()  # the history shows it preparing; with the environment ready, the first write is "running"
     return run
 
 

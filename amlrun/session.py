@@ -242,6 +242,10 @@ class Session:
             self.targets[name] = self.config.make_target(runconfig)
             self._prepare_locks[name] = threading.Lock()
 
+    def environment_ready(self, target_name: str) -> bool:
+        """Whether ``target_name``'s environment is prepared already (a run need not wait for it)."""
+        return isinstance(self._prepared.get(target_name), PreparedEnvironment)
+
     def prepare(self, target_name: str, sink=None) -> PreparedEnvironment:
         """Prepare ``target_name``'s environment once; later cells reuse the result (or the error)."""
         with self._prepare_locks[target_name]:

@@ -56,11 +56,13 @@ def workdir_rewriter(run_id: str, local_workdir: Path, project_root: Path,
     prefixes = [re.escape(str(local_workdir).rstrip("/")) + "/", rf"/(?:[^\s\"'()/]+/)*{re.escape(run_id)}(?:/work)?/"]
     if target_workdir:
         prefixes.append(re.escape(target_workdir.rstrip("/")) + "/")
-    pattern = re.compile("|".join(f"(?:{p})" for p in prefixes))
+    compiled: list[re.Pattern] = []   # compiled at the first traceback line: most runs print none
 
     def rewrite(line: str) -> str:
-        if not _LOCATION.match(line):
+        if not _LOCATION.match(line) or not (run_id in line or (target_workdir and target_workdir in line)):
             return line
-        return pattern.sub(shown, line) if run_id in line or (target_workdir and target_workdir in line) else line
+        if not compiled:
+            compiled.append(re.compile("|".join(f"(?:{p})" for p in prefixes)))
+        return compiled[0].sub(shown, line)
 
     return rewrite

@@ -13,10 +13,11 @@ file is copied once per slot (as a reflink where the file system has them), neve
 Why not links into one shared tree: through a hard link or a symlink a script writes the
 shared file in place (root ignores read-only modes), changing other cells' files or the
 snapshot store. A script cannot set a file's ctime (even root's ``utime`` sets it to now),
-so an unchanged stat means an unchanged file, provided no write can land within the file
-system's timestamp granularity of amlrun's own: a slot is handed out only once its newest
-timestamp is ``SETTLE_NS`` old, and slots on a file system with coarse (whole-millisecond
-or coarser) timestamps are not reused at all.
+so an unchanged stat means an unchanged file, unless the script wrote it within the kernel's
+timestamp tick of amlrun's own write: the files amlrun wrote less than ``SETTLE_NS`` before
+the slot was handed out (the last few of a fresh slot, the ones put back) are compared by
+content, once. Slots on a file system with coarse (whole-millisecond or coarser) timestamps
+are not reused at all.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amlrun.clonefile import clone_or_copy
+from amlrun.snapshot import hash_file
 
-#: how old amlrun's newest write in a slot must be before a script may write there (> a kernel tick)
+#: a file amlrun wrote less than this before the slot was handed out is checked by content (> a kernel tick)
 SETTLE_NS = 30_000_000
 #: a parked slot's folder name: slot-<pid>-<n> (another session's, or a killed one's if the pid is gone)
 SLOT_PREFIX = "slot-"
@@ -41,15 +43,15 @@ SLOT_PREFIX = "slot-"
 @dataclass(frozen=True)
 class Layout:
     """What a cell's working directory holds: its folders (parents first) and its files
-    (path → the file copied there and the mode it gets)."""
+    (path → the file copied there, the mode it gets, its sha256)."""
 
     dirs: tuple[str, ...]
-    files: dict[str, tuple[str, int]]
+    files: dict[str, tuple[str, int, str]]
 
 
 def layout_of(store, snapshot, runtime_source: Path, runtime_dirname: str) -> Layout:
     """The working directory of a run of ``snapshot``: its files, plus the run-time client."""
-    files = {e.path: (str(store.object_path(e.digest)), e.mode | stat.S_IWUSR) for e in snapshot.entries}
+    files = {e.path: (str(store.object_path(e.digest)), e.mode | stat.S_IWUSR, e.digest) for e in snapshot.entries}
     for dirpath, dirnames, filenames in os.walk(runtime_source):
         dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         rel_dir = Path(dirpath).relative_to(runtime_source).as_posix()
@@ -57,7 +59,8 @@ def layout_of(store, snapshot, runtime_source: Path, runtime_dirname: str) -> La
         for name in filenames:
             if not name.endswith((".pyc", ".pyo")):
                 source = os.path.join(dirpath, name)
-                files[f"{prefix}/{name}"] = (source, stat.S_IMODE(os.stat(source).st_mode) | stat.S_IWUSR)
+                files[f"{prefix}/{name}"] = (source, stat.S_IMODE(os.stat(source).st_mode) | stat.S_IWUSR,
+                                             hash_file(Path(source)))
     dirs = {parent for rel in files for parent in _parents(rel)}
     return Layout(tuple(sorted(dirs, key=lambda d: (d.count("/"), d))), files)
 
@@ -69,7 +72,7 @@ def _parents(rel: str):
 
 
 def _file_key(st: os.stat_result) -> tuple:
-    return st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
+    return st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_uid, st.st_gid
 
 
 def _dir_key(st: os.stat_result) -> tuple:
@@ -87,7 +90,7 @@ class Slot:
     path: Path
     seen: dict[str, tuple] = field(default_factory=dict)
     root_key: tuple = ()
-    newest_ns: int = 0          # the newest ctime amlrun caused in it
+    handed_ns: int = 0          # when a run last got it (time.time_ns())
     reusable: bool = True
 
 
@@ -112,14 +115,12 @@ class WorkdirPool:
             slot = None
         if slot is None:
             slot = self._make()
-        wait = slot.newest_ns + SETTLE_NS - time.time_ns()
-        if wait > 0:
-            time.sleep(wait / 1e9)
         path = self.root / name
         if os.path.lexists(path):
             remove_tree(path)
         os.rename(slot.path, path)
         slot.path = path
+        slot.handed_ns = time.time_ns()
         with self._lock:
             self._busy[path] = slot
         return path
@@ -172,13 +173,11 @@ class WorkdirPool:
         return slot
 
     def _write(self, slot: Slot, rel: str) -> None:
-        source, mode = self.layout.files[rel]
+        source, mode, _digest = self.layout.files[rel]
         target = slot.path / rel
         clone_or_copy(source, target)
         os.chmod(target, mode)
-        key = _file_key(os.lstat(target))
-        slot.seen[rel] = key
-        slot.newest_ns = max(slot.newest_ns, key[4])
+        slot.seen[rel] = _file_key(os.lstat(target))
 
     def _reset(self, slot: Slot) -> bool:
         """Put back what the last run changed in ``slot``; False when it must be made again."""
@@ -198,6 +197,7 @@ class WorkdirPool:
         """Remove what the run added; return the files it changed (with their stat) or removed (None)."""
         files, seen = self.layout.files, slot.seen
         stale: list[tuple[str, os.stat_result | None]] = []
+        racy = slot.handed_ns - SETTLE_NS   # a ctime after this may hide a write in the same tick
         matched = 0
         pending = [""]
         while pending:
@@ -212,7 +212,8 @@ class WorkdirPool:
                         continue
                     matched += 1
                     if rel in files:
-                        if _file_key(st) != expected:
+                        if _file_key(st) != expected or (expected[4] > racy and hash_file(Path(entry.path))
+                                                         != files[rel][2]):
                             stale.append((rel, st))
                     elif _dir_key(st) == expected:
                         pending.append(rel)

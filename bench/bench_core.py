@@ -75,6 +75,18 @@ def interleaved(commands: list[list[str]], cwd: Path, env: dict[str, str], reps:
     return results
 
 
+def bench_env(tmp: Path) -> dict[str, str]:
+    """The environment of timed commands: caches in ``tmp``; byte-code cached as after a pip
+    install (in ``tmp``, not the work tree), not recompiled by every process as
+    PYTHONDONTWRITEBYTECODE=1 would have it."""
+    env = dict(os.environ)
+    env["AMLRUN_CACHE_DIR"] = str(tmp / "cache")
+    env.pop("AMLRUN_PLUGINS", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    return env
+
+
 def make_trivial_project(root: Path) -> None:
     (root / "aml_config").mkdir(parents=True)
     (root / "aml_config" / "local.compute").write_text('type: "local"\n')
@@ -107,13 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="amlrun-bench-"))
-    env = dict(os.environ)
-    env["AMLRUN_CACHE_DIR"] = str(tmp / "cache")
-    env.pop("AMLRUN_PLUGINS", None)
-    # as after a pip install: byte-code cached (in the temp folder, not the work tree), not
-    # recompiled by every process as PYTHONDONTWRITEBYTECODE=1 would have it
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    env = bench_env(tmp)
     py = sys.executable
     amlrun = [py, "-m", "amlrun"]
     rows: list[tuple[str, str, str]] = []

@@ -63,7 +63,7 @@ def assert_pristine(workdir: Path, pool: WorkdirPool, snapshot) -> None:
         assert hash_file(path) == entry.digest, entry.path
         assert stat.S_IMODE(path.lstat().st_mode) == entry.mode | stat.S_IWUSR, entry.path
         assert path.lstat().st_nlink == 1, entry.path
-    for rel, (source, _mode) in pool.layout.files.items():
+    for rel, (source, _mode, _digest) in pool.layout.files.items():
         if rel.startswith(RUNTIME_DIRNAME + "/"):
             assert (workdir / rel).read_bytes() == Path(source).read_bytes(), rel
 
