@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amlrun.clonefile import clone_or_copy
+from amlrun.process import alive, process_start
 from amlrun.snapshot import hash_file
 
 #: a file amlrun wrote less than this before the slot was handed out is checked by content (> a kernel tick)
 SETTLE_NS = 30_000_000
-#: a parked slot's folder name: slot-<pid>-<n> (another session's, or a killed one's if the pid is gone)
+#: a parked slot's folder name: slot-<pid>-<process start>-<n> (another session's, or a killed one's)
 SLOT_PREFIX = "slot-"
 
 
@@ -105,6 +106,7 @@ class WorkdirPool:
         self._lock = threading.Lock()
         self._numbers = itertools.count()
         self._reaped = False
+        self._owner = f"{os.getpid()}-{process_start(os.getpid()) or 0}"   # pid and start: no pid reuse
 
     def acquire(self, name: str) -> Path:
         """A working directory ``root/name`` holding the layout, private to the caller until released."""
@@ -153,7 +155,7 @@ class WorkdirPool:
     # -- making and repairing slots ----------------------------------------------------------
 
     def _slot_path(self) -> Path:
-        return self.root / f"{SLOT_PREFIX}{os.getpid()}-{next(self._numbers)}"
+        return self.root / f"{SLOT_PREFIX}{self._owner}-{next(self._numbers)}"
 
     def _make(self) -> Slot:
         if not self._reaped:
@@ -247,18 +249,10 @@ def reap_stale_slots(root: Path) -> int:
     except OSError:
         return 0
     for name in names:
-        pid = name[len(SLOT_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        pid, _, rest = name[len(SLOT_PREFIX):].partition("-")
+        started = rest.rpartition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid), started):
             remove_tree(root / name)
             removed += 1
     return removed
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

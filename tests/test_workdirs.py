@@ -179,13 +179,18 @@ def test_kept_folders_stay_as_the_run_left_them(tree):
 
 
 def test_slots_of_a_killed_amlrun_are_removed(tmp_path):
+    from amlrun.process import process_start
+
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead, alive = int(gone.stdout), os.getppid()
-    for pid in (dead, alive):
-        (tmp_path / f"{SLOT_PREFIX}{pid}-0" / "sub").mkdir(parents=True)
+    parent = os.getppid()
+    names = {"dead": f"{SLOT_PREFIX}{int(gone.stdout)}-12345-0",
+             "alive": f"{SLOT_PREFIX}{parent}-{process_start(parent)}-0",
+             "pid reused": f"{SLOT_PREFIX}{parent}-1-3"}      # the parent's pid, another process's start
+    for name in names.values():
+        (tmp_path / name / "sub").mkdir(parents=True)
     (tmp_path / "20260101-000000-abcdef12").mkdir()
-    assert reap_stale_slots(tmp_path) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{SLOT_PREFIX}{alive}-0", "20260101-000000-abcdef12"])
+    assert reap_stale_slots(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["alive"], "20260101-000000-abcdef12"])
 
 
 VANDAL = """
