@@ -52,6 +52,7 @@ def follow(container, job: Job, sink: Sink, *, window: float, engine: str) -> Ex
             stop_container(container, retry_for=window)
             pump.join(5)    # the last lines
             break
+        state.resumed = True    # whatever broke the stream, the next one skips what was delivered
         running, problem = _running(container)
         if problem is not None:
             if window <= 0:
@@ -71,7 +72,6 @@ def follow(container, job: Job, sink: Sink, *, window: float, engine: str) -> Ex
         if not running:
             break
         reconnects += 1     # the log stream broke while the container runs: follow it again
-        state.resumed = True
         sink.write("[amlrun] resuming the log")
     code = _exit_code(container)
     oom = not stopped and code not in (0, None) and _oom_killed(container)
