@@ -72,11 +72,8 @@ def _yaml_scalar(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("\n...").strip()
 
 
-def main(argv: list[str], prog: str) -> int:
-    from amlrun.commands._common import load_config
-    from amlrun.secrets import CredentialStore, redactor
-
-    options = build_parser(prog).parse_args(argv)
+def _check_options(options) -> None:
+    """UsageError for option values or combinations ``attach`` cannot use, before anything is written."""
     if not _NAME.match(options.name):
         raise UsageError(f"-n {options.name!r}: use letters, digits, '.', '_' and '-'")
     if options.port is not None and not 0 < options.port < 65536:
@@ -86,41 +83,43 @@ def main(argv: list[str], prog: str) -> int:
                          "present on the VM's Docker engine)")
     if options.passphrase is not None and not options.private_key_file:
         raise UsageError("--passphrase goes with --private-key-file")
-    config = load_config(options)
-    project = config.project
-    compute_path = project.config_dir / f"{options.name}.compute"
-    runconfig_path = project.config_dir / f"{options.name}.runconfig"
-    if not options.force:
-        for path in (compute_path, runconfig_path):
-            if path.exists():
-                raise UsageError(f"{project.relative(path)} exists; pass --force to replace it")
-    store = CredentialStore()
-    fields: dict[str, object] = {"type": options.type, "address": options.address}
-    if options.port is not None:
-        fields["port"] = options.port
-    fields["username"] = options.username
+
+
+def _credential_fields(options, project, store) -> dict[str, object]:
+    """The key file or password fields; a secret goes into ``store`` and the file gets its ``secret:`` reference."""
+    from amlrun.secrets import redactor
+
     if options.private_key_file:
         key = os.path.abspath(os.path.expanduser(options.private_key_file))
         if not os.path.isfile(key):
             raise UsageError(f"--private-key-file {options.private_key_file}: no such file")
-        fields["privateKeyFile"] = key
+        fields: dict[str, object] = {"privateKeyFile": key}
         passphrase = _secret(options.passphrase, "passphrase of the private key: ")
         if passphrase:
             redactor.add(passphrase)
             ref = _secret_key(project, options.name, "passphrase")
             store.put(ref, passphrase)
             fields["passphrase"] = f"secret:{ref}"
-    else:
-        if options.password not in (None, _PROMPT):
-            print("amlrun attach: warning: a password given on the command line stays in your shell history "
-                  "and is visible to other users in the process list; prefer --password alone (prompt) or "
-                  "--password-stdin", file=sys.stderr)
-        password = _secret(options.password, f"password of {options.username}@{options.address}: ",
-                           options.password_stdin)
-        redactor.add(password)
-        ref = _secret_key(project, options.name, "password")
-        store.put(ref, password)
-        fields["password"] = f"secret:{ref}"
+        return fields
+    if options.password not in (None, _PROMPT):
+        print("amlrun attach: warning: a password given on the command line stays in your shell history "
+              "and is visible to other users in the process list; prefer --password alone (prompt) or "
+              "--password-stdin", file=sys.stderr)
+    password = _secret(options.password, f"password of {options.username}@{options.address}: ",
+                       options.password_stdin)
+    redactor.add(password)
+    ref = _secret_key(project, options.name, "password")
+    store.put(ref, password)
+    return {"password": f"secret:{ref}"}
+
+
+def _compute_fields(options, credentials: dict[str, object]) -> dict[str, object]:
+    """The ``.compute`` file's keys, in the order they are written."""
+    fields: dict[str, object] = {"type": options.type, "address": options.address}
+    if options.port is not None:
+        fields["port"] = options.port
+    fields["username"] = options.username
+    fields.update(credentials)
     if options.known_hosts_file:
         fields["knownHostsFile"] = os.path.abspath(os.path.expanduser(options.known_hosts_file))
     if options.python_location:
@@ -130,6 +129,11 @@ def main(argv: list[str], prog: str) -> int:
     if options.type == "remotedocker":
         fields.setdefault("sharedVolumes", True)
         fields["nativeSharedDirectory"] = "~/.azureml/share/"
+    return fields
+
+
+def _write_files(options, project, compute_path, runconfig_path, fields: dict[str, object]) -> None:
+    """Write the ``.compute`` (no secret in it) and a ``.runconfig`` that runs on it."""
     framework = "PySpark" if options.type == "cluster" else "Python"
     project.config_dir.mkdir(parents=True, exist_ok=True)
     compute_path.write_text(
@@ -143,8 +147,28 @@ def main(argv: list[str], prog: str) -> int:
         "SparkDependenciesFile: aml_config/spark_dependencies.yml\nPrepareEnvironment: true\nTrackedRun: true\n",
         encoding="utf-8",
     )
+
+
+def main(argv: list[str], prog: str) -> int:
+    from amlrun.commands._common import load_config
+    from amlrun.secrets import CredentialStore
+
+    options = build_parser(prog).parse_args(argv)
+    _check_options(options)
+    config = load_config(options)
+    project = config.project
+    compute_path = project.config_dir / f"{options.name}.compute"
+    runconfig_path = project.config_dir / f"{options.name}.runconfig"
+    if not options.force:
+        for path in (compute_path, runconfig_path):
+            if path.exists():
+                raise UsageError(f"{project.relative(path)} exists; pass --force to replace it")
+    store = CredentialStore()
+    fields = _compute_fields(options, _credential_fields(options, project, store))
+    _write_files(options, project, compute_path, runconfig_path, fields)
     print(f"wrote {project.relative(compute_path)} and {project.relative(runconfig_path)}")
     if "password" in fields or "passphrase" in fields:
-        print(f"the secret is in {store.path} (owner-only), referenced as {fields.get('password') or fields.get('passphrase')}")
+        print(f"the secret is in {store.path} (owner-only), referenced as "
+              f"{fields.get('password') or fields.get('passphrase')}")
     print(f"check it with: amlrun doctor -c {options.name}")
     return 0

@@ -92,15 +92,12 @@ class Scope:
         return self.everything or (run_id is not None and run_id in (self.run_ids or ()))
 
 
-def clean_docker(cutoff: float, dry_run: bool, out, scope: Scope | None = None) -> tuple[int, int] | None:
-    """(items, bytes) freed on the engine, or None when no engine answers."""
-    from amlrun.targets.docker.image import LABEL_DIGEST, LABEL_MANAGED, docker_sdk
-    from amlrun.targets.docker.owners import DEFAULT_SOCKET, LABEL_RUN_ID, owner_alive
-
-    scope = scope or Scope()
+def _engine(out):  # -> docker.DockerClient | None
+    """A client of the engine ``DOCKER_HOST`` names, or None (said on ``out``) when none answers."""
+    from amlrun.targets.docker.image import docker_sdk
+    from amlrun.targets.docker.owners import DEFAULT_SOCKET
 
     try:
-
         client = docker_sdk().from_env(timeout=120)
         client.ping()
     except Exception as exc:
@@ -108,9 +105,17 @@ def clean_docker(cutoff: float, dry_run: bool, out, scope: Scope | None = None) 
         print(f"docker: no engine answers at {where} ({str(exc).splitlines()[0][:120]}); images and containers "
               "not cleaned", file=out)
         return None
+    return client
+
+
+def _clean_containers(client, cutoff: float, dry_run: bool, out, scope: Scope) -> int:
+    """Remove this project's amlrun containers that ended before ``cutoff`` (or whose amlrun is dead)."""
     import docker.errors
 
-    count = freed = 0
+    from amlrun.targets.docker.image import LABEL_MANAGED
+    from amlrun.targets.docker.owners import LABEL_RUN_ID, owner_alive
+
+    count = 0
     verb = "would remove" if dry_run else "removed"
     for container in client.containers.list(all=True, filters={"label": LABEL_MANAGED}):
         if not scope.has_run(container.labels.get(LABEL_RUN_ID)):
@@ -129,19 +134,37 @@ def clean_docker(cutoff: float, dry_run: bool, out, scope: Scope | None = None) 
                 continue
         count += 1
         print(f"{verb} container {container.name}", file=out)
+    return count
+
+
+def _image_size(client, image) -> int:
+    """The bytes an image adds to its base image (whose layers stay)."""
+    import docker.errors
+
+    size = int(image.attrs.get("Size") or 0)
+    base = image.labels.get("amlrun.base-image")
+    if base:
+        try:
+            size -= int(client.images.get(base).attrs.get("Size") or 0)
+        except docker.errors.DockerException:
+            pass
+    return max(size, 0)
+
+
+def _clean_images(client, cutoff: float, dry_run: bool, out, scope: Scope) -> tuple[int, int]:
+    """Remove this project's environment images built before ``cutoff``: (images, bytes)."""
+    import docker.errors
+
+    from amlrun.targets.docker.image import LABEL_DIGEST, LABEL_MANAGED
+
+    count = freed = 0
+    verb = "would remove" if dry_run else "removed"
     for image in client.images.list(filters={"label": LABEL_MANAGED}):
         if not scope.has_digest((image.labels or {}).get(LABEL_DIGEST)):
             continue  # another project's
         if _created(image.attrs.get("Created", "")) > cutoff:
             continue
-        size = int(image.attrs.get("Size") or 0)
-        base = image.labels.get("amlrun.base-image")
-        if base:
-            try:  # the base image's layers stay: count only what this image adds
-                size -= int(client.images.get(base).attrs.get("Size") or 0)
-            except docker.errors.DockerException:
-                pass
-        size = max(size, 0)
+        size = _image_size(client, image)
         tags = ", ".join(image.tags) or image.short_id
         if not dry_run:
             try:
@@ -152,8 +175,19 @@ def clean_docker(cutoff: float, dry_run: bool, out, scope: Scope | None = None) 
         count += 1
         freed += size
         print(f"{verb} image {tags} ({human(size)})", file=out)
-    client.close()
     return count, freed
+
+
+def clean_docker(cutoff: float, dry_run: bool, out, scope: Scope | None = None) -> tuple[int, int] | None:
+    """(items, bytes) freed on the engine, or None when no engine answers."""
+    scope = scope or Scope()
+    client = _engine(out)
+    if client is None:
+        return None
+    containers = _clean_containers(client, cutoff, dry_run, out, scope)
+    images, freed = _clean_images(client, cutoff, dry_run, out, scope)
+    client.close()
+    return containers + images, freed
 
 
 def clean_envs(cutoff: float, dry_run: bool, out, scope: Scope | None = None) -> tuple[int, int]:

@@ -14,11 +14,15 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amlrun.errors import UsageError
 from amlrun.store import FINAL, STATUSES, RunRecord, RunStore
+
+if TYPE_CHECKING:
+    from amlrun.snapshot import GcResult
 
 DEFAULT_LIMIT = 50
 DEFAULT_TAIL = 20
@@ -167,6 +171,16 @@ def build_parser(prog: str):
         p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
         return p
 
+    _add_reading_actions(add)
+    _add_copying_actions(add)
+    _add_upkeep_actions(add)
+    sub.add_parser("diff", help="what changed between two runs (code, environment, parameters, metrics)",
+                   add_help=False)
+    return parser
+
+
+def _add_reading_actions(add) -> None:
+    """``list``, ``show``, ``compare``, ``logs``: the subcommands that only read runs."""
     p = add("list", "recorded runs, newest first, with their metrics as columns")
     p.add_argument("--script", action="append", metavar="PATH", help="only runs of this script (repeatable)")
     p.add_argument("--target", "-c", action="append", metavar="NAME", help="only runs on this target (repeatable)")
@@ -190,6 +204,9 @@ def build_parser(prog: str):
     p.add_argument("--follow", "-f", action="store_true", help="print new lines until the run ends")
     p.add_argument("--tail", type=nonnegative, metavar="N", help="only the last N lines")
 
+
+def _add_copying_actions(add) -> None:
+    """``download``, ``restore``: the subcommands that write a run's files into a folder."""
     p = add("download", "copy a run's outputs/ into a folder (byte-identical)")
     p.add_argument("run", metavar="RUN")
     p.add_argument("-d", "--dir", required=True, metavar="DIR", help="destination folder")
@@ -200,6 +217,9 @@ def build_parser(prog: str):
     p.add_argument("-d", "--dir", required=True, metavar="DIR", help="destination folder (must be empty)")
     p.add_argument("--force", action="store_true", help="write into a folder that is not empty (overwriting)")
 
+
+def _add_upkeep_actions(add) -> None:
+    """``gc``, ``rebuild``, ``export``: the subcommands that prune, repair or send elsewhere."""
     p = add("gc", "remove old runs and the snapshots no remaining run uses, showing what it frees")
     p.add_argument("--keep", type=nonnegative, metavar="N", help="keep the newest N runs")
     p.add_argument("--older-than", type=parse_age, metavar="AGE",
@@ -214,10 +234,6 @@ def build_parser(prog: str):
     p = add("export", "send finished runs to a tracker a plugin provides (e.g. mlflow); runs already there are skipped")
     p.add_argument("exporter", metavar="NAME", help="the tracker, e.g. mlflow (from the amlrun-mlflow plugin)")
     p.add_argument("runs", nargs="*", metavar="RUN", help="runs to export (default: every finished run)")
-
-    sub.add_parser("diff", help="what changed between two runs (code, environment, parameters, metrics)",
-                   add_help=False)
-    return parser
 
 
 def open_store(options) -> tuple[Any, RunStore]:
@@ -586,37 +602,51 @@ def cmd_restore(options, store: RunStore, project) -> int:
 # -- gc -------------------------------------------------------------------------------------------
 
 
-def cmd_gc(options, store: RunStore, project) -> int:
-    from amlrun.snapshot import SnapshotMissing, SnapshotStore, disk_usage
+@dataclass(frozen=True)
+class _Swept:
+    """What ``gc`` removed (or, with ``--dry-run``, would remove) and the disk that frees."""
 
-    dry = options.dry_run
-    if not store.state_dir.is_dir():
-        if options.format == "json":
-            emit_json({"dry_run": dry, "runs": [], "bytes": 0})
-        else:
-            print(f"nothing to clean: {store.state_dir} does not exist")
-        return 0
-    records = store.list()  # newest first; reaps dead runs first
-    now = time.time()
+    dry: bool
+    records: list[RunRecord]
+    doomed: list[RunRecord]
+    run_bytes: int
+    leftovers: list[Path]
+    leftover_bytes: int
+    untracked: list[Path]
+    untracked_bytes: int
+    snaps: GcResult
+
+    @property
+    def total(self) -> int:
+        return self.run_bytes + self.leftover_bytes + self.untracked_bytes + self.snaps.bytes
+
+    @property
+    def kept_runs(self) -> int:
+        return len(self.records) - len(self.doomed)
+
+
+def _doomed_runs(records: list[RunRecord], keep: int | None, older_than: float | None, now: float) -> list[RunRecord]:
+    """The final runs (never active ones) beyond ``--keep`` and/or older than ``--older-than`` (both: and)."""
     doomed: list[RunRecord] = []
-    finals = [r for r in records if r.status in FINAL]  # active runs are never removed
+    finals = [r for r in records if r.status in FINAL]
     for index, record in enumerate(finals):
-        beyond_keep = options.keep is not None and index >= options.keep
-        too_old = options.older_than is not None and now - record.created > options.older_than
-        if options.keep is not None and options.older_than is not None:
+        beyond_keep = keep is not None and index >= keep
+        too_old = older_than is not None and now - record.created > older_than
+        if keep is not None and older_than is not None:
             remove = beyond_keep and too_old
         else:
             remove = beyond_keep or too_old
         if remove:
             doomed.append(record)
-    run_bytes = 0
-    for record in doomed:
-        run_bytes += disk_usage(store.run_dir(record.run_id))
-        if not dry:
-            store.delete(record.run_id, remove_folder=True)
-    # working copies left behind by runs whose amlrun process was killed: only those of
-    # recorded runs that are final (an untracked run's copy has no record to tell whether
-    # it is still going), and environment-freeze jobs' copies older than a day
+    return doomed
+
+
+def _leftover_workdirs(store: RunStore, records: list[RunRecord], now: float) -> list[Path]:
+    """Working copies left behind by runs whose amlrun process was killed.
+
+    Only those of recorded runs that are final (an untracked run's copy has no record to tell
+    whether it is still going), and environment-freeze jobs' copies older than a day.
+    """
     final = {r.run_id for r in records if r.status in FINAL}
     work_root = store.state_dir / "work"
     leftovers = []
@@ -628,25 +658,51 @@ def cmd_gc(options, store: RunStore, project) -> int:
                 continue
             if path.name in final or stale_freeze:
                 leftovers.append(path)
-    work_bytes = sum(disk_usage(p) for p in leftovers)
-    if not dry:
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
-    # folders of untracked runs (TrackedRun: false) are only removed by age
+    return leftovers
+
+
+def _old_untracked(store: RunStore, older_than: float | None, now: float) -> list[Path]:
+    """Folders of untracked runs (TrackedRun: false): removed only by age."""
     untracked_root = store.state_dir / "untracked"
     untracked = []
-    if options.older_than is not None and untracked_root.is_dir():
+    if older_than is not None and untracked_root.is_dir():
         for path in untracked_root.iterdir():
             try:
-                if now - path.stat().st_mtime > options.older_than:
+                if now - path.stat().st_mtime > older_than:
                     untracked.append(path)
             except FileNotFoundError:
                 continue
-    untracked_bytes = sum(disk_usage(p) for p in untracked)
+    return untracked
+
+
+def _remove_trees(paths: list[Path], dry: bool) -> int:
+    """Remove ``paths`` (unless ``dry``); the bytes they held."""
+    from amlrun.snapshot import disk_usage
+
+    freed = sum(disk_usage(p) for p in paths)
     if not dry:
-        for path in untracked:
+        for path in paths:
             shutil.rmtree(path, ignore_errors=True)
-    work_bytes += untracked_bytes
+    return freed
+
+
+def _sweep(options, store: RunStore) -> _Swept:
+    """Remove old runs, leftover working copies, old untracked folders, then the snapshots nothing uses."""
+    from amlrun.snapshot import SnapshotMissing, SnapshotStore, disk_usage
+
+    dry = options.dry_run
+    records = store.list()  # newest first; reaps dead runs first
+    now = time.time()
+    doomed = _doomed_runs(records, options.keep, options.older_than, now)
+    run_bytes = 0
+    for record in doomed:
+        run_bytes += disk_usage(store.run_dir(record.run_id))
+        if not dry:
+            store.delete(record.run_id, remove_folder=True)
+    leftovers = _leftover_workdirs(store, records, now)
+    leftover_bytes = _remove_trees(leftovers, dry)
+    untracked = _old_untracked(store, options.older_than, now)
+    untracked_bytes = _remove_trees(untracked, dry)
     removed_ids = {r.run_id for r in doomed}
     keep = {r.snapshot_digest for r in records if r.run_id not in removed_ids and r.snapshot_digest}
     if not dry:
@@ -655,20 +711,15 @@ def cmd_gc(options, store: RunStore, project) -> int:
         snaps = SnapshotStore(store.state_dir).collect_garbage(keep, grace=max(0.0, options.grace), dry_run=dry)
     except SnapshotMissing as exc:
         raise UsageError(str(exc)) from None
-    total = run_bytes + work_bytes + snaps.bytes
-    if options.format == "json":
-        emit_json({
-            "dry_run": dry, "runs": [r.run_id for r in doomed], "run_bytes": run_bytes,
-            "workdirs": len(leftovers), "untracked": len(untracked), "workdir_bytes": work_bytes, "snapshots": snaps.manifests,
-            "objects": snaps.objects, "snapshot_bytes": snaps.bytes, "bytes": total,
-            "kept_runs": len(records) - len(doomed), "kept_snapshots": snaps.kept_manifests,
-        })
-        return 0
-    verb = "would free" if dry else "freed"
+    return _Swept(dry, records, doomed, run_bytes, leftovers, leftover_bytes, untracked, untracked_bytes, snaps)
+
+
+def _print_swept(swept: _Swept) -> None:
+    dry, doomed, snaps = swept.dry, swept.doomed, swept.snaps
     rows = [
-        ["runs", len(doomed), size(run_bytes)],
-        ["leftover working copies", len(leftovers), size(work_bytes - untracked_bytes)],
-        ["untracked run folders", len(untracked), size(untracked_bytes)],
+        ["runs", len(doomed), size(swept.run_bytes)],
+        ["leftover working copies", len(swept.leftovers), size(swept.leftover_bytes)],
+        ["untracked run folders", len(swept.untracked), size(swept.untracked_bytes)],
         ["snapshots (manifests)", snaps.manifests, ""],
         ["snapshot files (objects)", snaps.objects, size(snaps.bytes)],
     ]
@@ -676,8 +727,30 @@ def cmd_gc(options, store: RunStore, project) -> int:
         shown = ", ".join(r.run_id for r in doomed[:5]) + (" ..." if len(doomed) > 5 else "")
         print(f"would remove: {shown}")
     print(table(rows, ["removed" if not dry else "to remove", "count", "disk"]))
-    print(f"\n{verb} {size(total)}; kept {len(records) - len(doomed)} run{'s' * (len(records) - len(doomed) != 1)} "
+    verb = "would free" if dry else "freed"
+    print(f"\n{verb} {size(swept.total)}; kept {swept.kept_runs} run{'s' * (swept.kept_runs != 1)} "
           f"and {snaps.kept_manifests} snapshot{'s' * (snaps.kept_manifests != 1)}")
+
+
+def cmd_gc(options, store: RunStore, project) -> int:
+    if not store.state_dir.is_dir():
+        if options.format == "json":
+            emit_json({"dry_run": options.dry_run, "runs": [], "bytes": 0})
+        else:
+            print(f"nothing to clean: {store.state_dir} does not exist")
+        return 0
+    swept = _sweep(options, store)
+    if options.format == "json":
+        snaps = swept.snaps
+        emit_json({
+            "dry_run": swept.dry, "runs": [r.run_id for r in swept.doomed], "run_bytes": swept.run_bytes,
+            "workdirs": len(swept.leftovers), "untracked": len(swept.untracked),
+            "workdir_bytes": swept.leftover_bytes + swept.untracked_bytes, "snapshots": snaps.manifests,
+            "objects": snaps.objects, "snapshot_bytes": snaps.bytes, "bytes": swept.total,
+            "kept_runs": swept.kept_runs, "kept_snapshots": snaps.kept_manifests,
+        })
+        return 0
+    _print_swept(swept)
     return 0
 
 

@@ -203,77 +203,86 @@ def _fmt(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def render(diff: RunDiff) -> list[str]:
+def _pair_lines(items) -> list[str]:
+    """``name: a -> b`` for each changed value."""
+    return [f"{name}: {_fmt(va)} -> {_fmt(vb)}" for name, va, vb in items]
+
+
+def _code_lines(code: dict[str, Any]) -> list[str]:
+    if not code["changed"]:
+        same = "same snapshot" if code["a"] == code["b"] else "same files (only the baseline file differs)"
+        return [f"{same} {(code['a'] or '?')[:12]}"]
+    lines = [f"snapshot {(code['a'] or '?')[:12]} -> {(code['b'] or '?')[:12]}"]
+    if code.get("git"):
+        lines.append(f"git commit {code['git'][0] or '?'} -> {code['git'][1] or '?'}")
+    if code.get("unavailable"):
+        lines.append(code["unavailable"])
+    lines.extend(f"added    {p}" for p in code["added"])
+    lines.extend(f"removed  {p}" for p in code["removed"])
+    lines.extend(f"modified {p}" for p in code["modified"])
+    if code["patch"]:
+        lines.append("")
+        lines.extend(code["patch"])
+    return lines
+
+
+def _environment_lines(env: dict[str, Any]) -> list[str]:
+    if env.get("unavailable"):
+        return [env["unavailable"], f"environment digest {env['a']} -> {env['b']}" if env["changed"] else
+                f"same environment digest {env['a']}"]
+    if not env["changed"]:
+        return ["same packages" + (f" (environment {env['a']})" if env["a"] else "")]
+    lines = [f"environment digest {env['a']} -> {env['b']}"] if env["a"] != env["b"] else []
+    lines.extend(_pair_lines(env["header"]))
+    lines.extend(describe_change(*change) for change in env["packages"])
+    return lines
+
+
+def _metric_lines(metrics) -> list[str]:
+    """A table of changed metrics, with the difference and relative change of numeric ones."""
     from tabulate import tabulate
 
+    if not metrics:
+        return ["same"]
+    rows = []
+    for name, va, vb in metrics:
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
+        delta = f"{vb - va:+.6g}" if numeric else ""
+        rel = f"{(vb - va) / abs(va) * 100:+.3g}%" if numeric and va else ""
+        rows.append([name, _fmt(va), _fmt(vb), delta, rel])
+    return tabulate(rows, headers=["metric", "a", "b", "diff", "rel"], disable_numparse=True).splitlines()
+
+
+def _artifact_lines(artifacts) -> list[str]:
+    lines = []
+    for path, da, db in artifacts:
+        if da is None:
+            lines.append(f"added    {path}")
+        elif db is None:
+            lines.append(f"removed  {path}")
+        else:
+            lines.append(f"changed  {path} (sha256 {da[:12]} -> {db[:12]})")
+    return lines
+
+
+def render(diff: RunDiff) -> list[str]:
+    """The diff for a terminal: a summary line, then one section per aspect (target and artifacts only if changed)."""
     a, b = diff.a, diff.b
     lines = [f"a: {a.run_id}  {a.cell_id}  ({a.status})", f"b: {b.run_id}  {b.cell_id}  ({b.status})"]
     changed = diff.changed()
     lines.append("changed: " + (", ".join(changed) if changed else "nothing (same target, code, parameters, "
                                                                     "environment, metrics and artifacts)"))
-
-    def section(title: str) -> None:
-        lines.append("")
-        lines.append(f"== {title}")
-
-    if diff.target:
-        section("target")
-        lines.extend(f"{name}: {_fmt(va)} -> {_fmt(vb)}" for name, va, vb in diff.target)
-    code = diff.code
-    section("code")
-    if not code["changed"]:
-        same = "same snapshot" if code["a"] == code["b"] else "same files (only the baseline file differs)"
-        lines.append(f"{same} {(code['a'] or '?')[:12]}")
-    else:
-        lines.append(f"snapshot {(code['a'] or '?')[:12]} -> {(code['b'] or '?')[:12]}")
-        if code.get("git"):
-            lines.append(f"git commit {code['git'][0] or '?'} -> {code['git'][1] or '?'}")
-        if code.get("unavailable"):
-            lines.append(code["unavailable"])
-        lines.extend(f"added    {p}" for p in code["added"])
-        lines.extend(f"removed  {p}" for p in code["removed"])
-        lines.extend(f"modified {p}" for p in code["modified"])
-        if code["patch"]:
-            lines.append("")
-            lines.extend(code["patch"])
-    section("parameters")
-    if diff.params:
-        lines.extend(f"{name}: {_fmt(va)} -> {_fmt(vb)}" for name, va, vb in diff.params)
-    else:
-        lines.append("same")
-    env = diff.environment
-    section("environment")
-    if env.get("unavailable"):
-        lines.append(env["unavailable"])
-        lines.append(f"environment digest {env['a']} -> {env['b']}" if env["changed"] else
-                     f"same environment digest {env['a']}")
-    elif not env["changed"]:
-        lines.append("same packages" + (f" (environment {env['a']})" if env["a"] else ""))
-    else:
-        if env["a"] != env["b"]:
-            lines.append(f"environment digest {env['a']} -> {env['b']}")
-        lines.extend(f"{name}: {_fmt(va)} -> {_fmt(vb)}" for name, va, vb in env["header"])
-        lines.extend(describe_change(*change) for change in env["packages"])
-    section("metrics")
-    if diff.metrics:
-        rows = []
-        for name, va, vb in diff.metrics:
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
-            delta = f"{vb - va:+.6g}" if numeric else ""
-            rel = f"{(vb - va) / abs(va) * 100:+.3g}%" if numeric and va else ""
-            rows.append([name, _fmt(va), _fmt(vb), delta, rel])
-        lines.extend(tabulate(rows, headers=["metric", "a", "b", "diff", "rel"], disable_numparse=True).splitlines())
-    else:
-        lines.append("same")
-    if diff.artifacts:
-        section("artifacts")
-        for path, da, db in diff.artifacts:
-            if da is None:
-                lines.append(f"added    {path}")
-            elif db is None:
-                lines.append(f"removed  {path}")
-            else:
-                lines.append(f"changed  {path} (sha256 {da[:12]} -> {db[:12]})")
+    sections = [
+        ("target", _pair_lines(diff.target) if diff.target else None),
+        ("code", _code_lines(diff.code)),
+        ("parameters", _pair_lines(diff.params) or ["same"]),
+        ("environment", _environment_lines(diff.environment)),
+        ("metrics", _metric_lines(diff.metrics)),
+        ("artifacts", _artifact_lines(diff.artifacts) if diff.artifacts else None),
+    ]
+    for title, body in sections:
+        if body is not None:
+            lines.extend(["", f"== {title}", *body])
     return lines
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.targets.outcome import ConnectionLost
@@ -23,6 +23,9 @@ from amlrun.targets.ssh.connection import (
     reconnect_seconds,
     sh,
 )
+
+if TYPE_CHECKING:
+    from paramiko import Channel
 
 LOG, EXIT, PID, ENV, OWNER = "log", "exit", "pid", "env", "owner"
 
@@ -115,6 +118,39 @@ class StreamState:
     partial: bytes = b""
 
 
+class _Outage:
+    """How long the connection has been down (``since`` is None while it is up) and how long it may stay down."""
+
+    def __init__(self, label: str, window: float, on_note: Callable[[str], None] | None) -> None:
+        self.label, self.window, self.on_note = label, window, on_note
+        self.since: float | None = None
+
+    def deadline(self) -> float | None:
+        """When reconnecting gives up, None while connected."""
+        return None if self.since is None else self.since + self.window
+
+    def lost(self, note: str) -> None:
+        """Start the outage clock (once per outage), saying so."""
+        if self.since is None:
+            self.since = time.monotonic()
+            if self.on_note:
+                self.on_note(note)
+
+    def check(self) -> None:
+        """ConnectionLost once the outage has outlasted the window."""
+        if self.since is not None and time.monotonic() - self.since > self.window:
+            raise ConnectionLost(f"{self.label}: connection lost and not back within "
+                                 f"{self.window:g}s; the run may still be going on the host") from None
+
+    def restored(self, state: StreamState) -> None:
+        """The connection is back: count the reconnect and end the outage."""
+        if self.since is not None:
+            state.reconnects += 1
+            if self.on_note:
+                self.on_note(f"reconnected; resuming the log at byte {state.offset}")
+            self.since = None
+
+
 def stream_log(session: SSHSession, run_dir: str, on_line: Callable[[str], None], *,
                state: StreamState | None = None, should_stop: Callable[[], bool] = lambda: False,
                window: float | None = None, on_note: Callable[[str], None] | None = None) -> str:
@@ -126,78 +162,80 @@ def stream_log(session: SSHSession, run_dir: str, on_line: Callable[[str], None]
     and streaming resumes at ``state.offset``; ConnectionLost when it cannot.
     """
     state = state or StreamState()
-    window = reconnect_seconds() if window is None else window
-    lost_since: float | None = None
+    outage = _Outage(session.settings.label, reconnect_seconds() if window is None else window, on_note)
     while True:
         if should_stop():
             return "stopped"
-        try:
-            deadline = (lost_since + window) if lost_since is not None else None
-            channel = session.open_channel(sh(_stream_script(run_dir, state.offset)), deadline=deadline,
-                                           on_retry=on_note)
-        except (TargetUnavailable, OSError, EOFError) as exc:
-            if isinstance(exc, (HostKeyUnknown, AuthenticationFailed)):
-                raise
-            if lost_since is None:
-                lost_since = time.monotonic()
-                if on_note:
-                    on_note(f"connection lost ({exc}); reconnecting")
-            if time.monotonic() - lost_since > window:
-                raise ConnectionLost(f"{session.settings.label}: connection lost and not back within "
-                                     f"{window:g}s; the run may still be going on the host") from None
-            time.sleep(1.0)
+        channel = _open_stream(session, run_dir, state, outage)
+        if channel is None:
             continue
-        if lost_since is not None:
-            state.reconnects += 1
-            if on_note:
-                on_note(f"reconnected; resuming the log at byte {state.offset}")
-            lost_since = None
-        channel.settimeout(0.2)
-        stopped = False
-        try:
-            while True:
-                if should_stop():
-                    stopped = True
-                    break
-                while channel.recv_stderr_ready():
-                    channel.recv_stderr(1 << 16)      # heartbeats
-                try:
-                    data = channel.recv(1 << 16)
-                except socket.timeout:
-                    if not channel.get_transport().is_active():
-                        break
-                    continue
-                if not data:
-                    break
-                state.offset += len(data)
-                buf = state.partial + data
-                *lines, state.partial = buf.split(b"\n")
-                for raw in lines:
-                    on_line(raw.decode("utf-8", "replace").rstrip("\r"))
-        except (OSError, EOFError):
-            pass
-        finally:
-            if stopped:
-                channel.close()
-        if stopped:
+        if _pump(channel, state, on_line, should_stop):
+            channel.close()
             return "stopped"
         status = channel.recv_exit_status() if channel.exit_status_ready() else -1
         channel.close()
-        if status == 0:
-            if state.partial:
-                on_line(state.partial.decode("utf-8", "replace").rstrip("\r"))
-                state.partial = b""
-            return "exited"
-        if status == 4:
-            return "vanished"
-        if status == 3:
-            raise TargetUnavailable(f"{session.settings.label}: the run folder {run_dir} is gone")
+        how = _ended(status, state, on_line, session.settings.label, run_dir)
+        if how is not None:
+            return how
         # -1 (no status: the connection dropped) or anything else: reconnect and resume
         session.drop()
-        if lost_since is None:
-            lost_since = time.monotonic()
-            if on_note:
-                on_note("connection lost; reconnecting")
+        outage.lost("connection lost; reconnecting")
+
+
+def _open_stream(session: SSHSession, run_dir: str, state: StreamState, outage: _Outage) -> Channel | None:
+    """A channel streaming the log from ``state.offset``; None (after a pause) while the host is unreachable."""
+    try:
+        channel = session.open_channel(sh(_stream_script(run_dir, state.offset)), deadline=outage.deadline(),
+                                       on_retry=outage.on_note)
+    except (TargetUnavailable, OSError, EOFError) as exc:
+        if isinstance(exc, (HostKeyUnknown, AuthenticationFailed)):
+            raise
+        outage.lost(f"connection lost ({exc}); reconnecting")
+        outage.check()
+        time.sleep(1.0)
+        return None
+    outage.restored(state)
+    channel.settimeout(0.2)
+    return channel
+
+
+def _pump(channel: Channel, state: StreamState, on_line: Callable[[str], None],
+          should_stop: Callable[[], bool]) -> bool:
+    """Deliver whole lines until the channel ends or drops; True when ``should_stop()`` ended it."""
+    try:
+        while True:
+            if should_stop():
+                return True
+            while channel.recv_stderr_ready():
+                channel.recv_stderr(1 << 16)      # heartbeats
+            try:
+                data = channel.recv(1 << 16)
+            except socket.timeout:
+                if not channel.get_transport().is_active():
+                    return False
+                continue
+            if not data:
+                return False
+            state.offset += len(data)
+            *lines, state.partial = (state.partial + data).split(b"\n")
+            for raw in lines:
+                on_line(raw.decode("utf-8", "replace").rstrip("\r"))
+    except (OSError, EOFError):
+        return False
+
+
+def _ended(status: int, state: StreamState, on_line: Callable[[str], None], label: str, run_dir: str) -> str | None:
+    """What the streaming script's exit status says: ``"exited"``, ``"vanished"``, or None to reconnect."""
+    if status == 0:
+        if state.partial:
+            on_line(state.partial.decode("utf-8", "replace").rstrip("\r"))
+            state.partial = b""
+        return "exited"
+    if status == 4:
+        return "vanished"
+    if status == 3:
+        raise TargetUnavailable(f"{label}: the run folder {run_dir} is gone")
+    return None
 
 
 def exit_code(session: SSHSession, run_dir: str) -> int | None:

@@ -116,6 +116,72 @@ def _chunks(fh):
         yield chunk
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One sync attempt's diff against the host's manifest: what to send, what this tree lacks, what to prune."""
+
+    changed: list[str]
+    absent: list[str]
+    pruned: list[str]
+    merged: dict[str, list]
+
+
+def _remote_manifest(session: SSHSession, ws: str) -> tuple[dict, str]:
+    """The host's manifest and the digest a sync must find unchanged (``""`` none yet, ``"corrupt"`` unreadable)."""
+    current = session.run(f"cat {ws}/{MANIFEST} 2>/dev/null || true", timeout=120).stdout
+    expected = hashlib.sha256(current.encode()).hexdigest() if current else ""
+    try:
+        remote = json.loads(current) if current else {}
+        if not isinstance(remote, dict):
+            raise ValueError
+    except ValueError:
+        return {}, "corrupt"
+    return remote, expected
+
+
+def _plan(local: dict[str, list], remote: dict, now: int) -> _Plan:
+    """Diff ``local`` against ``remote``; the merged manifest keeps recently sent paths of other trees."""
+    changed = sorted(p for p, meta in local.items() if list(remote.get(p, ()))[:2] != meta)
+    absent = sorted(p for p in remote if p not in local)
+    pruned = [p for p in absent if _last_used(remote[p]) < now - PRUNE_SECONDS]
+    merged = {p: list(meta)[:2] + [_last_used(meta)] for p, meta in remote.items() if p not in pruned}
+    merged.update({p: [*meta, now] for p, meta in local.items()})
+    return _Plan(changed, absent, pruned, merged)
+
+
+def _copy_script(ws: str, copy_to: str, plan: _Plan, local: dict, lists: dict[str, list[str]]) -> str:
+    """Shell that puts exactly this tree at ``copy_to``; may add ``tree.list`` to ``lists``."""
+    parent = q(str(PurePosixPath(copy_to).parent))
+    dest = q(copy_to)
+    if len(plan.absent) > len(local):
+        # most of the mirror is other trees': copy just this tree's paths
+        lists["tree.list"] = sorted(local)
+        return (f"rm -rf {dest}; mkdir -p {dest}; (cd {ws}/files && tar -cf {ws}/tree.tar --null "
+                f"--verbatim-files-from -T {ws}/tree.list); (cd {dest} && tar -xpf {ws}/tree.tar); "
+                f"rm -f {ws}/tree.tar; ")
+    return (f"rm -rf {dest}; mkdir -p {parent}; cp -a {ws}/files {dest}; "
+            f"if [ -s absent.list ]; then (cd {dest} && xargs -0 rm -f -- < {ws}/absent.list); fi; ")
+
+
+def _sync_script(ws: str, expected: str, copy: str) -> str:
+    """Shell that, under the workspace lock, unpacks the payload on stdin unless the manifest moved."""
+    if expected == "corrupt":
+        reset = f"rm -rf {ws}/files; mkdir -p {ws}/files; "
+        guard = ""
+    else:
+        reset = ""
+        guard = (f"cur=$(sha256sum {MANIFEST} 2>/dev/null | cut -c1-64); "
+                 f"if [ \"$cur\" != {q(expected)} ]; then cat > /dev/null; exit {_CONFLICT}; fi; ")
+    return (
+        f"set -e; mkdir -p {ws}/files; cd {ws}; exec 9>>lock; "
+        "if command -v flock >/dev/null 2>&1; then flock 9; fi; "
+        f"{guard}{reset}"
+        "tar -xzpf - --no-same-owner; "
+        "if [ -s pruned.list ]; then (cd files && xargs -0 rm -f -- < ../pruned.list); fi; "
+        f"mv {MANIFEST}.new {MANIFEST}; {copy}rm -f pruned.list absent.list tree.list; echo ok"
+    )
+
+
 def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str | None = None,
               attempts: int = 5) -> TransferStats:
     """Bring local ``root`` into ``<workspace>/files`` on the host, sending only changes.
@@ -127,59 +193,20 @@ def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str |
     ws = q(workspace)
     local = local_manifest(root)
     for _ in range(attempts):
-        current = session.run(f"cat {ws}/{MANIFEST} 2>/dev/null || true", timeout=120).stdout
-        expected = hashlib.sha256(current.encode()).hexdigest() if current else ""
-        try:
-            remote = json.loads(current) if current else {}
-            if not isinstance(remote, dict):
-                raise ValueError
-        except ValueError:
-            remote, expected = {}, "corrupt"
-        now = int(time.time())
-        changed = sorted(p for p, meta in local.items() if list(remote.get(p, ()))[:2] != meta)
-        absent = sorted(p for p in remote if p not in local)
-        pruned = [p for p in absent if _last_used(remote[p]) < now - PRUNE_SECONDS]
-        merged = {p: list(meta)[:2] + [_last_used(meta)] for p, meta in remote.items() if p not in pruned}
-        merged.update({p: [*meta, now] for p, meta in local.items()})
-        copy = ""
-        lists = {"pruned.list": pruned, "absent.list": absent}
-        if copy_to:
-            parent = q(str(PurePosixPath(copy_to).parent))
-            dest = q(copy_to)
-            if len(absent) > len(local):
-                # most of the mirror is other trees': copy just this tree's paths
-                lists["tree.list"] = sorted(local)
-                copy = (f"rm -rf {dest}; mkdir -p {dest}; (cd {ws}/files && tar -cf {ws}/tree.tar --null "
-                        f"--verbatim-files-from -T {ws}/tree.list); (cd {dest} && tar -xpf {ws}/tree.tar); "
-                        f"rm -f {ws}/tree.tar; ")
-            else:
-                copy = (f"rm -rf {dest}; mkdir -p {parent}; cp -a {ws}/files {dest}; "
-                        f"if [ -s absent.list ]; then (cd {dest} && xargs -0 rm -f -- < {ws}/absent.list); fi; ")
-        if expected == "corrupt":
-            reset = f"rm -rf {ws}/files; mkdir -p {ws}/files; "
-            guard = ""
-        else:
-            reset = ""
-            guard = (f"cur=$(sha256sum {MANIFEST} 2>/dev/null | cut -c1-64); "
-                     f"if [ \"$cur\" != {q(expected)} ]; then cat > /dev/null; exit {_CONFLICT}; fi; ")
-        script = (
-            f"set -e; mkdir -p {ws}/files; cd {ws}; exec 9>>lock; "
-            "if command -v flock >/dev/null 2>&1; then flock 9; fi; "
-            f"{guard}{reset}"
-            "tar -xzpf - --no-same-owner; "
-            "if [ -s pruned.list ]; then (cd files && xargs -0 rm -f -- < ../pruned.list); fi; "
-            f"mv {MANIFEST}.new {MANIFEST}; {copy}rm -f pruned.list absent.list tree.list; echo ok"
-        )
+        remote, expected = _remote_manifest(session, ws)
+        plan = _plan(local, remote, int(time.time()))
+        lists = {"pruned.list": plan.pruned, "absent.list": plan.absent}
+        copy = _copy_script(ws, copy_to, plan, local, lists) if copy_to else ""
         with tempfile.TemporaryFile() as payload:
-            _build_payload(root, changed, lists, merged, payload)
+            _build_payload(root, plan.changed, lists, plan.merged, payload)
             size = payload.tell()
-            result = session.run(script, stdin=_chunks(payload), timeout=3600)
+            result = session.run(_sync_script(ws, expected, copy), stdin=_chunks(payload), timeout=3600)
         if result.exit_code == _CONFLICT:
             continue
         if not result.ok:
             raise TargetUnavailable(f"{session.settings.label}: sending the project to {workspace} failed: "
                                     f"{(result.stderr or result.stdout).strip()[-300:]}")
-        return TransferStats(len(local), len(changed), len(absent), size, time.monotonic() - started)
+        return TransferStats(len(local), len(plan.changed), len(plan.absent), size, time.monotonic() - started)
     raise TargetUnavailable(f"{session.settings.label}: {workspace} kept changing under concurrent syncs")
 
 
