@@ -45,7 +45,8 @@ def amlrun_addoption(parser, group):
                        help="don't run a cell whose code, environment, parameters, run configuration and target "
                             "equal a completed run's; report it as reused with that run's id")
     group.add_argument("--resume", action="store_true",
-                       help="don't run cells already completed, with identical inputs, by the last (interrupted) session")
+                       help="don't run cells already completed, with identical inputs, "
+                            "by the last (interrupted) session")
 
 
 @hookimpl
@@ -243,7 +244,8 @@ class RerunCache:
         lastfailed.json, for the experiments collected now: ``--lf`` needs no retyped ``-p``."""
         from amlrun.matrix import Cell, ParamSet, select
 
-        experiments = {e.path: e for e in getattr(session, "experiments", ())} or {c.script: c.experiment for c in items}
+        experiments = ({e.path: e for e in getattr(session, "experiments", ())}
+                       or {c.script: c.experiment for c in items})
         present = {c.id for c in items}
         typed_targets = bool(self.option("compute"))
         found = []

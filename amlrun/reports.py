@@ -18,8 +18,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from amlrun.errors import UsageError
 from amlrun import strictjson
+from amlrun.errors import UsageError
 from amlrun.hookspec import hookimpl
 from amlrun.ownfiles import remember as remember_own_file
 from amlrun.protocol import CANCELED, ERROR, FAILED, REUSED, SKIPPED

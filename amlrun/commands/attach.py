@@ -22,8 +22,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def build_parser(prog: str):
-    p = base_parser(prog, "Add a compute target reached over SSH (writes aml_config/NAME.compute and NAME.runconfig).")
-    p.add_argument("type", choices=TYPES, help="remotedocker: Docker on the VM; remote: the VM's Python; cluster: Spark")
+    p = base_parser(prog, "Add a compute target reached over SSH "
+                          "(writes aml_config/NAME.compute and NAME.runconfig).")
+    p.add_argument("type", choices=TYPES,
+                   help="remotedocker: Docker on the VM; remote: the VM's Python; cluster: Spark")
     p.add_argument("-n", "--name", required=True, help="the target's name (used with -c NAME)")
     p.add_argument("--address", required=True, help="host name or IP address of the VM")
     p.add_argument("--port", type=int, default=None, help="SSH port (default 22)")
@@ -107,6 +109,8 @@ def _credential_fields(options, project, store) -> dict[str, object]:
               "--password-stdin", file=sys.stderr)
     password = _secret(options.password, f"password of {options.username}@{options.address}: ",
                        options.password_stdin)
+    if not password:  # only `--password ""` gets here: the prompt and stdin refuse an empty one
+        raise UsageError("--password: empty password")
     redactor.add(password)
     ref = _secret_key(project, options.name, "password")
     store.put(ref, password)

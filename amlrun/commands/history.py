@@ -359,7 +359,8 @@ def cmd_show(options, store: RunStore, project) -> int:
     if options.format == "json":
         emit_json({
             "record": record.to_json(), "metrics": metrics,
-            "metric_series": {name: [[row.get("step"), row.get("value")] for row in rows] for name, rows in series.items()},
+            "metric_series": {name: [[row.get("step"), row.get("value")] for row in rows]
+                              for name, rows in series.items()},
             "log_tail": tail, "run_dir": str(run_dir), "git_diff": str(diff) if diff.is_file() else None,
         })
         return 0
@@ -401,7 +402,7 @@ def cmd_show(options, store: RunStore, project) -> int:
 # -- compare --------------------------------------------------------------------------------------
 
 
-def compare_rows(store: RunStore, records: list[RunRecord]) -> list[dict]:
+def compare_rows(store: RunStore, records: list[RunRecord]) -> list[dict[str, Any]]:
     def union(dicts) -> list[str]:
         seen: dict[str, None] = {}
         for d in dicts:
@@ -410,7 +411,7 @@ def compare_rows(store: RunStore, records: list[RunRecord]) -> list[dict]:
         return list(seen)
 
     metrics = [current_metrics(store, r) for r in records]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for field_name in ("script", "target", "status", "duration", "git_commit", "snapshot_digest", "environment_digest"):
         values = [r.to_json().get(field_name) for r in records]
         if any(v not in (None, "") for v in values):
@@ -545,7 +546,7 @@ def cmd_download(options, store: RunStore, project) -> int:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise UsageError(f"{conflicts[0]} already exists{more}; use --force to overwrite")
     expected = {a.get("path"): a.get("sha256") for a in record.artifacts}
-    written = []
+    written: list[dict[str, Any]] = []
     for path in files:
         rel = path.relative_to(source)
         target = dest / rel
@@ -558,14 +559,16 @@ def cmd_download(options, store: RunStore, project) -> int:
         digest = hash_file(target)
         want = expected.get(f"outputs/{rel.as_posix()}")
         if want and want != digest:
-            raise UsageError(f"{path} does not match the sha256 recorded for run {record.run_id} (changed after the run?)")
+            raise UsageError(f"{path} does not match the sha256 recorded for run {record.run_id} "
+                             "(changed after the run?)")
         written.append({"path": rel.as_posix(), "size": target.stat().st_size, "sha256": digest})
     if options.format == "json":
         emit_json({"run_id": record.run_id, "dest": str(dest), "files": written})
         return 0
     print(table([[f["path"], size(f["size"]), f["sha256"][:16]] for f in written], ["file", "size", "sha256"]))
     total = sum(f["size"] for f in written)
-    print(f"\ndownloaded {len(written)} file{'s' * (len(written) != 1)} ({size(total)}) of run {record.run_id} to {dest}")
+    print(f"\ndownloaded {len(written)} file{'s' * (len(written) != 1)} ({size(total)}) "
+          f"of run {record.run_id} to {dest}")
     return 0
 
 

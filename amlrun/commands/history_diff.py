@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def _pairs(a: dict, b: dict, ignore=()) -> list[tuple[str, Any, Any]]:
 
 
 def compare(a, b, store, snapshots, *, context: int = 3, with_patch: bool = True,
-            ignored: set[str] = frozenset()) -> RunDiff:
+            ignored: AbstractSet[str] = frozenset()) -> RunDiff:
     """``ignored``: project files left out of the code comparison (the baseline file itself)."""
     diff = RunDiff(a, b)
     for name in ("target", "target_type", "runconfig", "host", "amlrun_version"):
@@ -129,7 +130,8 @@ def _read_object(snapshots, digest: str) -> str | None:
         return None
 
 
-def code_diff(a, b, snapshots, context: int, with_patch: bool, ignored: set[str] = frozenset()) -> dict[str, Any]:
+def code_diff(a, b, snapshots, context: int, with_patch: bool,
+              ignored: AbstractSet[str] = frozenset()) -> dict[str, Any]:
     result: dict[str, Any] = {"a": a.snapshot_digest, "b": b.snapshot_digest, "changed": False,
                               "git": [a.git_commit, b.git_commit] if a.git_commit != b.git_commit else None,
                               "added": [], "removed": [], "modified": [], "patch": []}
@@ -145,7 +147,8 @@ def code_diff(a, b, snapshots, context: int, with_patch: bool, ignored: set[str]
     fb = {e.path: e for e in sb.entries if e.path not in ignored}
     result["added"] = sorted(set(fb) - set(fa))
     result["removed"] = sorted(set(fa) - set(fb))
-    result["modified"] = sorted(p for p in set(fa) & set(fb) if fa[p].digest != fb[p].digest or fa[p].mode != fb[p].mode)
+    result["modified"] = sorted(p for p in set(fa) & set(fb)
+                                if fa[p].digest != fb[p].digest or fa[p].mode != fb[p].mode)
     result["changed"] = bool(result["added"] or result["removed"] or result["modified"])
     if not with_patch:
         return result

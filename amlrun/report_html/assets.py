@@ -21,8 +21,8 @@ td.num,td.status{white-space:nowrap;overflow-wrap:normal}
 td.status{color:#fff;font-weight:600}td.run{font-size:11px}
 tr.cell[hidden]{display:none}
 .badge{display:inline-block;padding:1px 7px;margin-right:5px;border-radius:3px;color:#fff;font-size:12px}
-.charts{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}h3.script{flex-basis:100%;margin:.8em 0 0}figure{margin:0;max-width:100%}figure.wide{display:flex;
-flex-wrap:wrap;gap:8px;flex-basis:100%}
+.charts{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}h3.script{flex-basis:100%;margin:.8em 0 0}
+figure{margin:0;max-width:100%}figure.wide{display:flex;flex-wrap:wrap;gap:8px;flex-basis:100%}
 svg.chart{border:1px solid #eee;background:#fff;max-width:100%;height:auto}
 svg .axis{stroke:#999}svg .grid{stroke:#eee}svg .tick{font-size:10px;fill:#555}
 svg .label{font-size:11px;fill:#333}svg .title{font-size:12px;font-weight:600}svg .cellv{font-size:10px}
@@ -53,7 +53,8 @@ SCRIPT = """
     var shown=rows.filter(function(r){return !r.hidden;}), counts={};
     shown.forEach(function(r){var s=r.dataset.status;counts[s]=(counts[s]||0)+1;});
     document.getElementById('rendered').textContent=(shown.length===rows.length?rows.length+' cells shown: ':
-      shown.length+' of '+rows.length+' cells shown: ')+Object.keys(counts).sort().map(function(k){return counts[k]+' '+k;}).join(', ');
+      shown.length+' of '+rows.length+' cells shown: ')+
+      Object.keys(counts).sort().map(function(k){return counts[k]+' '+k;}).join(', ');
   }
   function filter(q){
     state.filter=q;var words=q.toLowerCase().split(/\\s+/).filter(Boolean);

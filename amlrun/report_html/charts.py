@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
@@ -48,7 +48,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     start = math.floor(low / step) * step
-    ticks = []
+    ticks: list[float] = []
     value = start
     while value <= high + step * 0.5 and len(ticks) < 20:
         ticks.append(round(value, 12))
@@ -234,5 +234,6 @@ def heatmap(metric: str, title: str, x_name: str, y_name: str, xs: Sequence[str]
         parts.append(f'<text class="tick" x="{left + i * cw + cw / 2:.0f}" y="{top + len(ys) * ch + 13}" '
                      f'text-anchor="middle">{esc(xv[:10])}</text>')
     parts.append(f'<text class="label" x="{left + cw * len(xs) / 2:.0f}" y="{height - 8}" text-anchor="middle">'
-                 f'{esc(x_name)}</text><text class="label" x="{left - 4}" y="{top - 5}" text-anchor="end">{esc(y_name)}</text></svg>')
+                 f'{esc(x_name)}</text>'
+                 f'<text class="label" x="{left - 4}" y="{top - 5}" text-anchor="end">{esc(y_name)}</text></svg>')
     return "".join(parts)

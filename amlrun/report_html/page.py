@@ -131,7 +131,8 @@ def curve_charts(rows: list[Row]) -> list[str]:
                 names.append(name)
     out = []
     for name in names:
-        series = [charts.Series(row.cell.id, tuple(row.series[name]), row.index) for row in rows if row.series.get(name)]
+        series = [charts.Series(row.cell.id, tuple(row.series[name]), row.index)
+                  for row in rows if row.series.get(name)]
         legend = "".join(f'<li><span class="swatch" style="background:{charts.colour(s.index)}"></span>'
                          f'{esc(s.label)}</li>' for s in series)
         out.append(f'<figure class="curve">{charts.curves(name, f"{name} by step", series)}'
@@ -165,42 +166,66 @@ def value_charts(rows: list[Row], metrics: list[str]) -> list[str]:
         if len(scripts) > 1:
             out.append(f'<h3 class="script">{esc(script)}</h3>')
         for metric in metrics:
-            have = [(r, _numeric(r.report.metrics.get(metric))) for r in group]
-            have = [(r, v) for r, v in have if v is not None]
+            have = _last_values(group, metric)
             if not have:
                 continue
-            title = metric
             if len(varying) == 2:
-                xn, yn = varying
-                xs = list(dict.fromkeys(_label(r.cell.params.as_dict()[xn]) for r, _ in have))
-                ys = list(dict.fromkeys(_label(r.cell.params.as_dict()[yn]) for r, _ in have))
-                low, high = min(v for _, v in have), max(v for _, v in have)
-                maps = []
-                for target in targets:
-                    values = {(_label(r.cell.params.as_dict()[xn]), _label(r.cell.params.as_dict()[yn])): v
-                              for r, v in have if r.cell.target == target}
-                    if values:
-                        maps.append(charts.heatmap(metric, f"{metric} · {target}", xn, yn, xs, ys, values, low, high))
-                out.append(f'<figure class="wide" data-script="{esc(script)}">{"".join(maps)}</figure>')
+                out.append(_heatmaps(script, metric, have, varying, targets))
             elif len(varying) == 1 and all(_numeric(r.cell.params.as_dict().get(varying[0])) is not None
                                            for r, _ in have):
-                name = varying[0]
-                series = [charts.Series(t, tuple((float(r.cell.params.as_dict()[name]), v) for r, v in have
-                                                 if r.cell.target == t), k) for k, t in enumerate(targets)]
-                out.append(f'<figure data-script="{esc(script)}">'
-                           f"{charts.scatter(metric, title, name, [s for s in series if s.points])}"
-                           f"{_target_legend(targets)}</figure>")
+                out.append(_scatter_figure(script, metric, have, varying[0], targets))
             else:
-                if len(varying) == 1:
-                    key = lambda r: _label(r.cell.params.as_dict().get(varying[0]))  # noqa: E731
-                else:
-                    key = lambda r: r.cell.params.id or "(no params)"  # noqa: E731
-                groups = list(dict.fromkeys(key(r) for r, _ in have))
-                series = [(t, k, {key(r): v for r, v in have if r.cell.target == t}) for k, t in enumerate(targets)]
-                label = varying[0] if len(varying) == 1 else "parameter set"
-                out.append(f'<figure data-script="{esc(script)}">{charts.bars(metric, title, groups, series, label)}'
-                           f"{_target_legend(targets)}</figure>")
+                out.append(_bars_figure(script, metric, have, varying, targets))
     return out
+
+
+def _last_values(group: list[Row], metric: str) -> list[tuple[Row, float]]:
+    """The rows whose last value of ``metric`` is a finite number, with that value."""
+    have = []
+    for row in group:
+        value = _numeric(row.report.metrics.get(metric))
+        if value is not None:
+            have.append((row, value))
+    return have
+
+
+def _heatmaps(script: str, metric: str, have: list[tuple[Row, float]], varying: list[str], targets: list[str]) -> str:
+    """A two-parameter grid per target, on one colour scale."""
+    xn, yn = varying
+    xs = list(dict.fromkeys(_label(r.cell.params.as_dict()[xn]) for r, _ in have))
+    ys = list(dict.fromkeys(_label(r.cell.params.as_dict()[yn]) for r, _ in have))
+    low, high = min(v for _, v in have), max(v for _, v in have)
+    maps = []
+    for target in targets:
+        values = {(_label(r.cell.params.as_dict()[xn]), _label(r.cell.params.as_dict()[yn])): v
+                  for r, v in have if r.cell.target == target}
+        if values:
+            maps.append(charts.heatmap(metric, f"{metric} · {target}", xn, yn, xs, ys, values, low, high))
+    return f'<figure class="wide" data-script="{esc(script)}">{"".join(maps)}</figure>'
+
+
+def _scatter_figure(script: str, metric: str, have: list[tuple[Row, float]], name: str, targets: list[str]) -> str:
+    """Last values against the one (numeric) parameter that varies, a colour per target."""
+    series = [charts.Series(t, tuple((float(r.cell.params.as_dict()[name]), v) for r, v in have
+                                     if r.cell.target == t), k) for k, t in enumerate(targets)]
+    return (f'<figure data-script="{esc(script)}">'
+            f"{charts.scatter(metric, metric, name, [s for s in series if s.points])}"
+            f"{_target_legend(targets)}</figure>")
+
+
+def _bars_figure(script: str, metric: str, have: list[tuple[Row, float]], varying: list[str],
+                 targets: list[str]) -> str:
+    """Grouped bars: a group per value of the one parameter that varies (or per parameter set)."""
+    def key(row: Row) -> str:
+        if len(varying) == 1:
+            return _label(row.cell.params.as_dict().get(varying[0]))
+        return row.cell.params.id or "(no params)"
+
+    groups = list(dict.fromkeys(key(r) for r, _ in have))
+    series = [(t, k, {key(r): v for r, v in have if r.cell.target == t}) for k, t in enumerate(targets)]
+    label = varying[0] if len(varying) == 1 else "parameter set"
+    return (f'<figure data-script="{esc(script)}">{charts.bars(metric, metric, groups, series, label)}'
+            f"{_target_legend(targets)}</figure>")
 
 
 def _target_legend(targets: list[str]) -> str:
@@ -268,7 +293,8 @@ def _failures(rows: list[Row]) -> str:
         tail = _tail(report) or "(no output)"
         items.append(f'<div class="failure" data-cell="{esc(row.cell.id)}"><h3><a href="#{row.anchor}">'
                      f'{esc(row.cell.id)}</a> <span class="badge {report.outcome}">{report.outcome}</span></h3>'
-                     f'<p class="reason">{esc(report.reason or report.outcome)}</p><pre class="tail">{esc(tail)}</pre></div>')
+                     f'<p class="reason">{esc(report.reason or report.outcome)}</p>'
+                     f'<pre class="tail">{esc(tail)}</pre></div>')
     return f'<h2 id="failures">Failures ({len(failed)})</h2>' + "".join(items)
 
 
@@ -290,7 +316,8 @@ def _runs(rows: list[Row]) -> str:
             f'<span class="badge {report.outcome}">{report.outcome}</span></h3>'
             f'<p>{esc(report.run_id or "")} · {report.duration:.2f}s'
             f'{" · " + esc(report.reason) if report.reason else ""}</p>'
-            f'{f"<p>{metrics}</p>" if metrics else ""}{images and f"<div class=images>{images}</div>"}{log}{folder}</section>')
+            f'{f"<p>{metrics}</p>" if metrics else ""}{images and f"<div class=images>{images}</div>"}'
+            f'{log}{folder}</section>')
     return "".join(parts)
 
 

@@ -12,8 +12,9 @@ import hashlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -165,7 +166,9 @@ class TargetConformance:
         rest = argv[1:]
         self._require(rest[:len(probe.RUNCONFIG_ARGS)] == list(probe.RUNCONFIG_ARGS), "params",
                       f"the runconfig's ArgumentVector after $file is missing: argv[1:] = {rest!r}")
-        pairs = dict(zip(rest[len(probe.RUNCONFIG_ARGS)::2], rest[len(probe.RUNCONFIG_ARGS) + 1::2]))
+        given = rest[len(probe.RUNCONFIG_ARGS):]
+        # a dangling name (odd count) is dropped here and caught by the check below
+        pairs = dict(zip(given[::2], given[1::2], strict=False))
         self._require(set(pairs) == {"--msg", "--count"} and pairs.get("--count") == "3", "params",
                       f"parameters msg and count are not passed as --name value: argv[1:] = {rest!r}")
 

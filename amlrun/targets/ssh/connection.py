@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from amlrun.errors import ConfigError, TargetUnavailable, UsageError
 from amlrun.targets.outcome import ConnectionLost
@@ -187,8 +187,9 @@ def open_connection(settings: SSHSettings):
 
     _silence_paramiko()
 
-    connect_kwargs = {"allow_agent": False, "look_for_keys": False, "banner_timeout": settings.connect_timeout,
-                      "auth_timeout": settings.connect_timeout}
+    connect_kwargs: dict[str, object] = {"allow_agent": False, "look_for_keys": False,
+                                         "banner_timeout": settings.connect_timeout,
+                                         "auth_timeout": settings.connect_timeout}
     if settings.key_file:
         connect_kwargs["key_filename"] = [settings.key_file]
         if settings.passphrase:
@@ -226,7 +227,7 @@ def open_connection(settings: SSHSettings):
         if "private key" in str(exc).lower() or "not a valid" in str(exc).lower():
             raise AuthenticationFailed(f"{settings.label}: cannot use private key {settings.key_file}: {exc}") from None
         raise _Transient(f"{settings.label}: SSH error: {exc}") from None
-    except (OSError, socket.timeout, EOFError) as exc:
+    except (TimeoutError, OSError, EOFError) as exc:
         raise _Transient(f"{settings.label}: cannot connect: {exc}") from None
     return conn
 
@@ -406,8 +407,8 @@ def _communicate(channel, stdin, timeout, stdout_to) -> CommandResult:
     return CommandResult(status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace"))
 
 
-def retrying(session: SSHSession, step: Callable[[], "T"], *, window: float | None = None,
-             on_note: Callable[[str], None] | None = None) -> "T":
+def retrying(session: SSHSession, step: Callable[[], T], *, window: float | None = None,
+             on_note: Callable[[str], None] | None = None) -> T:
     """Run an idempotent ``step`` (a sync, a fetch, starting a detached command for a run
     folder), again after a dropped connection, until ``window`` seconds (default
     :func:`reconnect_seconds`) have passed.

@@ -8,10 +8,10 @@ stops the whole process group; :func:`sweep_orphans` stops what a dead amlrun le
 
 from __future__ import annotations
 
-import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.targets.outcome import ConnectionLost
@@ -158,8 +158,9 @@ def stream_log(session: SSHSession, run_dir: str, on_line: Callable[[str], None]
 
     Returns ``"exited"`` (the exit file exists), ``"vanished"`` (the process is gone without
     an exit code: killed, or the host rebooted) or ``"stopped"`` (``should_stop()`` turned
-    true). A dropped connection is reopened with backoff for up to ``window`` seconds (default :func:`reconnect_seconds`)
-    and streaming resumes at ``state.offset``; ConnectionLost when it cannot.
+    true). A dropped connection is reopened with backoff for up to ``window`` seconds
+    (default :func:`reconnect_seconds`) and streaming resumes at ``state.offset``;
+    ConnectionLost when it cannot.
     """
     state = state or StreamState()
     outage = _Outage(session.settings.label, reconnect_seconds() if window is None else window, on_note)
@@ -210,7 +211,7 @@ def _pump(channel: Channel, state: StreamState, on_line: Callable[[str], None],
                 channel.recv_stderr(1 << 16)      # heartbeats
             try:
                 data = channel.recv(1 << 16)
-            except socket.timeout:
+            except TimeoutError:
                 if not channel.get_transport().is_active():
                     return False
                 continue

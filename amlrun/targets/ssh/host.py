@@ -13,11 +13,12 @@ import os
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.process import alive, process_start
-from amlrun.targets.base import Check, ExecResult, Job, Sink
+from amlrun.targets.base import Check, ExecResult, Job, Sink, Target
 from amlrun.targets.outcome import ConnectionLost, StopWatch, finished, infrastructure_failure
 from amlrun.targets.ssh.connection import SSHSession, q, retrying, settings_from_compute
 from amlrun.targets.ssh.detached import StreamState, exit_code, kill_group, stream_log, sweep_orphans
@@ -27,8 +28,16 @@ from amlrun.targets.ssh.transfer import fetch_tree, sync_tree
 SSH_COMPUTE_KEYS = frozenset({"knownHostsFile", "remoteWorkspace"})
 MIN_FREE_BYTES = 1 << 30
 
+if TYPE_CHECKING:
+    from amlrun.config import ComputeTarget
+    from amlrun.targets.base import TargetContext
 
-class SSHTargetMixin:
+    _TargetBase = Target
+else:
+    _TargetBase = object  # a mixin: the concrete class derives from Target (or a subclass) after it
+
+
+class SSHTargetMixin(_TargetBase):
     """What every target reached over SSH shares: the connection and the VM's workspace."""
 
     _ssh = None
@@ -36,7 +45,7 @@ class SSHTargetMixin:
     #: False where the target also works without SSH (cluster: spark-submit from here)
     requires_address = True
 
-    def __init__(self, compute, context):
+    def __init__(self, compute: ComputeTarget, context: TargetContext):
         super().__init__(compute, context)
         if self.requires_address and not str(compute.address or "").strip():
             raise ConfigError(f"'address' is missing: a {compute.type} target is reached over SSH "

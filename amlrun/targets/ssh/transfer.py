@@ -112,8 +112,7 @@ class _BytesReader:
 
 def _chunks(fh):
     fh.seek(0)
-    for chunk in iter(lambda: fh.read(CHUNK), b""):
-        yield chunk
+    yield from iter(lambda: fh.read(CHUNK), b"")
 
 
 @dataclass(frozen=True)
