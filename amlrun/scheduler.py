@@ -54,6 +54,7 @@ class TargetQueue:
     limit: int
     cells: collections.deque = field(default_factory=collections.deque)
     busy: int = 0
+    queue_backed: bool = False       # its cells wait in a scheduler's queue: -n does not bound them
     environment: str | None = None   # None (not asked yet) | PREPARING | PREPARED
 
     def has_room(self) -> bool:
@@ -61,9 +62,10 @@ class TargetQueue:
 
 
 class Scheduler:
-    """Runs a session's cells: ``-n`` workers, per-target queues and limits, prepare gating,
-    retries with back-off, ``--maxfail``, cancellation. ``session.reports`` gets one report per
-    cell that ran (in completion order; the session sorts them into matrix order)."""
+    """Runs a session's cells: ``-n`` workers (a queue-backed target's cells: its own limit),
+    per-target queues and limits, prepare gating, retries with back-off, ``--maxfail``,
+    cancellation. ``session.reports`` gets one report per cell that ran (in completion order;
+    the session sorts them into matrix order)."""
 
     def __init__(self, session: Session):
         self.session = session
@@ -73,7 +75,8 @@ class Scheduler:
         self.retries = max(0, int(option("retries") or 0))
         self.retry_delay = float(os.environ.get("AMLRUN_RETRY_DELAY", "1"))
         self.order = {id(cell): index for index, cell in enumerate(session.cells)}
-        self.targets = {name: TargetQueue(t.max_parallel) for name, t in session.targets.items()}
+        self.targets = {name: TargetQueue(t.max_parallel, queue_backed=t.queue_backed)
+                        for name, t in session.targets.items()}
         for cell in session.cells:
             self.targets.setdefault(cell.target, TargetQueue(1)).cells.append(cell)
         self.not_before: dict[int, float] = {}   # matrix index → monotonic time its retry may start
@@ -101,7 +104,8 @@ class Scheduler:
     def run(self) -> None:
         session = self.session
         session.scheduler = self
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="amlrun-cell")
+        threads = self.workers + sum(q.limit for q in self.targets.values() if q.queue_backed)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="amlrun-cell")
         try:
             self._loop(pool)
         except KeyboardInterrupt:
@@ -148,8 +152,9 @@ class Scheduler:
         """The ready task earliest in matrix order: a cell, or its target's preparation first."""
         now = time.monotonic()
         best: tuple[int, Task] | None = None
+        local = sum(1 for task in self.in_flight.values() if not self.targets[task.target].queue_backed)
         for name, queue in self.targets.items():
-            if not queue.has_room():
+            if not queue.has_room() or (local >= self.workers and not queue.queue_backed):
                 continue
             cell = queue.cells[0]
             index = self.order[id(cell)]
@@ -166,7 +171,7 @@ class Scheduler:
         return None if best is None else best[1]
 
     def dispatch(self, pool: concurrent.futures.Executor) -> None:
-        while len(self.in_flight) < self.workers and not self.stopping:
+        while not self.stopping:
             task = self.next_task()
             if task is None:
                 return

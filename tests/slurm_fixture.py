@@ -50,6 +50,8 @@ class SlurmCluster:
     root: Path
     node: str
     partition: str = "debug"
+    #: a partition over the same node whose jobs preempt (cancel) the default partition's
+    urgent_partition: str = "urgent"
 
     @property
     def conf(self) -> Path:
@@ -82,6 +84,20 @@ class SlurmCluster:
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.5)
+
+    def set_node(self, state: str, reason: str = "amlrun test") -> None:
+        """``scontrol update`` the node: ``down`` kills its jobs (NODE_FAIL), ``resume`` brings it back."""
+        args = ["scontrol", "update", f"nodename={self.node}", f"state={state}"]
+        self.command(*args, *([f"reason={reason}"] if state != "resume" else []))
+
+    def wait_node(self, states: tuple[str, ...] = ("idle", "mix", "alloc"), within: float = 60) -> str:
+        """Wait until sinfo shows the node in one of ``states``; its state then."""
+        deadline = time.monotonic() + within
+        while True:
+            out = self.command("sinfo", "-h", "-p", self.partition, "-n", self.node, "-o", "%t", check=False).strip()
+            if out in states or time.monotonic() > deadline:
+                return out
+            time.sleep(0.3)
 
     def compute_yaml(self, workspace: Path | str, extra: str = "") -> str:
         return (f"type: slurm\npartition: {self.partition}\nworkspace: {workspace}\n"
@@ -159,8 +175,11 @@ SlurmdParameters=config_overrides
 MinJobAge=300
 KillWait=2
 InactiveLimit=0
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
 NodeName={node} NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 State=UNKNOWN
-PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes={node} Default=NO MaxTime=INFINITE State=UP PriorityTier=10
 """)
     cluster = SlurmCluster(root, node)
     env = {**os.environ, **cluster.env}
@@ -169,15 +188,11 @@ PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
                        check=True, env=env, capture_output=True)
         subprocess.run([str(SBIN / "slurmd"), "-f", str(cluster.conf), "-L", str(root / "slurmd.log")],
                        check=True, env=env, capture_output=True)
-        deadline = time.monotonic() + 60
-        while True:
-            out = cluster.command("sinfo", "-h", "-o", "%t", check=False).strip()
-            if out in ("idle", "mix", "alloc"):
-                return cluster
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the test SLURM node did not come up (sinfo: {out!r}): "
-                                   + (root / "slurmctld.log").read_text()[-1500:])
-            time.sleep(0.3)
+        out = cluster.wait_node()
+        if out not in ("idle", "mix", "alloc"):
+            raise RuntimeError(f"the test SLURM node did not come up (sinfo: {out!r}): "
+                               + (root / "slurmctld.log").read_text()[-1500:])
+        return cluster
     except BaseException:
         cluster.stop()
         raise

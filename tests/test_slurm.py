@@ -64,7 +64,8 @@ def test_a_20_cell_sweep_is_one_job_array_with_20_records(project, slurm_cluster
         "aml_config/slurm.runconfig": "Target: slurm\nEnvironmentVariables:\n  API_TOKEN: secret:API_TOKEN\n",
         "sweep.py": SWEEP})
     lrs = ",".join(f"{0.05 * (i + 1):.2f}" for i in range(20))
-    result = project.run("-c", "slurm", "sweep.py", "-p", f"lr={lrs}", "-n", "20", env={"API_TOKEN": SECRET})
+    # no -n: a queue-backed target gets its cells at once (maxParallel, default 100), as one array
+    result = project.run("-c", "slurm", "sweep.py", "-p", f"lr={lrs}", env={"API_TOKEN": SECRET})
     assert result.returncode == 0, result.output
     records = runs(project)
     assert len(records) == 20 and {r["status"] for r in records} == {"completed"}
@@ -166,6 +167,75 @@ def test_after_kill_9_the_next_session_cancels_the_orphaned_jobs(project, slurm_
     assert slurm_cluster.wait_queue_empty() == []
 
 
+FLAKY = """
+import os, sys, time
+if os.environ["AMLRUN_PARAM_MODE"] == "fail":
+    sys.exit(3)
+if os.path.exists(MARKER):
+    print("second attempt")
+    sys.exit(0)
+open(MARKER, "w").close()
+print("started", flush=True)
+time.sleep(300)
+"""
+
+
+def _struck_while_running(project, cluster, tmp_path, strike) -> tuple[str, list[dict]]:
+    """Cells mode=fail (exits 3: the script's own failure) and mode=sleep (struck by
+    ``strike()`` while it runs; its retry succeeds), with ``--retries 1``: the output and records."""
+    _slurm_project(project, cluster, tmp_path, files={"flaky.py": f"MARKER = {str(tmp_path / 'marker')!r}\n" + FLAKY})
+    proc = project.popen("-c", "slurm", "flaky.py", "-p", "mode=fail,sleep", "--retries", "1", "--stream",
+                         env={"AMLRUN_RETRY_DELAY": "0"})
+    try:
+        seen = _wait_for(proc, "] started")
+        deadline = time.monotonic() + 60
+        while not any(r["params"]["mode"] == "fail" and r["status"] == "failed" for r in runs(project)):
+            assert time.monotonic() < deadline, "the failing cell never ended"
+            time.sleep(0.3)
+        strike()
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert cluster.wait_queue_empty() == []
+    return "".join(seen) + out, runs(project)
+
+
+def _assert_retried_as_infrastructure_error(output: str, records: list[dict], state: str, what: str) -> None:
+    assert "RETRY flaky.py::slurm" in output and output.count("RETRY ") == 1, output
+    fail = [r for r in records if r["params"]["mode"] == "fail"]
+    assert [(r["status"], r["exit_code"], r["reason"]) for r in fail] == [("failed", 3, "exited with code 3")], fail
+    struck, again = [r for r in records if r["params"]["mode"] == "sleep"]
+    assert struck["status"] == "failed" and struck["reason"] == f"killed by SLURM: {what} ({state})", struck
+    assert struck["extra"]["slurm_state"] == state
+    assert again["status"] == "completed" and again["extra"]["slurm_job_id"] != struck["extra"]["slurm_job_id"]
+
+
+def test_a_node_failure_is_an_infrastructure_error_and_retried(project, slurm_cluster, tmp_path):
+    def node_fails():
+        try:
+            slurm_cluster.set_node("down", "amlrun test: node failure")
+            assert slurm_cluster.wait_node(("down", "down*")) in ("down", "down*")
+        finally:
+            slurm_cluster.set_node("resume")
+
+    try:
+        output, records = _struck_while_running(project, slurm_cluster, tmp_path, node_fails)
+    finally:
+        slurm_cluster.wait_node()
+    assert output.count("killed by SLURM: node failure (NODE_FAIL)") >= 1, output
+    _assert_retried_as_infrastructure_error(output, records, "NODE_FAIL", "node failure")
+
+
+def test_a_preempted_job_is_an_infrastructure_error_and_retried(project, slurm_cluster, tmp_path):
+    def preempted():   # a job of the higher-tier partition wants the whole node: SLURM cancels ours
+        slurm_cluster.command("sbatch", f"--partition={slurm_cluster.urgent_partition}", "--exclusive",
+                              "--job-name=urgent-test", "--output=/dev/null", "--wrap=sleep 1")
+
+    output, records = _struck_while_running(project, slurm_cluster, tmp_path, preempted)
+    _assert_retried_as_infrastructure_error(output, records, "PREEMPTED", "preemption")
+
+
 def _logs(project) -> str:
     return "".join(p.read_text() for p in (project.root / ".amlrun" / "runs").glob("*/log.txt"))
 
@@ -256,3 +326,49 @@ def test_the_plugin_is_registered_through_the_entry_point_group(project):
     project.write({"aml_config/slurm.compute": "type: slurm\n", "t.py": "print(1)\n"})
     blocked = project.run("-p", "no:slurm", "-c", "slurm", "t.py")
     assert blocked.returncode == 4 and "unknown compute target type 'slurm'" in blocked.output, blocked.output
+
+
+def test_one_tick_follows_2000_tasks_files_and_logs(tmp_path):
+    """The tick's task list travels on stdin (2,000 tasks once overflowed sh's argv): every
+    started/exit file and every log's new bytes come back from one real sh command."""
+    from amlrun_slurm.login import LocalShell
+    from amlrun_slurm.tracker import Task, Tracker, run_capturing
+
+    lines: dict[int, list[str]] = {}
+    tasks = []
+    for i in range(2000):
+        run = f"20261202-000000-{i:08x}"
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "log").write_text(f"line of {i}\npartial")
+        if i % 2:
+            (tmp_path / run / "started").write_text(f"1796190000.5 node{i} debug 9_{i}\n")
+        tasks.append(Task(run, run, lambda line, i=i: lines.setdefault(i, []).append(line), lambda note: None,
+                          array_id="9", index=i))
+    (tmp_path / tasks[7].run_dir / "exit").write_text("0 1796190001.0 0\n")
+    login = LocalShell()
+    tracker = Tracker(lambda script, stdin=b"": run_capturing(login, script, stdin), str(tmp_path))
+    tracker._last_query = time.monotonic()   # no squeue in this tick: no cluster here
+    tracker._tick(tasks)
+    assert all(lines[i][0] == f"line of {i}" for i in range(2000)), sorted(set(range(2000)) - set(lines))[:5]
+    assert [t.node for t in tasks if t.started] == [f"node{i}" for i in range(1, 2000, 2)]
+    assert tasks[7].ended.is_set() and tasks[7].ending.status == "completed" and lines[7] == ["line of 7", "partial"]
+    assert not tasks[8].ended.is_set() and tasks[8].partial == b"partial"
+
+
+def test_a_tracker_bug_ends_the_runs_instead_of_leaving_them_waiting():
+    from amlrun_slurm.tracker import Task, Tracker
+
+    scripts = []
+
+    def broken(script, stdin=b""):
+        scripts.append(script)
+        if script.startswith("scancel"):
+            return b""
+        raise ValueError("a parsing bug")
+
+    tracker = Tracker(broken, "/nonexistent")
+    task = Task("r1", "r1", lambda line: None, lambda note: None, array_id="7", index=0)
+    tracker.add([task])
+    assert task.ended.wait(20)
+    assert task.ending.status == "failed" and "SLURM tracker failed: ValueError('a parsing bug')" in task.ending.reason
+    assert any(s.startswith("scancel 7_0") for s in scripts), scripts

@@ -146,6 +146,11 @@ class Target(ABC):
     local_filesystem: ClassVar[bool] = False
     #: how many cells of this target may run at once unless the compute file says (maxParallel)
     default_parallel: ClassVar[int] = 1
+    #: True when the target's cells wait in a scheduler's own queue (SLURM, Ray), not on this
+    #: machine: the run loop then hands it up to ``max_parallel`` cells at once whatever ``-n``
+    #: says (``-n`` bounds the cells of the other targets), so they can go as one submission
+    #: (see :mod:`amlrun.targets.batching`)
+    queue_backed: ClassVar[bool] = False
     #: the run's working folder on the target when it is a fixed path (a container's): output
     #: naming it is rewritten to the project's own paths (folders named after the run id are found anyway)
     run_workdir: ClassVar[str | None] = None

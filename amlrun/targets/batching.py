@@ -23,8 +23,9 @@ Use from a target::
         handle = self._batcher.submit(job)     # the array task that runs this job
         ...                                    # follow it until it ends
 
-A target using this sets a generous ``default_parallel`` (its queue is the limit), and
-users give ``-n`` so the run loop dispatches that many cells at once.
+A target using this sets ``queue_backed = True`` and a generous ``default_parallel`` (its
+queue is the limit): the run loop then dispatches up to ``max_parallel`` of its cells at once
+without ``-n`` (which bounds only the cells that occupy this machine).
 """
 
 from __future__ import annotations

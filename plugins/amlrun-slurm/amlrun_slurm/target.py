@@ -39,6 +39,10 @@ MAX_ARRAY = 1000
 #: a cancel waits this long for SLURM to confirm before the run is reported canceled anyway
 CANCEL_WAIT = 60.0
 SNAPSHOT_KEEP_DAYS = 7
+#: a batch (one array) gathers cells arriving less than BATCH_IDLE s apart, for at most BATCH_WINDOW s:
+#: a loaded machine creates a big sweep's records some tens of milliseconds apart
+BATCH_IDLE = 1.0
+BATCH_WINDOW = 5.0
 
 
 class SubmitRefused(AmlrunError):
@@ -50,6 +54,7 @@ class _Pending:
     job: object
     prepared: PreparedEnvironment
     sink: object
+    snapshot: str        # its working tree's folder on the cluster (synced before the batch closes)
 
 
 class SlurmTarget(Target):
@@ -58,6 +63,7 @@ class SlurmTarget(Target):
     type_name = "slurm"
     compute_keys = COMPUTE_KEYS
     default_parallel = DEFAULT_PARALLEL
+    queue_backed = True     # a sweep's cells go to the queue together (one array) without -n
 
     def __init__(self, compute, context):
         super().__init__(compute, context)
@@ -78,7 +84,7 @@ class SlurmTarget(Target):
         self._batch_left: dict[str, int] = {}
         limit = min(self.settings.max_parallel, MAX_ARRAY)
         self._batcher: Batcher[_Pending, Task] = Batcher(self._submit, key=lambda p: p.job.argv[0] if p.job.argv else "",
-                                                         max_size=limit)
+                                                         idle=BATCH_IDLE, window=BATCH_WINDOW, max_size=limit)
         self.slurm_prefix = "".join(f"export {k}={q(v)}; " for k, v in self.settings.slurm_environment.items())
 
     # -- where things are ---------------------------------------------------------------
@@ -134,8 +140,8 @@ class SlurmTarget(Target):
     def _tracker_for(self) -> Tracker:
         with self._lock:
             if self._tracker is None:
-                self._tracker = Tracker(lambda script: run_capturing(self.login(), script), f"{self.project_dir()}/runs",
-                                        self.slurm_prefix)
+                self._tracker = Tracker(lambda script, stdin=b"": run_capturing(self.login(), script, stdin),
+                                        f"{self.project_dir()}/runs", self.slurm_prefix)
             return self._tracker
 
     # -- environments -------------------------------------------------------------------
@@ -236,7 +242,6 @@ class SlurmTarget(Target):
         with tarfile.open(fileobj=payload, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for item in items:
                 job = item.job
-                snapshot = self._snapshot_for(job.workdir)
                 rd = f"{pd}/runs/{job.run_id}"
                 work = f"{rd}/work"
                 env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
@@ -244,7 +249,7 @@ class SlurmTarget(Target):
                                                                           share).encode(), 0o600)
                 _add(tar, f"runs/{job.run_id}/env", env_file_text(env), 0o600)
                 _add(tar, f"runs/{job.run_id}/owner", (owner + "\n").encode(), 0o600)
-                lines.append(f"{rd}\t{snapshot}\n")
+                lines.append(f"{rd}\t{item.snapshot}\n")
                 sink = item.sink
                 tasks.append(Task(job.run_id, job.run_id, sink.write, sink.write, batch=batch))
             _add(tar, f"batches/{batch}/runs", "".join(lines).encode(), 0o600)
@@ -283,7 +288,8 @@ class SlurmTarget(Target):
     def execute(self, job, prepared, sink) -> ExecResult:
         self._sweep_once()
         self._show_sweep_note(job, sink)
-        task = self._batcher.submit(_Pending(job, prepared, sink))
+        # each cell's tree digest on its own thread: the batch's submission only looks it up
+        task = self._batcher.submit(_Pending(job, prepared, sink, self._snapshot_for(job.workdir)))
         tracker = self._tracker_for()
         size = sum(1 for t in tracker.active() if t.array_id == task.array_id) or 1
         sink.write(f"[amlrun] submitted as SLURM job {task.job_id}"

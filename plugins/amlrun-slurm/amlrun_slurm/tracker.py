@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shlex
 import threading
 import time
@@ -32,6 +33,20 @@ STATE_GRACE = 20.0
 #: squeue queries a task may be missing from before it counts as lost
 MISSING_QUERIES = 3
 SQUEUE_FORMAT = "%F|%K|%T|%r|%N|%P"
+#: reads the task table ("<run dir> <log offset> <flags>" lines, in $tab): one stat of every
+#: log, then, for each log grown past its offset, "@L <run dir> <bytes> <size>" and (up to
+#: CHUNK of) the new bytes. O(tasks) a tick, whatever their number (no argv holds the list)
+LOG_READER = (
+    "{ printf '%s\\n' \"$tab\"; echo @@; printf '%s\\n' \"$tab\" | awk '{print $1 \"/log\"}' "
+    "| xargs stat -c '%s %n' /dev/null 2>/dev/null; } | "
+    f"awk -v chunk={CHUNK} -v sq=\"'\" "
+    "'s == 0 && $0 == \"@@\" { s = 1; next } s == 0 { o[$1 \"/log\"] = $2 + 0; next } "
+    "($2 in o) && $1 + 0 > o[$2] { c = $1 - o[$2]; if (c > chunk) c = chunk; d = substr($2, 1, length($2) - 4); "
+    "printf \"printf %s\\\\n@L %s %.0f %.0f\\\\n%s; tail -c +%.0f %s | head -c %.0f\\n\", sq, d, c, $1, sq, "
+    "o[$2] + 1, "
+    "sq $2 sq, c }' | sh"
+)
+_SAFE_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(eq=False)
@@ -78,8 +93,8 @@ class Task:
 class Tracker:
     """Polls the tasks of one target until each has ended."""
 
-    def __init__(self, run: Callable[[str], bytes], runs_root: str, slurm_prefix: str = ""):
-        self._run = run                      # runs a sh script on the login node, returns its stdout
+    def __init__(self, run: Callable[..., bytes], runs_root: str, slurm_prefix: str = ""):
+        self._run = run                      # runs a sh script (and its stdin) on the login node: its stdout
         self.runs_root = runs_root
         self.slurm_prefix = slurm_prefix     # "export SLURM_CONF=...; " etc.
         self._lock = threading.Lock()
@@ -129,17 +144,20 @@ class Tracker:
 
     def stop(self, cancel_pending: bool = True) -> None:
         """Stop polling; scancel what has not ended (the session is over)."""
-        left = self.active()
-        if cancel_pending and left:
-            try:
-                self._run(self.slurm_prefix + "scancel " + " ".join(q(t.job_id) for t in left) + " 2>/dev/null; true")
-            except TargetUnavailable:
-                pass
+        if cancel_pending:
+            self._scancel(self.active())
         self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
         self._flush_garbage()
+
+    def _scancel(self, tasks: list[Task]) -> None:
+        if tasks:
+            try:
+                self._run(self.slurm_prefix + "scancel " + " ".join(q(t.job_id) for t in tasks) + " 2>/dev/null; true")
+            except TargetUnavailable:
+                pass
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -159,7 +177,12 @@ class Tracker:
             try:
                 self._tick(tasks)
                 self._lost_since = None
-            except TargetUnavailable as exc:
+            except Exception as exc:   # a bug here must end the runs, not leave them waiting forever
+                if not isinstance(exc, TargetUnavailable):
+                    self._scancel(tasks)
+                    for task in tasks:
+                        self._end(task, Ending("failed", None, f"amlrun's SLURM tracker failed: {exc!r}"))
+                    return
                 now = time.monotonic()
                 if self._lost_since is None:
                     self._lost_since = now
@@ -185,24 +208,15 @@ class Tracker:
             parts.append("rm -rf " + " ".join(q(f) for f in garbage))
         if to_cancel:
             parts.append(self.slurm_prefix + "scancel " + " ".join(q(t.job_id) for t in to_cancel) + " 2>/dev/null")
-        files = [f"{t.run_dir}/started" for t in tasks if t.started is None]
-        files += [f"{t.run_dir}/exit" for t in tasks if t.exit is None]
-        parts.append("echo @F")
-        if files:
-            parts.append("grep -H . " + " ".join(q(f) for f in files) + " 2>/dev/null")
+        parts.append("tab=$(cat); echo @F")
+        parts.append("printf '%s\\n' \"$tab\" | awk '$3 ~ /s/ {print $1 \"/started\"} $3 ~ /e/ {print $1 \"/exit\"}' "
+                     "| xargs grep -H . /dev/null 2>/dev/null")
         if query:
             parts.append("echo @Q; " + self.slurm_prefix + f"squeue -h -r -t all -u \"$(id -un)\" -o {q(SQUEUE_FORMAT)}"
                          " 2>/dev/null || echo @QFAIL")
         # every task's log, after its exit file: an exit seen above has its whole log read below
-        logs = tasks
-        if logs:
-            cases = " ".join(f"{q(t.run_dir + '/log')}) o={t.offset};;" for t in logs)
-            parts.append(
-                "stat -c '%s %n' " + " ".join(q(t.run_dir + "/log") for t in logs) + " 2>/dev/null | "
-                f"while read -r s n; do case $n in {cases} *) continue;; esac; "
-                f"if [ \"$s\" -gt \"$o\" ]; then c=$((s-o)); [ $c -gt {CHUNK} ] && c={CHUNK}; "
-                "printf '\\n@L %s %s %s\\n' \"${n%/log}\" \"$c\" \"$s\"; tail -c +$((o+1)) \"$n\" | head -c \"$c\"; fi; done")
-        out = self._run("; ".join(parts) + "; true")
+        parts.append(LOG_READER)
+        out = self._run("; ".join(parts) + "; true", _table(tasks))
         for task in to_cancel:
             task.cancel_sent = True
         if query:
@@ -326,10 +340,21 @@ class Tracker:
         task.ended.set()
 
 
-def run_capturing(login, script: str, timeout: float = 120) -> bytes:
-    """A tick's script on the login node; its stdout as bytes."""
+def _table(tasks: list[Task]) -> bytes:
+    """The tick's task table for its stdin: run folder, log offset, the files still to read."""
+    lines = []
+    for t in tasks:
+        if not _SAFE_DIR.match(t.run_dir):
+            raise ValueError(f"a run folder name the tick's shell cannot take as it is: {t.run_dir!r}")
+        flags = ("s" if t.started is None else "") + ("e" if t.exit is None else "")
+        lines.append(f"{t.run_dir} {t.offset} {flags or '-'}\n")
+    return "".join(lines).encode()
+
+
+def run_capturing(login, script: str, stdin: bytes = b"", timeout: float = 120) -> bytes:
+    """A tick's script on the login node, ``stdin`` its input; its stdout as bytes."""
     buffer = io.BytesIO()
-    result = login.run(script, timeout=timeout, stdout_to=buffer)
+    result = login.run(script, stdin=stdin, timeout=timeout, stdout_to=buffer)
     if result.exit_code != 0:
         raise TargetUnavailable(f"{login.settings.label}: polling SLURM failed (exit {result.exit_code}): "
                                 f"{result.stderr.strip()[-200:]}")
