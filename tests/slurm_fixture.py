@@ -86,9 +86,13 @@ class SlurmCluster:
             time.sleep(0.5)
 
     def set_node(self, state: str, reason: str = "amlrun test") -> None:
-        """``scontrol update`` the node: ``down`` kills its jobs (NODE_FAIL), ``resume`` brings it back."""
+        """``scontrol update`` the node: ``down`` kills its jobs (NODE_FAIL), ``resume`` brings it
+        back (refused when it is up already: ReturnToService=2 may have returned it)."""
         args = ["scontrol", "update", f"nodename={self.node}", f"state={state}"]
-        self.command(*args, *([f"reason={reason}"] if state != "resume" else []))
+        if state == "resume":
+            self.command(*args, check=False)
+        else:
+            self.command(*args, f"reason={reason}")
 
     def wait_node(self, states: tuple[str, ...] = ("idle", "mix", "alloc"), within: float = 60) -> str:
         """Wait until sinfo shows the node in one of ``states``; its state then."""

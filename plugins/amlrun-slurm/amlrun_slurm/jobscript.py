@@ -3,8 +3,7 @@
 Layout in the project's workspace on the shared filesystem::
 
     snapshots/<tree digest>/      the synced working tree (immutable, shared by cells)
-    batches/<batch>/job.sh        one batch script for the whole job array
-    batches/<batch>/runs          line i: "<run folder>\\t<snapshot folder>" of array task i
+    batches/<batch>/job.sh        one batch script for the whole job array (task i: case i)
     batches/<batch>/slurm-<i>.out SLURM's own messages for task i (time limit, cancel ...)
     runs/<run id>/cmd             the run's argv (no secrets: argv never holds them)
     runs/<run id>/env             its environment: 0600, sourced then deleted by the job
@@ -37,20 +36,25 @@ KILLED_BY_SLURM = {
 }
 
 
-def batch_script(batch_dir: str) -> str:
-    """The job script of a batch: array task i runs line i+1 of ``runs``."""
-    runs = q(f"{batch_dir}/runs")
+def batch_script(runs: list[tuple[str, str]]) -> str:
+    """The job script of a batch: array task i runs the i-th (run folder, snapshot folder).
+
+    Few processes a task (a 2-core node runs hundreds of trivial tasks a minute): the task's
+    folders come from a ``case``, the snapshot (which holds an empty ``outputs/``) is copied
+    whole, the environment file is sourced by the shell itself."""
+    cases = "".join(f"  {i}) rd={q(rd)}; snap={q(snap)};;\n" for i, (rd, snap) in enumerate(runs))
     return f"""#!/bin/sh
-# amlrun: array task i runs the cell on line i+1 of {runs}
+# amlrun: array task i runs the cell of case i
 i=${{SLURM_ARRAY_TASK_ID:-0}}
-line=$(sed -n "$((i + 1))p" {runs})
-[ -n "$line" ] || {{ echo "amlrun: no run for array index $i" >&2; exit 97; }}
-tab=$(printf '\\t'); rd=${{line%%"$tab"*}}; snap=${{line#*"$tab"}}
+case $i in
+{cases}  *) echo "amlrun: no run for array index $i" >&2; exit 97;;
+esac
 exec >> "$rd/log" 2>&1
 printf '%s %s %s %s\\n' "$(date +%s.%N)" "${{SLURMD_NODENAME:-$(hostname)}}" "${{SLURM_JOB_PARTITION:-}}" \\
   "${{SLURM_JOB_ID:-}}" > "$rd/started"
 if [ -f "$rd/env" ]; then . "$rd/env"; rm -f "$rd/env"; fi
-if mkdir -p "$rd/work" && cp -a "$snap/." "$rd/work/"; then
+if [ -e "$rd/work" ]; then rm -rf "$rd/work"; fi
+if cp -a "$snap" "$rd/work"; then
   (cd "$rd/work" && . "$rd/cmd"); code=$?
 else
   echo "amlrun: cannot copy the snapshot $snap into $rd/work"; code=126
@@ -62,9 +66,13 @@ exit "$code"
 
 
 def command_file(argv: list[str], work: str, share: str | None) -> str:
-    """``cmd``: sourced in the run's working directory by :func:`batch_script`."""
-    dirs = " ".join(q(d) for d in (f"{work}/outputs", *([share] if share else [])))
-    return f"mkdir -p {dirs} || exit 126\nexec {' '.join(q(a) for a in argv)}\n"
+    """``cmd``: sourced in the run's working directory by :func:`batch_script` (a snapshot
+    placed by an older amlrun has no ``outputs/``: made then)."""
+    outputs = q(f"{work}/outputs")
+    made = f"[ -d {outputs} ] || mkdir -p {outputs} || exit 126\n"
+    if share:
+        made += f"mkdir -p {q(share)} || exit 126\n"
+    return f"{made}exec {' '.join(q(a) for a in argv)}\n"
 
 
 @dataclass(frozen=True)

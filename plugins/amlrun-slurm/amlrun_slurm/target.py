@@ -218,7 +218,7 @@ class SlurmTarget(Target):
                 tmp = f"{pd}/snapshots/.{digest}.{pysecrets.token_hex(4)}"
                 sync_tree(login, workdir, pd, copy_to=tmp)
                 login.run_checked(
-                    f"touch {q(tmp)}/{COMPLETE_MARKER}; if [ -f {q(final)}/{COMPLETE_MARKER} ]; then rm -rf {q(tmp)}; "
+                    f"mkdir -p {q(tmp)}/outputs; touch {q(tmp)}/{COMPLETE_MARKER}; if [ -f {q(final)}/{COMPLETE_MARKER} ]; then rm -rf {q(tmp)}; "
                     f"else rm -rf {q(final)}; mv {q(tmp)} {q(final)}; fi; "
                     f"find {q(pd)}/snapshots -mindepth 1 -maxdepth 1 -mtime +{SNAPSHOT_KEEP_DAYS} "
                     "-exec rm -rf {} + 2>/dev/null; true", "placing the snapshot")
@@ -237,7 +237,7 @@ class SlurmTarget(Target):
         owner = owner_line()
         share = self.share()
         payload = io.BytesIO()
-        lines = []
+        runs: list[tuple[str, str]] = []
         tasks = []
         with tarfile.open(fileobj=payload, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for item in items:
@@ -249,12 +249,11 @@ class SlurmTarget(Target):
                                                                           share).encode(), 0o600)
                 _add(tar, f"runs/{job.run_id}/env", env_file_text(env), 0o600)
                 _add(tar, f"runs/{job.run_id}/owner", (owner + "\n").encode(), 0o600)
-                lines.append(f"{rd}\t{item.snapshot}\n")
+                runs.append((rd, item.snapshot))
                 sink = item.sink
                 tasks.append(Task(job.run_id, job.run_id, sink.write, sink.write, batch=batch))
-            _add(tar, f"batches/{batch}/runs", "".join(lines).encode(), 0o600)
             _add(tar, f"batches/{batch}/owner", (owner + "\n").encode(), 0o600)
-            _add(tar, f"batches/{batch}/job.sh", jobscript.batch_script(batch_dir).encode(), 0o700)
+            _add(tar, f"batches/{batch}/job.sh", jobscript.batch_script(runs).encode(), 0o700)
         args = ["--parsable", f"--array=0-{len(items) - 1}%{self.settings.max_parallel}",
                 f"--job-name={_job_name(items[0].job)}", f"--comment={COMMENT_PREFIX}{owner}",
                 f"--output={batch_dir}/slurm-%a.out"]
