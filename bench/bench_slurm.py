@@ -8,7 +8,8 @@ same private single-node cluster, in the same run.
 
 Starts its own cluster (tests/slurm_fixture.py: munged, slurmctld, slurmd on 127.0.0.1;
 needs root and ``.ci/services/slurm.sh``) and stops it at the end. Baseline: one job script
-that copies the project's files (not amlrun's .amlrun/ state) into a per-task folder, runs ``python3 trivial.py --i $TASK`` there
+that copies the project's files (not amlrun's .amlrun/ state) into a per-task folder, runs
+``python3 trivial.py --i $TASK`` there
 with its output in a per-task file (what amlrun's job does, minus amlrun), submitted as
 one array, then ``squeue`` polled every 0.5 s until the array is gone. The baseline is timed
 before and after amlrun and averaged, so a drifting machine load cancels out.
@@ -42,7 +43,8 @@ def hand_written(cluster, root: Path, project: Path, cells: int) -> float:
     script = work / "job.sh"
     script.write_text(f"""#!/bin/sh
 d={work}/$SLURM_ARRAY_TASK_ID
-mkdir -p "$d/work" && cp -a {project}/trivial.py {project}/aml_config "$d/work/" && cd "$d/work" && python3 trivial.py --i "$SLURM_ARRAY_TASK_ID" > "$d/log" 2>&1
+mkdir -p "$d/work" && cp -a {project}/trivial.py {project}/aml_config "$d/work/" && cd "$d/work" && \\
+  python3 trivial.py --i "$SLURM_ARRAY_TASK_ID" > "$d/log" 2>&1
 echo $? > "$d/exit"
 """)
     script.chmod(0o755)

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-
 SWEEP = """
 import os, sys
 from amlrun_client import log
@@ -136,7 +135,8 @@ def test_ctrl_c_scancels_pending_and_running_jobs(project, slurm_cluster, tmp_pa
 def test_timeout_and_exitfirst_scancel_the_jobs(project, slurm_cluster, tmp_path):
     _slurm_project(project, slurm_cluster, tmp_path, files={
         "sleeper.py": SLEEPER,
-        "fails.py": "import sys, os, time\nif os.environ['AMLRUN_PARAM_K'] == '0':\n    sys.exit(3)\ntime.sleep(300)\n"})
+        "fails.py": "import sys, os, time\nif os.environ['AMLRUN_PARAM_K'] == '0':\n    sys.exit(3)\n"
+                    "time.sleep(300)\n"})
     timed = project.run("-c", "slurm", "sleeper.py", "--timeout", "3")
     assert timed.returncode == 1 and "timed out after 3s" in timed.output, timed.output
     assert slurm_cluster.wait_queue_empty() == []

@@ -25,7 +25,8 @@ RESERVED_OPTIONS = {
     "-J": "amlrun names its jobs (it finds them again by name and comment)",
     "--comment": "amlrun finds its jobs again by their comment",
     "--wrap": "amlrun writes the job script", "--parsable": "amlrun reads sbatch's answer itself",
-    "--chdir": "the run's working directory is its snapshot copy", "-D": "the run's working directory is its snapshot copy",
+    "--chdir": "the run's working directory is its snapshot copy",
+    "-D": "the run's working directory is its snapshot copy",
     "--partition": "use the 'partition' key", "-p": "use the 'partition' key",
     "--export": "the run's environment travels in a 0600 file, not through sbatch",
     "--wait": "amlrun follows the job itself", "-W": "amlrun follows the job itself",
@@ -55,17 +56,19 @@ def read_settings(compute) -> SlurmSettings:
                               f"got {partition!r}", where)
     args = get("sbatchArguments", [])
     if isinstance(args, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise ConfigError("'sbatchArguments' must be a list of strings, e.g. [\"--mem=4G\", \"--time=01:00:00\"]", where)
+        raise ConfigError("'sbatchArguments' must be a list of strings, e.g. [\"--mem=4G\", \"--time=01:00:00\"]",
+                          where)
     for arg in args:
         if not arg.startswith("-"):
             raise ConfigError(f"'sbatchArguments': {arg!r} is not an option; write each as one item with its value, "
                               "e.g. \"--gres=gpu:1\"", where)
         option = arg.split("=", 1)[0]
         if option in RESERVED_OPTIONS or (len(option) > 2 and option[:2] in RESERVED_OPTIONS and option[1] != "-"):
-            raise ConfigError(f"'sbatchArguments': {option} is not allowed: {RESERVED_OPTIONS.get(option) or RESERVED_OPTIONS[option[:2]]}",
-                              where)
+            why = RESERVED_OPTIONS.get(option) or RESERVED_OPTIONS[option[:2]]
+            raise ConfigError(f"'sbatchArguments': {option} is not allowed: {why}", where)
     workspace = get("workspace", DEFAULT_WORKSPACE)
-    if not isinstance(workspace, str) or not (workspace.startswith("/") or workspace == "~" or workspace.startswith("~/")):
+    if not isinstance(workspace, str) or not (workspace.startswith("/") or workspace == "~"
+                                              or workspace.startswith("~/")):
         raise ConfigError(f"'workspace' must be an absolute path on the cluster's shared filesystem or start with ~/, "
                           f"got {workspace!r}", where)
     if any(c in workspace for c in "\n\0"):

@@ -26,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from amlrun.errors import AmlrunError, ConfigError, EnvironmentBuildError, TargetUnavailable
 from amlrun.targets.base import Check, ExecResult, PreparedEnvironment, Target, contract_env
 from amlrun.targets.batching import Batcher
-
 from amlrun_slurm import jobscript
 from amlrun_slurm.settings import COMPUTE_KEYS, DEFAULT_PARALLEL, read_settings
 from amlrun_slurm.tracker import Task, Tracker, run_capturing
@@ -83,8 +82,9 @@ class SlurmTarget(Target):
         self._tracker: Tracker | None = None
         self._batch_left: dict[str, int] = {}
         limit = min(self.settings.max_parallel, MAX_ARRAY)
-        self._batcher: Batcher[_Pending, Task] = Batcher(self._submit, key=lambda p: p.job.argv[0] if p.job.argv else "",
-                                                         idle=BATCH_IDLE, window=BATCH_WINDOW, max_size=limit)
+        self._batcher: Batcher[_Pending, Task] = Batcher(
+            self._submit, key=lambda p: p.job.argv[0] if p.job.argv else "", idle=BATCH_IDLE, window=BATCH_WINDOW,
+            max_size=limit)
         self.slurm_prefix = "".join(f"export {k}={q(v)}; " for k, v in self.settings.slurm_environment.items())
 
     # -- where things are ---------------------------------------------------------------
@@ -218,7 +218,8 @@ class SlurmTarget(Target):
                 tmp = f"{pd}/snapshots/.{digest}.{pysecrets.token_hex(4)}"
                 sync_tree(login, workdir, pd, copy_to=tmp)
                 login.run_checked(
-                    f"mkdir -p {q(tmp)}/outputs; touch {q(tmp)}/{COMPLETE_MARKER}; if [ -f {q(final)}/{COMPLETE_MARKER} ]; then rm -rf {q(tmp)}; "
+                    f"mkdir -p {q(tmp)}/outputs; touch {q(tmp)}/{COMPLETE_MARKER}; "
+                    f"if [ -f {q(final)}/{COMPLETE_MARKER} ]; then rm -rf {q(tmp)}; "
                     f"else rm -rf {q(final)}; mv {q(tmp)} {q(final)}; fi; "
                     f"find {q(pd)}/snapshots -mindepth 1 -maxdepth 1 -mtime +{SNAPSHOT_KEEP_DAYS} "
                     "-exec rm -rf {} + 2>/dev/null; true", "placing the snapshot")

@@ -15,11 +15,10 @@ import re
 import shlex
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from amlrun.errors import TargetUnavailable
-
 from amlrun_slurm.jobscript import TERMINAL_STATES, Ending, classify
 
 q = shlex.quote
