@@ -4,6 +4,7 @@ on one private Ray head started here (127.0.0.1, as the tests start it), in the 
 
     python3 bench/bench_ray.py                  # 100 cells, 8 jobs at a time
     python3 bench/bench_ray.py --cells 20 --parallel 4
+    python3 bench/bench_ray.py --amlrun-first   # the other order, to see a drift of the machine's load
 
 Both sides keep the same number of jobs in flight (``maxParallel``/``-n`` for amlrun), upload
 the same project as the working directory and poll every 0.1-0.5 s. Whole-process wall times
@@ -53,6 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=100)
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--amlrun-first", action="store_true", help="time amlrun before the loop (order bias)")
     args = parser.parse_args()
     from ray_fixture import RAY_VENV, start_head, stop_head
 
@@ -69,27 +71,31 @@ def main() -> int:
             # warm-up: the first job of a fresh head starts Ray's workers (paid once, by neither side)
             subprocess.run([sys.executable, "-m", "amlrun", "-c", "ray", "trivial.py"], cwd=project, env=env,
                            capture_output=True, check=True)
-            started = time.monotonic()
-            loop = subprocess.run([str(RAY_VENV / "bin" / "python"), "-c", HAND_LOOP, head.address, str(project),
-                                   str(args.cells), str(args.parallel)], cwd=project, env=env,
-                                  capture_output=True, text=True)
-            loop_seconds = time.monotonic() - started
-            if loop.returncode != 0:
-                print(loop.stdout, loop.stderr)
-                return 2
             values = ",".join(str(i) for i in range(args.cells))
-            started = time.monotonic()
-            ours = subprocess.run([sys.executable, "-m", "amlrun", "-c", "ray", "-n", str(args.parallel),
-                                   "trivial.py", "-p", f"i={values}"], cwd=project, env=env,
-                                  capture_output=True, text=True)
-            amlrun_seconds = time.monotonic() - started
-            if ours.returncode != 0:
-                print(ours.stdout[-3000:], ours.stderr[-3000:])
-                return 2
+            sides = {
+                "loop": [str(RAY_VENV / "bin" / "python"), "-c", HAND_LOOP, head.address, str(project),
+                         str(args.cells), str(args.parallel)],
+                "amlrun": [sys.executable, "-m", "amlrun", "-c", "ray", "-n", str(args.parallel), "trivial.py",
+                           "-p", f"i={values}"],
+            }
+            order = ["amlrun", "loop"] if args.amlrun_first else ["loop", "amlrun"]
+            seconds = {}
+            for side in order:
+                load = os.getloadavg()[0]
+                started = time.monotonic()
+                done = subprocess.run(sides[side], cwd=project, env=env, capture_output=True, text=True)
+                seconds[side] = time.monotonic() - started
+                print(f"  {side}: {seconds[side]:.1f} s (load average {load:.1f} before, "
+                      f"{os.getloadavg()[0]:.1f} after)", flush=True)
+                if done.returncode != 0:
+                    print(done.stdout[-3000:], done.stderr[-3000:])
+                    return 2
+            loop_seconds, amlrun_seconds = seconds["loop"], seconds["amlrun"]
     finally:
         stop_head(head)
     ratio = amlrun_seconds / loop_seconds
-    print(f"{args.cells} trivial cells, {args.parallel} at a time, one Ray head on 127.0.0.1")
+    print(f"{args.cells} trivial cells, {args.parallel} at a time, one Ray head on 127.0.0.1, "
+          f"{os.cpu_count()} CPUs")
     print(f"  hand-written loop (JobSubmissionClient)  {loop_seconds:8.1f} s  ({loop_seconds / args.cells:.2f} s/job)")
     print(f"  amlrun -c ray                            {amlrun_seconds:8.1f} s  ({amlrun_seconds / args.cells:.2f} s/cell)")
     print(f"  ratio {ratio:.2f}x (target <= {TARGET}x)")

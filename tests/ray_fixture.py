@@ -9,6 +9,8 @@ which would stop every Ray of the machine).
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
 import os
 import shutil
@@ -18,13 +20,14 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from conftest import require_service
 
+_HEADS = itertools.count()
 RAY_VENV = Path(os.environ.get("AMLRUN_RAY_VENV", "/opt/amlrun-ray"))
 
 
@@ -39,6 +42,7 @@ class RayHead:
     port: int
     temp_dir: Path
     proc: subprocess.Popen
+    frozen: list[int] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -63,6 +67,36 @@ class RayHead:
             if owner and (owner_pid is None or owner[1:2] == [str(owner_pid)]):
                 found.append(job)
         return found
+
+    def job_server_pids(self) -> list[int]:
+        """The head's dashboard process: the job server amlrun talks to."""
+        found = []
+        for pid in _processes_of(self):
+            try:
+                argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"ray/dashboard/dashboard.py") for a in argv) and \
+                    f"--temp-dir={self.temp_dir}".encode() in argv:
+                found.append(pid)
+        return found
+
+    def freeze_job_server(self) -> None:
+        """SIGSTOP the dashboard: its port still accepts connections, nothing answers (the
+        jobs themselves go on running: their supervisors are actors of the cluster)."""
+        pids = self.job_server_pids()
+        assert pids, "the Ray head's dashboard process was not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self.frozen = pids
+
+    def thaw_job_server(self) -> None:
+        for pid in self.frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.frozen = []
 
     def compute_yaml(self, **extra) -> str:
         lines = ["type: ray", f"address: {self.address}"]
@@ -89,6 +123,7 @@ def _processes_of(head: RayHead) -> list[int]:
 
 
 def stop_head(head: RayHead) -> None:
+    head.thaw_job_server()
     if head.proc.poll() is None:
         head.proc.send_signal(signal.SIGTERM)     # ray start --block stops what it started
         try:
@@ -107,13 +142,31 @@ def stop_head(head: RayHead) -> None:
     shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
-def start_head(timeout: float = 120) -> RayHead:
+def start_head(timeout: float = 120, attempts: int = 3) -> RayHead:
+    """A head, tried again when ``ray start`` gives up: on a loaded machine its node may not
+    register within the 30 s Ray waits for it (a fixed value in ``ray/_private/node.py``)."""
     ray = RAY_VENV / "bin" / "ray"
     if not ray.exists():
         require_service("ray", f"{ray} missing (.ci/services/ray.sh installs ray[default] there)")
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_head(ray, timeout)
+        except HeadStartFailed:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+class HeadStartFailed(RuntimeError):
+    """``ray start`` exited before its head answered."""
+
+
+def _start_head(ray: Path, timeout: float) -> RayHead:
     # short: Ray's unix socket paths live below it (108 bytes at most)
     temp_dir = Path(tempfile.mkdtemp(prefix="amlrun-ray-", dir="/tmp"))
-    low = 20000 + (os.getpid() % 20) * 1000
+    # worker ports: a range per process and head (a test's private head beside the session's),
+    # below the ephemeral ports free_port() hands out (32768 and up)
+    low = 10000 + ((os.getpid() % 5) * 4 + next(_HEADS) % 4) * 1000
     cmd = [str(ray), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
            "--num-cpus", "2", "--resources", json.dumps({"amlrun_slot": 1}), "--disable-usage-stats",
            "--temp-dir", str(temp_dir), "--port", str(free_port()), "--dashboard-port", str(free_port()),
@@ -135,17 +188,17 @@ def start_head(timeout: float = 120) -> RayHead:
         if proc.poll() is not None:
             text = log.read_text(errors="replace")[-3000:]
             stop_head(head)
-            raise RuntimeError(f"ray start exited with {proc.returncode}: {text}")
+            raise HeadStartFailed(f"ray start exited with {proc.returncode}: {text}")
         try:
             nodes = head.get("/api/v0/nodes")["data"]["result"]["result"]
             if any(n.get("state") == "ALIVE" for n in nodes):
                 return head
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException):
+            pass            # not up yet, or another program took the port chosen for the dashboard
         if time.monotonic() > deadline:
             text = log.read_text(errors="replace")[-3000:]
             stop_head(head)
-            raise RuntimeError(f"the Ray head did not answer in {timeout:g}s: {text}")
+            raise HeadStartFailed(f"the Ray head did not answer in {timeout:g}s: {text}")
         time.sleep(0.5)
 
 
@@ -156,3 +209,4 @@ def ray_head():
         yield head
     finally:
         stop_head(head)
+

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -94,18 +95,19 @@ def test_sweep_of_20_cells_with_max_parallel_4(project, ray_head):
 
 
 def test_hostile_argument_values_arrive_byte_for_byte(project, ray_head):
-    _ray_project(project, ray_head, runconfig="Target: ray\nArgumentVector: [$file, '--raw', '" +
-                 HOSTILE.replace("'", "''").replace("\n", "\\n").replace("\t", "\\t") + "']\n")
-    project.write({"aml_config/ray.runconfig": "Target: ray\nArgumentVector:\n  - $file\n  - --raw\n  - " +
-                   json.dumps(HOSTILE) + "\n",
-                   "echo.py": "import json, sys, os\nos.makedirs('outputs', exist_ok=True)\n"
-                              "open('outputs/argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"})
+    """... and the compute file's runtimeEnv is merged into the job's (its env_vars beside the contract's)."""
+    _ray_project(project, ray_head, {"runtimeEnv": {"env_vars": {"RAY_EXTRA": "merged"}}},
+                 runconfig="Target: ray\nArgumentVector:\n  - $file\n  - --raw\n  - " + json.dumps(HOSTILE) + "\n")
+    project.write({"echo.py": "import json, sys, os\nos.makedirs('outputs', exist_ok=True)\n"
+                              "open('outputs/argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"
+                              "open('outputs/extra.txt', 'w').write(os.environ.get('RAY_EXTRA', 'missing'))\n"})
     result = project.run("-c", "ray", "echo.py", "-p", "v=" + json.dumps(HOSTILE).replace(",", "\\,"), timeout=300)
     (record,) = _records(project)
     assert result.returncode == 0, result.output
     argv = json.loads((project.root / ".amlrun" / "runs" / record["run_id"] / "outputs" / "argv.json").read_text())
     assert argv[:2] == ["--raw", HOSTILE]
     assert argv[2] == "--v" and argv[3] == record["params"]["v"]
+    assert (project.root / ".amlrun" / "runs" / record["run_id"] / "outputs" / "extra.txt").read_text() == "merged"
     assert not os.path.exists("/tmp/amlrun-pwned")
 
 
@@ -160,6 +162,35 @@ def test_script_exit_code_is_the_cells_failure_and_cluster_failures_are_infrastr
     assert broken["extra"]["ray_error_type"] == "RUNTIME_ENV_SETUP_FAILURE"
     assert broken["reason"].startswith("the job's runtime environment could not be set up")
     assert "ERROR" in result.output
+
+
+def test_a_script_killed_by_sigkill_is_an_infrastructure_error(project, ray_head):
+    """What the kernel's (or Ray's) out-of-memory killer does to a script: SIGKILL. The run
+    is an infrastructure error naming the node, not the script's failure."""
+    _ray_project(project, ray_head)
+    project.write({"victim.py": "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(600)\n"})
+    proc = project.popen("-c", "ray", "victim.py")
+    runs = project.root / ".amlrun" / "runs"
+
+    def script_pid():
+        for log in runs.glob("*/log.txt") if runs.is_dir() else ():
+            for line in log.read_text().splitlines():
+                if line.startswith("pid "):
+                    return int(line.split()[1])
+        return None
+
+    try:
+        os.kill(_wait_for(script_pid, 180, "the script to print its pid"), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    (record,) = _records(project)
+    assert record["status"] == "failed" and record["exit_code"] in (-9, 137), record
+    node = record["extra"]["ray_node_ip"]
+    assert record["reason"] == f"killed by SIGKILL on Ray node {node} (out of memory?)"
+    assert "ERROR" in out
 
 
 def test_outputs_come_back_through_outputs_storage(project, ray_head, tmp_path):
@@ -238,9 +269,10 @@ def test_doctor_checks_server_version_resources_and_a_test_job(project, ray_head
 
 
 def test_doctor_reports_a_job_server_that_does_not_answer(project):
-    from ray_fixture import free_port
-
-    project.write({"aml_config/ray.compute": f"type: ray\naddress: 127.0.0.1:{free_port()}\n"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project.write({"aml_config/ray.compute": f"type: ray\naddress: 127.0.0.1:{port}\n"})
     result = project.run("doctor", "-c", "ray")
     assert result.returncode == 1
     assert "FAIL job server: Ray job server http://127.0.0.1:" in result.output and "does not answer" in result.output
@@ -258,6 +290,7 @@ def test_doctor_reports_a_job_server_that_does_not_answer(project):
     ("type: ray\naddress: h:1\nruntimeEnv: [1]\n", "'runtimeEnv' must be a mapping"),
     ("type: ray\naddress: h:1\nheaders: [x]\n", "'headers' must map header names"),
     ("type: ray\naddress: h:1\noutputsStorage: 3\n", "'outputsStorage' must be a folder or a URI"),
+    ("type: ray\naddress: h:1\nserverLostSeconds: 0\n", "'serverLostSeconds' must be a number of seconds"),
 ])
 def test_configuration_mistakes_are_one_line_errors(project, compute, message):
     project.write({"aml_config/ray.compute": compute, "x.py": "print(1)\n"})
@@ -293,3 +326,17 @@ def test_dependency_file_becomes_the_jobs_pip_list(project, ray_head):
     assert (pip["packages"] if isinstance(pip, dict) else pip) == ["six"]
     log = (project.root / ".amlrun" / "runs" / record["run_id"] / "log.txt").read_text()
     assert "six from " in log and "/pip/" in log      # Ray's per-hash virtualenv, not the head's Python
+
+
+@pytest.mark.parametrize("given, url", [
+    ("http://head:8265", "http://head:8265"),
+    ("head", "http://head:8265"),
+    ("head:9000/", "http://head:9000"),
+    ("ray://head:10001", "http://head:8265"),
+    ("https://ray.example.com/proxy/", "https://ray.example.com/proxy"),
+    ("https://ray.example.com:8443", "https://ray.example.com:8443"),
+])
+def test_address_forms(given, url):
+    from amlrun_ray.settings import job_server_url
+
+    assert job_server_url(given, "ray.compute") == url

@@ -12,12 +12,14 @@ run in it; this program
 - reads the run's secret variables from the job's own small package (``AMLRUN_RAY_SECRETS``
   names it; it is on ``PYTHONPATH`` through the runtime env's ``py_modules``) and deletes
   the file, so secret values are never in the job's description;
-- runs ARGV as a child (Ray's stop signals the whole process tree), and exits with its
-  exit status (a signal is re-raised, so Ray records the same death);
+- runs ARGV as a child (Ray's stop signals the whole process tree), passes its output on as
+  UTF-8 (undecodable bytes replaced: Ray's log API fails on them), and exits with its exit
+  status (a signal is re-raised, so Ray records the same death);
 - copies ``outputs/`` to ``AMLRUN_RAY_OUTPUTS``: a folder amlrun made on a shared file
   system (written only if it exists here), or an ``outputsStorage`` location.
 """
 
+import codecs
 import json
 import os
 import shutil
@@ -120,6 +122,24 @@ def deliver_outputs(outputs, spec):
         say("refused an output entry (a link or a special file): %s" % os.path.relpath(path, outputs))
 
 
+def pump_utf8(fd, out):
+    """Copy the script's output (stdout and stderr, in the order written) to ours as UTF-8,
+    undecodable bytes replaced: Ray's job server answers HTTP 500 for a log it cannot decode."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        text = decoder.decode(chunk, final=not chunk)
+        if text:
+            out.write(text.encode("utf-8"))
+            out.flush()
+        if not chunk:
+            os.close(fd)
+            return
+
+
 def private_copy(shared):
     """A fresh copy of the extracted snapshot for this run only."""
     runs = os.path.join(os.path.dirname(shared), ".amlrun-runs")
@@ -150,11 +170,12 @@ def main(argv):
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, stop)
     try:
-        child = subprocess.Popen(argv, env=env)
+        child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as exc:
         say("cannot start %s: %s" % (argv[0], exc.strerror or exc))
         shutil.rmtree(workdir, ignore_errors=True)
         return 127
+    pump_utf8(child.stdout.fileno(), sys.stdout.buffer)
     while True:
         try:
             code = child.wait()

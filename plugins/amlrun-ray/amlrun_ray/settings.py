@@ -14,7 +14,9 @@ from amlrun.errors import ConfigError
 DEFAULT_DASHBOARD_PORT = 8265
 #: the keys this target type adds to the common ones (address, maxParallel, pythonLocation,
 #: nativeSharedDirectory)
-RAY_KEYS = frozenset({"resources", "runtimeEnv", "headers", "outputsStorage"})
+RAY_KEYS = frozenset({"resources", "runtimeEnv", "headers", "outputsStorage", "serverLostSeconds"})
+#: how long the job server may stay unreachable while a job runs before its run is given up
+DEFAULT_LOST_SECONDS = 60.0
 #: runtime-env keys amlrun sets itself
 OWN_RUNTIME_ENV_KEYS = ("working_dir", "py_modules")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
@@ -45,6 +47,7 @@ class RaySettings:
     outputs_storage: str | None = None
     python: str = "python"
     share: str | None = None
+    lost_seconds: float = DEFAULT_LOST_SECONDS
 
 
 def parse_settings(compute: ComputeTarget) -> RaySettings:
@@ -66,17 +69,21 @@ def parse_settings(compute: ComputeTarget) -> RaySettings:
         parallel = get("maxParallel")
         if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
             raise ConfigError(f"'maxParallel' must be a whole number of at least 1, got {parallel!r}", where)
+    lost = get("serverLostSeconds", DEFAULT_LOST_SECONDS)
+    if isinstance(lost, bool) or not isinstance(lost, (int, float)) or lost <= 0:
+        raise ConfigError(f"'serverLostSeconds' must be a number of seconds above 0, got {lost!r}", where)
     return RaySettings(
         address=job_server_url(address, where), given_address=address,
         resources=parse_resources(get("resources"), where), runtime_env=parse_runtime_env(get("runtimeEnv"), where),
         headers=parse_headers(get("headers"), where), outputs_storage=storage.strip() if storage else None,
-        python=python, share=share.rstrip("/") if share else None,
+        python=python, share=share.rstrip("/") if share else None, lost_seconds=float(lost),
     )
 
 
 def job_server_url(address: str, where: str) -> str:
-    """``http(s)://host:port`` of the job server; ``host[:port]`` means http, and a Ray
-    client address ``ray://host:10001`` means the dashboard of that head (port 8265)."""
+    """``http(s)://host:port`` of the job server; ``host[:port]`` means http (port 8265 when
+    none is given, https: 443), and a Ray client address ``ray://host:10001`` means the
+    dashboard of that head (port 8265)."""
     text = address.strip().rstrip("/")
     if "://" not in text:
         text = "http://" + text
@@ -92,6 +99,8 @@ def job_server_url(address: str, where: str) -> str:
     if scheme == "ray":
         return f"http://{host}:{DEFAULT_DASHBOARD_PORT}"
     path = parts.path.rstrip("/")
+    if scheme == "https" and port is None:
+        return f"https://{host}{path}"          # a TLS proxy in front of the dashboard: port 443
     return f"{scheme}://{host}:{port or DEFAULT_DASHBOARD_PORT}{path}"
 
 

@@ -3,8 +3,8 @@ imported only here: a run whose outputs come back another way never loads it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from amlrun.errors import TargetUnavailable
 

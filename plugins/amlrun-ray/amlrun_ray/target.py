@@ -9,6 +9,7 @@ own (job descriptions, runtime env included, are readable by anyone who can list
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,12 +27,16 @@ from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.process import alive, process_start
 from amlrun.secrets import is_reference, resolve
 from amlrun.targets.base import (
-    RUNTIME_DIRNAME, Check, ExecResult, PreparedEnvironment, Target, contract_env,
+    RUNTIME_DIRNAME,
+    Check,
+    ExecResult,
+    PreparedEnvironment,
+    Target,
+    contract_env,
 )
-
 from amlrun_ray.client import ACTIVE, TERMINAL, JobServer, JobServerError
-from amlrun_ray.package import BOOT_NAME, MAX_PACKAGE_BYTES, Package, fingerprint, secrets_package, \
-    working_dir_package
+from amlrun_ray.package import BOOT_NAME, MAX_PACKAGE_BYTES, Package, fingerprint, secrets_package, working_dir_package
+from amlrun_ray.reaper import Reaper
 from amlrun_ray.settings import RAY_KEYS, RaySettings, parse_settings
 
 PLACEHOLDER = "@AMLRUN_WORKDIR@"
@@ -47,9 +52,39 @@ INFRA_ERRORS = {
 }
 RAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t[A-Z]+ \S+:\d+ -- ")
 POLL_FIRST, POLL_MAX = 0.1, 0.5
-#: how long a lost job server may stay lost before the run is given up
-LOST_SECONDS = 60.0
+#: how long a stopped job may take to be STOPPED on the cluster
 STOP_SECONDS = 60.0
+#: the timeout of one request while following a job: a frozen server is noticed in time
+POLL_TIMEOUT = 10.0
+#: how long the session's end waits for a lost server to take the stop of given-up jobs
+FINAL_STOP_SECONDS = 10.0
+
+
+class ServerLost(TargetUnavailable):
+    """The job server stayed unreachable longer than ``serverLostSeconds`` while a job ran."""
+
+
+class _Outage:
+    """How long the job server has been unreachable while following one job, said once in
+    the run's log when it starts and when it ends."""
+
+    def __init__(self, sid: str, settings: RaySettings, sink):
+        self.sid, self.settings, self.sink = sid, settings, sink
+        self.since: float | None = None
+
+    def still(self, exc: JobServerError) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            self.sink.write(f"[amlrun] {exc}; waiting up to {self.settings.lost_seconds:g} s for it")
+        elif now - self.since > self.settings.lost_seconds:
+            raise ServerLost(f"lost the Ray job server {self.settings.address} for {now - self.since:.0f} s while "
+                             f"job {self.sid} ran ({exc}); the job is asked to stop once the server answers again")
+
+    def over(self) -> None:
+        if self.since is not None:
+            self.sink.write(f"[amlrun] the Ray job server answers again after {time.monotonic() - self.since:.0f} s")
+            self.since = None
 
 
 def owner_label() -> str:
@@ -78,6 +113,7 @@ class RayTarget(Target):
         self._lock = threading.Lock()
         self._packages: dict[tuple, Package] = {}
         self._swept = False
+        self.reaper = Reaper(self.server)
 
     # -- settings ---------------------------------------------------------------------
 
@@ -239,9 +275,17 @@ class RayTarget(Target):
                                  "ray_entrypoint": request["entrypoint"]}
         if job.cancel.is_set():
             return ExecResult("canceled", None, "canceled", extra=extra)
-        server.submit(request)
+        try:
+            server.submit(request)
+        except JobServerError as exc:
+            if exc.status is None:      # no answer: the job may exist all the same
+                self.reaper.add(sid)
+            raise
         try:
             info, why = self._follow(job, sid, sink)
+        except ServerLost as lost:
+            self.reaper.add(sid)
+            return ExecResult("failed", None, str(lost), infrastructure_error=True, extra=extra)
         finally:
             if landing is not None or spec.startswith("fsspec:"):
                 self._collect_outputs(job, spec, landing, sink)
@@ -250,40 +294,40 @@ class RayTarget(Target):
 
     def _follow(self, job, sid: str, sink) -> tuple[dict[str, Any], str]:
         """Poll the job until it ends, writing its log as it grows; stop it on cancel or
-        timeout. Returns the last job info and why amlrun stopped it ('' if it did not)."""
-        server = self.server()
+        timeout. Returns the last job info and why amlrun stopped it ('' if it did not);
+        raises :class:`ServerLost` when the job server stays unreachable too long."""
+        server = dataclasses.replace(self.server(), timeout=POLL_TIMEOUT)
         started = time.monotonic()
         log = _LogFollower(sink, sid)
+        lost = _Outage(sid, self.settings, sink)
         interval = POLL_FIRST
-        lost_since: float | None = None
         why = ""
         info: dict[str, Any] = {}
         while True:
-            if not why and job.cancel.is_set():
+            if job.cancel.is_set():
                 why = "canceled"
-            elif not why and job.timeout is not None and time.monotonic() - started > job.timeout:
+            elif job.timeout is not None and time.monotonic() - started > job.timeout:
                 why = f"timed out after {job.timeout:g}s"
             if why:
                 return self._stop(sid, log, why), why
             try:
                 info = server.info(sid) or {}
                 status = info.get("status")
-                if status in ("RUNNING",) or status in TERMINAL:
-                    log.feed(server.logs(sid), final=status in TERMINAL)
-                lost_since = None
+                if status == "RUNNING" or status in TERMINAL:
+                    log.fetch(server, final=status in TERMINAL)
+                lost.over()
             except JobServerError as exc:
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since > LOST_SECONDS:
-                    raise TargetUnavailable(f"lost the Ray job server while job {sid} ran: {exc}") from None
+                lost.still(exc)             # raises ServerLost once the bound is passed
                 status = None
             if status in TERMINAL:
                 return info, why
             job.cancel.wait(interval)
             interval = min(POLL_MAX, interval * 1.5)
 
-    def _stop(self, sid: str, log: "_LogFollower", why: str) -> dict[str, Any]:
-        """Stop the job and wait until the cluster says STOPPED (or it ended anyway)."""
-        server = self.server()
+    def _stop(self, sid: str, log: _LogFollower, why: str) -> dict[str, Any]:
+        """Stop the job and wait until the cluster says STOPPED (or it ended anyway). A job
+        the server could not be asked to stop is left to the reaper."""
+        server = dataclasses.replace(self.server(), timeout=POLL_TIMEOUT)
         deadline = time.monotonic() + STOP_SECONDS
         info: dict[str, Any] = {}
         asked = False
@@ -294,13 +338,25 @@ class RayTarget(Target):
                     asked = True
                 info = server.info(sid) or {}
                 if info.get("status") in TERMINAL:
-                    log.feed(server.logs(sid), final=True)
+                    log.fetch(server, final=True)
                     return info
             except JobServerError:
                 pass
             time.sleep(0.2)
-        info = dict(info, amlrun_stop_problem=f"job {sid} was asked to stop but is still {info.get('status')}")
-        return info
+        if not asked:
+            self.reaper.add(sid)
+            return dict(info, amlrun_stop_problem=f"the Ray job server did not answer: job {sid} is asked to stop "
+                                                  "once it answers again")
+        return dict(info, amlrun_stop_problem=f"job {sid} was asked to stop but is still {info.get('status')}")
+
+    def teardown(self) -> None:
+        """Last tries to stop the jobs of runs given up; what still cannot be asked is said."""
+        if not self.reaper.pending():
+            return
+        left = self.reaper.finish(within=FINAL_STOP_SECONDS)
+        if left:
+            raise TargetUnavailable(f"the Ray job server {self.settings.address} still does not answer: job(s) "
+                                    f"{', '.join(left)} may still run (the next session stops them)")
 
     def _result(self, job, info: dict[str, Any], why: str, extra: dict[str, Any]) -> ExecResult:
         status = info.get("status")
@@ -410,7 +466,23 @@ class _LogFollower:
         self.sink = sink
         self.seen = 0
         self.started = False
+        self.failed = False
+        self.sid = sid
         self.entry_line = f"Running entrypoint for job {sid}: "
+
+    def fetch(self, server: JobServer, final: bool) -> None:
+        """Feed the job's log as the server has it. A server that answers but cannot give
+        the log (an HTTP error) is said once; it does not stop the following of the job."""
+        try:
+            text = server.logs(self.sid)
+        except JobServerError as exc:
+            if exc.status is None:
+                raise
+            if not self.failed:
+                self.failed = True
+                self.sink.write(f"[amlrun] cannot read the job's log: {exc}")
+            return
+        self.feed(text, final)
 
     def feed(self, text: str, final: bool) -> None:
         if len(text) < self.seen:
