@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from amlrun.diagnostics import warn_unknown_keys
 from amlrun.errors import ConfigError

@@ -17,7 +17,7 @@ from typing import Any
 from amlrun.errors import AmlrunError, TargetUnavailable
 from amlrun.hookspec import hookimpl
 from amlrun.sink import RunSink
-from amlrun.targets.base import RUNTIME_DIRNAME, ExecResult, Job, PreparedEnvironment
+from amlrun.targets.base import ExecResult, Job, PreparedEnvironment
 from amlrun.tracebacks import exception_line, workdir_rewriter
 
 RUNTIME_SOURCE = Path(__file__).parent / "runtime"

@@ -18,6 +18,7 @@ from amlrun.targets.base import PreparedEnvironment, Target, TargetContext
 
 if TYPE_CHECKING:
     from amlrun.terminal import TerminalReporter
+    from amlrun.workdirs import WorkdirPool
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3, 4, 5
 
@@ -160,7 +161,7 @@ class Session:
         self._snapshot = None
         self._git: GitInfo | None = None
         self._environments = None
-        self._workdirs = None
+        self._workdirs: WorkdirPool | None = None
         self._prepared: dict[str, PreparedEnvironment | AmlrunError] = {}
         self._prepare_locks: dict[str, threading.Lock] = {}
         self._prepare_logs: dict[str, _PrepareLog] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, cast
 
 from amlrun.errors import UsageError
 from amlrun.targets.base import Target
@@ -20,7 +20,7 @@ from amlrun.targets.base import Target
 if TYPE_CHECKING:
     import pluggy
 
-Registered = Union[type[Target], str]
+Registered = type[Target] | str
 
 
 class TargetTypes(Mapping[str, type[Target]]):
@@ -72,7 +72,8 @@ def collect_target_types(pm: pluggy.PluginManager) -> TargetTypes:
         if impl.hookwrapper or impl.wrapper:
             continue
         plugin = impl.plugin_name
-        for name, found in (impl.function() or {}).items():
+        registered = cast("dict[str, Registered]", impl.function() or {})
+        for name, found in registered.items():
             if isinstance(found, str):
                 if ":" not in found:
                     raise UsageError(f"plugin '{plugin}' registers target type '{name}' as {found!r}; "
