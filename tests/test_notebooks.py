@@ -89,40 +89,24 @@ def test_unreadable_notebooks_are_one_line_collection_errors(project):
         assert "fine.ipynb::local" in result.stdout and "Traceback" not in result.output
 
 
-def test_sweep_on_local_and_docker(project):
-    """The issue's check: -p over a parameters cell on local and docker, each run's executed
-    notebook in the history, its metrics in ``history list``, a failing cell as the failure."""
-    engine()
-    project.write({
-        "train.ipynb": TRAIN,
-        # managed environments: amlrun adds papermill and ipykernel (from PyPI) because a notebook runs
-        "aml_config/local.compute": "type: local\nuserManagedEnvironment: false\n",
-        "aml_config/docker.compute": f"type: docker\nbaseDockerImage: {BASE}\n",
-    })
-    result = project.run("-c", "local", "-c", "docker", "-p", "lr=0.1,0.5", "-k", "epochs=2", "-n", "2",
-                         timeout=1200)
-    assert result.returncode == 1, result.output  # lr=0.5 fails in its last cell, on both targets
+def sweep(project, *targets: str, timeout: float = 1200):
+    """``-p lr=0.1,0.5 -k epochs=2`` over TRAIN on ``targets``; checks what the issue asks of
+    every target: each run's executed notebook in the history, its metrics in ``history
+    list``, cell output streamed to the log, a failing cell as the failure."""
+    argv = [part for target in targets for part in ("-c", target)]
+    result = project.run(*argv, "-p", "lr=0.1,0.5", "-k", "epochs=2", "-n", "2", timeout=timeout)
+    assert result.returncode == 1, result.output  # lr=0.5 fails in its last cell, on every target
     runs = records(project)
-    assert len(runs) == 4
+    assert len(runs) == 2 * len(targets)
     by_cell = {r["cell_id"]: r for r in runs}
-    for target in ("local", "docker"):
+    for target in targets:
         good = by_cell[f"train.ipynb::{target}[epochs=2-lr=0.1]"]
         bad = by_cell[f"train.ipynb::{target}[epochs=2-lr=0.5]"]
         assert good["status"] == "completed" and bad["status"] == "failed"
         assert good["metrics"] == {"loss": 0.05, "accuracy": 0.9}
         assert bad["metrics"] == {"loss": 0.25, "accuracy": 0.5}  # logged before the failing cell
         for record, lr in ((good, 0.1), (bad, 0.5)):
-            assert "outputs/train.ipynb" in [a["path"] for a in record["artifacts"]]
-            document = executed(project, record)
-            injected = [c for c in document["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
-            assert len(injected) == 1 and f"lr = {lr}" in "".join(injected[0]["source"])
-            tags = [c["metadata"].get("tags", []) for c in document["cells"]]
-            assert tags.index(["injected-parameters"]) == tags.index(["parameters"]) + 1
-            texts = ["".join(o.get("text", "")) for c in document["cells"] for o in c.get("outputs", [])]
-            assert any(f"training with {lr} float 2" in t for t in texts)  # typed as papermill's -p types
-            log = (project.root / ".amlrun" / "runs" / record["run_id"] / "log.txt").read_text()
-            assert f"training with {lr} float 2\n##amlrun-metric" in log  # cell output streamed to the log
-            assert log.count('"name": "accuracy"') == 1 and "from a subprocess" in log
+            check_executed_run(project, record, lr)
         assert "done" in (project.root / ".amlrun" / "runs" / good["run_id"] / "log.txt").read_text()
     # the failure section: the failing cell, its error and its traceback
     failures = result.stdout.split("FAILURES", 1)[1]
@@ -130,6 +114,46 @@ def test_sweep_on_local_and_docker(project):
     assert "----> 2     raise ValueError" in failures
     listed = project.run("history", "list")
     assert "loss" in listed.stdout.splitlines()[0] and "accuracy" in listed.stdout.splitlines()[0]
+    return result
+
+
+def check_executed_run(project, record: dict, lr: float) -> None:
+    """The run's executed notebook (parameters injected after the ``parameters`` cell, typed
+    as papermill types them) is an artifact, and its cell output is in the run's log."""
+    assert "outputs/train.ipynb" in [a["path"] for a in record["artifacts"]]
+    document = executed(project, record)
+    injected = [c for c in document["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and f"lr = {lr}" in "".join(injected[0]["source"])
+    tags = [c["metadata"].get("tags", []) for c in document["cells"]]
+    assert tags.index(["injected-parameters"]) == tags.index(["parameters"]) + 1
+    texts = ["".join(o.get("text", "")) for c in document["cells"] for o in c.get("outputs", [])]
+    assert any(f"training with {lr} float 2" in t for t in texts)  # typed as papermill's -p types
+    log = (project.root / ".amlrun" / "runs" / record["run_id"] / "log.txt").read_text()
+    assert f"training with {lr} float 2\n##amlrun-metric" in log  # cell output streamed to the log
+    assert log.count('"name": "accuracy"') == 1 and "from a subprocess" in log
+
+
+def test_sweep_on_local_and_docker(project):
+    """The issue's check on local and docker (managed environments: amlrun adds papermill
+    and ipykernel, from PyPI, because a notebook runs)."""
+    engine()
+    project.write({
+        "train.ipynb": TRAIN,
+        "aml_config/local.compute": "type: local\nuserManagedEnvironment: false\n",
+        "aml_config/docker.compute": f"type: docker\nbaseDockerImage: {BASE}\n",
+    })
+    sweep(project, "local", "docker")
+
+
+@pytest.mark.timeout(1800)  # the VM's environment is built with papermill from PyPI
+def test_sweep_on_a_remote_vm(project, sshd):
+    """The same on the ``remote`` target (a real sshd; the VM's managed environment gets the
+    executor from PyPI, as a local one does)."""
+    project.write({
+        "train.ipynb": TRAIN,
+        "aml_config/vm.compute": sshd.compute_yaml(extra="userManagedEnvironment: false\n"),
+    })
+    sweep(project, "vm")
 
 
 def test_a_user_managed_environment_without_the_executor_says_so(project, tmp_path):
