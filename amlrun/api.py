@@ -141,11 +141,11 @@ def run_command(argv: Sequence[str] = (), *, project: str | os.PathLike | None =
     from amlrun.runner import run_session
     from amlrun.session import Session
 
-    root = Path(project) if project is not None else None
+    root = Path(project).expanduser() if project is not None else None
     if root is not None and not root.is_dir():
         raise UsageError(f"project: {root} is not a folder")
     with _CWD_LOCK:
-        before = os.getcwd()
+        before = os.getcwd() if root is not None else None
         try:
             if root is not None:
                 os.chdir(root)
@@ -153,7 +153,7 @@ def run_command(argv: Sequence[str] = (), *, project: str | os.PathLike | None =
             session = Session(config)
             status = run_session(config, session)
         finally:
-            if root is not None:
+            if before is not None:
                 os.chdir(before)
     return RunResults(tuple(_result(r) for r in session.reports), status, tuple(c.id for c in session.cells))
 
@@ -229,7 +229,7 @@ def runs(project: str | os.PathLike | None = None, *, script: str | Sequence[str
     from amlrun.project import Project
     from amlrun.store import RunStore
 
-    start = Path(project) if project is not None else Path.cwd()
+    start = Path(project).expanduser() if project is not None else Path.cwd()
     if not start.is_dir():
         raise UsageError(f"project: {start} is not a folder")
     found = Project.discover(start, start)

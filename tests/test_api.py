@@ -121,3 +121,14 @@ def test_the_command_line_runs_through_run_command(project, monkeypatch, capsys)
     assert (collected.exit_code, list(collected), collected.collected) == (0, [], ("a.py::local", "b.py::local"))
     assert aml.command_line(["a.py"], targets=["local"], params={"lr": [0.1, 1]}, n=2, keyword="a", args=["-q"]) == [
         "a.py", "-c", "local", "-p", "lr=0.1,1", "-n", "2", "-k", "a", "-q"]
+
+
+def test_a_project_under_the_home_folder_may_be_named_with_a_tilde(project, monkeypatch):
+    """The README's example names its project ``~/iris``."""
+    import amlrun.api as aml
+
+    project.write({"train.py": "print('hi')\n"})
+    monkeypatch.setenv("HOME", str(project.root.parent))
+    tilde = f"~/{project.root.name}"
+    assert aml.run("train.py", project=tilde, args=["-q"]).exit_code == 0
+    assert [r.status for r in aml.runs(project=tilde)] == ["completed"]
