@@ -156,6 +156,44 @@ def test_sweep_on_a_remote_vm(project, sshd):
     sweep(project, "vm")
 
 
+SPARK_NOTEBOOK = notebook(
+    ("parameters", "n = 10\n"),
+    "from pyspark.sql import SparkSession\nfrom amlrun_client import log\n"
+    "spark = SparkSession.builder.getOrCreate()\n"
+    "total = spark.sparkContext.parallelize(range(n), 2).map(lambda x: x * 2).sum()\n"
+    "print('sum of doubles', total)\nlog('total', total)\n"
+    "log('master', spark.sparkContext.master)\n",
+    "spark.stop()\nif n > 10:\n    raise ValueError('n too big: %s' % n)\n",
+)
+
+
+@pytest.mark.spark
+@pytest.mark.timeout(2400)  # a managed environment with papermill, then two Spark applications
+def test_sweep_on_the_spark_cluster(project, spark_cluster):
+    """A notebook on the ``cluster`` target: spark-submit runs the notebook runner as the
+    driver, its kernel inherits the driver's gateway, so the notebook's SparkSession is the
+    application's and its work runs on the cluster's executors."""
+    from spark_fixture import SPARK_ENV
+
+    project.write({
+        "sparknb.ipynb": SPARK_NOTEBOOK,
+        "aml_config/spark.compute": spark_cluster.compute_yaml(),  # managed: the executor is added
+        "aml_config/spark.runconfig": "ArgumentVector: [\"$file\"]\nTarget: spark\nFramework: PySpark\n",
+    })
+    result = project.run("-c", "spark", "-p", "n=10,20", env=SPARK_ENV, timeout=2000)
+    assert result.returncode == 1, result.output
+    by_cell = {r["cell_id"]: r for r in records(project)}
+    good, bad = by_cell["sparknb.ipynb::spark[n=10]"], by_cell["sparknb.ipynb::spark[n=20]"]
+    assert (good["status"], bad["status"]) == ("completed", "failed")
+    assert good["metrics"] == {"total": 90, "master": spark_cluster.master}
+    assert bad["metrics"]["total"] == 380
+    assert good["extra"].get("spark_app_id", "").startswith("app-"), good["extra"]
+    document = executed(project, good, "sparknb.ipynb")
+    texts = ["".join(o.get("text", "")) for c in document["cells"] for o in c.get("outputs", [])]
+    assert any("sum of doubles 90" in t for t in texts)
+    assert "failed: ValueError: n too big: 20" in result.stdout.split("FAILURES", 1)[1]
+
+
 def test_a_user_managed_environment_without_the_executor_says_so(project, tmp_path):
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
