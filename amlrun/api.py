@@ -254,7 +254,7 @@ def _frame(fixed: list[dict[str, Any]], params: list[dict[str, Any]], metrics: l
     pandas = _pandas()
     param_names = list(dict.fromkeys(k for p in params for k in p))
     rows = []
-    for base, p, m in zip(fixed, params, metrics):
+    for base, p, m in zip(fixed, params, metrics, strict=True):
         row = dict(base)
         row.update({k: p.get(k) for k in param_names})
         row.update({(f"metric:{k}" if k in row else k): v for k, v in m.items()})

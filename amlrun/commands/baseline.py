@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 from amlrun import baseline as bl
-from amlrun.options import ArgumentParser
 from amlrun.errors import UsageError
+from amlrun.options import ArgumentParser
 
 
 def build_parser(prog: str) -> ArgumentParser:
