@@ -143,7 +143,7 @@ class Tolerances:
     rules: tuple[tuple[str, Tolerance], ...] = ()
 
     @classmethod
-    def parse(cls, data: Any, where: str) -> "Tolerances":
+    def parse(cls, data: Any, where: str) -> Tolerances:
         if data is None:
             return cls()
         if not isinstance(data, dict):
@@ -225,7 +225,7 @@ def _values_match(expected: Any, actual: Any, tolerance: Tolerance) -> bool:
     if _is_number(expected) and _is_number(actual):
         return tolerance.accepts(float(expected), float(actual))
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return all(_values_match(e, a, tolerance) for e, a in zip(expected, actual))
+        return all(_values_match(e, a, tolerance) for e, a in zip(expected, actual, strict=True))
     return expected == actual
 
 
@@ -280,7 +280,8 @@ def table(moved: list[Movement], expected_label: str = "expected") -> list[str]:
     rows = []
     for m in moved:
         if m.kind == "artifact":
-            rows.append([m.name, _fmt(m.expected), _fmt(m.actual), m.note, "", "sha256" if not m.tolerance.any else ANY])
+            rows.append([m.name, _fmt(m.expected), _fmt(m.actual), m.note, "",
+                         "sha256" if not m.tolerance.any else ANY])
             continue
         diff, rel = m.diff, m.rel
         rows.append([
@@ -342,7 +343,7 @@ class Baseline:
     def get(self, cell_id: str) -> Entry | None:
         return self.entries.get(base_cell_id(cell_id))
 
-    def with_entries(self, entries: list[Entry]) -> "Baseline":
+    def with_entries(self, entries: list[Entry]) -> Baseline:
         merged = dict(self.entries)
         for entry in entries:
             merged[entry.cell_id] = entry
@@ -399,8 +400,8 @@ def load(path: Path, display: str | None = None) -> Baseline:
             raise ConfigError("a cell's entry must be a mapping (run, metrics, artifacts, tolerances)", where)
         unknown = set(raw) - {"run", "saved", "metrics", "artifacts", "tolerances"}
         if unknown:
-            raise ConfigError(f"unknown key '{sorted(unknown)[0]}' (expected run, saved, metrics, artifacts, tolerances)",
-                              where)
+            raise ConfigError(f"unknown key '{sorted(unknown)[0]}' "
+                              "(expected run, saved, metrics, artifacts, tolerances)", where)
         metrics = raw.get("metrics") or {}
         artifacts = raw.get("artifacts") or {}
         if not isinstance(metrics, dict) or not isinstance(artifacts, dict):

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from amlrun.errors import ConfigError, UsageError
-from amlrun.matrix import Mark, grid_product
 from amlrun.hookspec import hookimpl
+from amlrun.matrix import Mark, grid_product
 
 CONFTEST = "amlrunconf.py"
 _ALWAYS_SKIPPED = {CONFTEST, "__init__.py", "setup.py", "conftest.py"}

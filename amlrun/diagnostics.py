@@ -6,7 +6,6 @@ import difflib
 import sys
 from collections.abc import Iterable
 
-
 _seen: set[str] = set()
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from amlrun.protocol import CellRun, RunReport
     from amlrun.session import Config, Session
     from amlrun.sink import RunSink
-    from amlrun.store import RunRecord, RunStore
+    from amlrun.store import RunRecord
     from amlrun.targets.base import ExecResult, Job, PreparedEnvironment, Progress, Target
     from amlrun.terminal import TerminalReporter
 

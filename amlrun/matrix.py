@@ -37,7 +37,7 @@ class ParamSet:
     items: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def of(cls, values: Mapping[str, Any]) -> "ParamSet":
+    def of(cls, values: Mapping[str, Any]) -> ParamSet:
         return cls(tuple((str(k), v) for k, v in values.items()))
 
     @property
@@ -72,7 +72,7 @@ class Cell:
     def script(self) -> str:
         return self.experiment.path
 
-    def with_mark(self, mark: Mark) -> "Cell":
+    def with_mark(self, mark: Mark) -> Cell:
         return dataclasses.replace(self, marks=(*self.marks, mark))
 
     def skip_mark(self) -> Mark | None:
@@ -117,7 +117,7 @@ def grid_product(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     if not grid:
         return [{}]
     names = list(grid)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(grid[n] for n in names))]
 
 
 def combine(declared: Sequence[Mapping[str, Any]], cli_grid: Mapping[str, Sequence[Any]]) -> list[ParamSet]:
@@ -187,9 +187,10 @@ def select(cells: Iterable[Cell], keyword: str | None, markexpr: str | None) -> 
         if kexpr is not None:
             lowered = cell.id.lower()
             names = {n.lower() for n in cell.mark_names()}
-            ok = kexpr.evaluate(lambda word: word.lower() in lowered or word.lower() in names)
+            ok = kexpr.evaluate(
+                lambda word, lowered=lowered, names=names: word.lower() in lowered or word.lower() in names)
         if ok and mexpr is not None:
             names = cell.mark_names()
-            ok = mexpr.evaluate(lambda word: word in names)
+            ok = mexpr.evaluate(lambda word, names=names: word in names)
         (selected if ok else deselected).append(cell)
     return selected, deselected

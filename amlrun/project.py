@@ -79,7 +79,8 @@ def load_settings(pyproject: Path) -> Settings | None:
         notebook_files=_str_tuple(
             table.get("notebook_files", list(defaults.notebook_files)), "notebook_files", pyproject.name
         ),
-        norecursedirs=_str_tuple(table.get("norecursedirs", list(defaults.norecursedirs)), "norecursedirs", pyproject.name),
+        norecursedirs=_str_tuple(table.get("norecursedirs", list(defaults.norecursedirs)), "norecursedirs",
+                                 pyproject.name),
         default_targets=_str_tuple(
             table.get("default_targets", list(defaults.default_targets)), "default_targets", pyproject.name
         ),
@@ -109,7 +110,7 @@ class Project:
     settings: Settings = field(default_factory=Settings)
 
     @classmethod
-    def discover(cls, start: Path, fallback: Path) -> "Project":
+    def discover(cls, start: Path, fallback: Path) -> Project:
         root = find_root(start) or fallback.resolve()
         return cls(root=root, settings=load_settings(root / "pyproject.toml") or Settings())
 
@@ -174,7 +175,8 @@ class Project:
             return None
         path = self.root / runconfig.conda_dependencies_file
         if not path.is_file():
-            if runconfig.source is not None and runconfig.conda_dependencies_file != "aml_config/conda_dependencies.yml":
+            named = runconfig.conda_dependencies_file != "aml_config/conda_dependencies.yml"
+            if runconfig.source is not None and named:
                 raise ConfigError(
                     f"'CondaDependenciesFile' names {runconfig.conda_dependencies_file}, which does not exist",
                     runconfig.source,

@@ -226,7 +226,8 @@ def make_job(run: CellRun) -> Job:
     run.save(status="running", started=time.time())
     run.workdir = materialize_workdir(session, run.record.run_id)
     return Job(
-        run_id=run.record.run_id, cell_id=cell.id, workdir=run.workdir, argv=build_argv(runconfig, cell, run.record.script_args),
+        run_id=run.record.run_id, cell_id=cell.id, workdir=run.workdir, argv=build_argv(runconfig, cell,
+                                                                                        run.record.script_args),
         env=env, outputs_dir=run.run_dir / "outputs", runconfig=runconfig, params=cell.params.as_dict(),
         timeout=session.timeout,
     )

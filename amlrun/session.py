@@ -12,8 +12,8 @@ from amlrun.config import RunConfig
 from amlrun.errors import AmlrunError, ConfigError, TargetUnavailable, UsageError
 from amlrun.gitinfo import GitInfo, read_git
 from amlrun.protocol import CANCELED, ERROR, FAILED, RunReport
-from amlrun.store import RunStore
 from amlrun.snapshot import SnapshotStore
+from amlrun.store import RunStore
 from amlrun.targets.base import PreparedEnvironment, Target, TargetContext
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from amlrun import strictjson
 
@@ -135,7 +136,8 @@ class RunSink:
             return
         if not isinstance(name, str) or not name.strip():
             return  # the documented format: "name" is a non-empty string
-        entry = strictjson.finite({"name": name, "value": data.get("value"), "step": data.get("step"), "time": time.time()})
+        entry = strictjson.finite({"name": name, "value": data.get("value"), "step": data.get("step"),
+                                   "time": time.time()})
         if self._metrics_file is None:
             self._metrics_file = open(self._metrics_path, "a", encoding="utf-8", buffering=1)
         self._metrics_file.write(strictjson.dumps(entry, ensure_ascii=False) + "\n")

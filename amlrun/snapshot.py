@@ -280,7 +280,7 @@ class SnapshotStore:
             return []
         return sorted(p.name[:-5] for p in self.manifests.glob("*.json"))
 
-    def collect_garbage(self, keep: set[str], *, grace: float = 0.0, dry_run: bool = False) -> "GcResult":
+    def collect_garbage(self, keep: set[str], *, grace: float = 0.0, dry_run: bool = False) -> GcResult:
         """Remove manifests not in ``keep`` and objects no kept manifest uses.
 
         Anything modified less than ``grace`` seconds ago is kept as well: a session

@@ -20,9 +20,10 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from amlrun import strictjson
 from amlrun.errors import UsageError
@@ -101,7 +102,7 @@ class RunRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunRecord":
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
         names = _FIELD_NAMES.get(cls)
         if names is None:
             names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))

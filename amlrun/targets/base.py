@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from amlrun.config import ComputeTarget, RunConfig
 

@@ -15,6 +15,7 @@ from amlrun.process import ProcessOutcome, reap_orphan_groups, run_streaming
 from amlrun.targets.base import ExecResult, Job, PreparedEnvironment, Target, contract_env
 from amlrun.targets.outcome import finished
 
+
 def share_directory(target: Target) -> str | None:
     """``nativeSharedDirectory/<project>/<target>``, created on first use (a local path)."""
     base = target.compute.get("nativeSharedDirectory")

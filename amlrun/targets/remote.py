@@ -79,7 +79,8 @@ class RemoteTarget(SSHTargetMixin, Target):
         pip = " ".join(q(p) for p in deps.pip_packages)
         v = q(venv)
         script = (
-            f"[ -f {v}/{COMPLETE_MARKER} ] && {{ echo amlrun-cached; exit 0; }}; set -e; mkdir -p {q(venv.rsplit('/', 1)[0])}; "
+            f"[ -f {v}/{COMPLETE_MARKER} ] && {{ echo amlrun-cached; exit 0; }}; set -e; "
+            f"mkdir -p {q(venv.rsplit('/', 1)[0])}; "
             f"exec 9>>{v}.lock; if command -v flock >/dev/null 2>&1; then flock 9; fi; "
             f"[ -f {v}/{COMPLETE_MARKER} ] && {{ echo amlrun-cached; exit 0; }}; "
             f"rm -rf {v}; {q(python)} -m venv {v} 2>&1; "

@@ -10,8 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-from amlrun.targets.cluster import spark
 from amlrun.errors import ConfigError, TargetUnavailable
+from amlrun.targets.cluster import spark
 
 #: the master of a run on one machine: every core of it
 LOCAL_MASTER = "local[*]"

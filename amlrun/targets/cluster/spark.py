@@ -204,7 +204,7 @@ def tcp_check(host: str, port: int, timeout: float = 3.0) -> str | None:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
-    except socket.timeout:
+    except TimeoutError:
         return "timed out"
     except OSError as exc:
         return exc.strerror or str(exc)

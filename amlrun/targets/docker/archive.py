@@ -7,8 +7,8 @@ import io
 import os
 import shutil
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 
 def tar_tree(root: Path, arcroot: str) -> bytes:

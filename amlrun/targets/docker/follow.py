@@ -10,8 +10,8 @@ import datetime
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from amlrun.process import MAX_LINE
 from amlrun.targets.base import ExecResult, Job, Sink

@@ -19,9 +19,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from amlrun.config import CondaDependencies
 from amlrun.errors import ConfigError, EnvironmentBuildError
@@ -75,7 +76,7 @@ class BuildSettings:
 
     @classmethod
     def resolve(cls, compute, project_build: dict | None = None, environ: dict | None = None,
-                project_root: Path | None = None) -> "BuildSettings":
+                project_root: Path | None = None) -> BuildSettings:
         """Compute-file keys win over ``[tool.amlrun.build]``, which wins over PIP_* variables."""
         environ = os.environ if environ is None else environ
         table = project_build or {}
@@ -181,48 +182,14 @@ def install_script(deps: CondaDependencies | None, has_ca: bool) -> str:
             f"if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cat /etc/ssl/certs/ca-certificates.crt "
             f"{ENV_ROOT}/build/ca.crt > {CA_PATH}; else cp {ENV_ROOT}/build/ca.crt {CA_PATH}; fi",
         ]
-    if conda:
-        need = (f"conda packages ({', '.join(conda)}) need conda, mamba or micromamba, which the base image "
-                "does not have; list them under pip: or use a base image with conda")
-        channels = " ".join(f"-c {_sh(c)}" for c in (deps.channels if deps else ()))
-        specs = " ".join(_sh(p) for p in ((f"python={pin}",) if pin else ("python",)) + conda)
-        lines += [
-            "CONDA=''",
-            "for c in micromamba mamba conda /opt/conda/bin/mamba /opt/conda/bin/conda; do",
-            "  if command -v \"$c\" >/dev/null 2>&1; then CONDA=\"$c\"; break; fi",
-            "done",
-            f"[ -n \"$CONDA\" ] || fail {_sh(need)}",
-            "echo \"amlrun: creating the conda environment with $CONDA\"",
-            f"\"$CONDA\" create -y -q -p {ENV_ROOT}/env {channels} {specs} || fail \"$CONDA create failed\"",
-            f"PY={ENV_ROOT}/env/bin/python",
-        ]
-    else:
-        lines += [
-            "PY=\"$(command -v python3 || command -v python || true)\"",
-            "[ -n \"$PY\" ] || fail 'the base image has no python3 or python on PATH'",
-        ]
-        if pin:
-            lines += [
-                "have=\"$($PY -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')\"",
-                f"case \"$have\" in {_sh(pin)}*|\"$(echo {_sh(pin)} | cut -d. -f1-2)\") ;; "
-                f"*) echo \"amlrun: warning: the dependency file pins python={pin} but base image has python $have "
-                "(no conda to install another)\" ;; esac",
-            ]
-        if pip:
-            lines += [
-                "# a venv keeps pip away from an 'externally managed' system python (PEP 668)",
-                f"if \"$PY\" -m venv --system-site-packages {ENV_ROOT}/venv >/dev/null 2>&1; then",
-                f"  PY={ENV_ROOT}/venv/bin/python",
-                "else",
-                "  echo 'amlrun: python -m venv is unavailable in the base image; installing into its python'",
-                "  export PIP_BREAK_SYSTEM_PACKAGES=1",
-                "fi",
-            ]
+    lines += _conda_lines(conda, deps, pin) if conda else _image_python_lines(pin, bool(pip))
     if pip:
         lines += [
             "echo \"amlrun: pip install $(grep -c . " + ENV_ROOT + "/build/requirements.txt) requirement(s)\"",
-            f"\"$PY\" -m pip install --no-input --disable-pip-version-check --no-cache-dir -r {ENV_ROOT}/build/requirements.txt"
-            " || fail \"pip install failed ($(paste -sd ' ' " + ENV_ROOT + "/build/requirements.txt)); pip's messages are above\"",
+            f"\"$PY\" -m pip install --no-input --disable-pip-version-check --no-cache-dir "
+            f"-r {ENV_ROOT}/build/requirements.txt"
+            " || fail \"pip install failed ($(paste -sd ' ' " + ENV_ROOT + "/build/requirements.txt)); "
+            "pip's messages are above\"",
         ]
     lines += [
         f"printf '#!/bin/sh\\nexec %s \"$@\"\\n' \"$PY\" > {IMAGE_PYTHON}",
@@ -230,6 +197,51 @@ def install_script(deps: CondaDependencies | None, has_ca: bool) -> str:
         f"\"{IMAGE_PYTHON}\" -c 'import sys; print(\"amlrun: environment python\", sys.version.split()[0])'",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _conda_lines(conda: tuple[str, ...], deps: CondaDependencies | None, pin: str | None) -> list[str]:
+    """PY = a conda environment made with the image's conda, mamba or micromamba."""
+    need = (f"conda packages ({', '.join(conda)}) need conda, mamba or micromamba, which the base image "
+            "does not have; list them under pip: or use a base image with conda")
+    channels = " ".join(f"-c {_sh(c)}" for c in (deps.channels if deps else ()))
+    specs = " ".join(_sh(p) for p in ((f"python={pin}",) if pin else ("python",)) + conda)
+    return [
+        "CONDA=''",
+        "for c in micromamba mamba conda /opt/conda/bin/mamba /opt/conda/bin/conda; do",
+        "  if command -v \"$c\" >/dev/null 2>&1; then CONDA=\"$c\"; break; fi",
+        "done",
+        f"[ -n \"$CONDA\" ] || fail {_sh(need)}",
+        "echo \"amlrun: creating the conda environment with $CONDA\"",
+        f"\"$CONDA\" create -y -q -p {ENV_ROOT}/env {channels} {specs} || fail \"$CONDA create failed\"",
+        f"PY={ENV_ROOT}/env/bin/python",
+    ]
+
+
+def _image_python_lines(pin: str | None, pip: bool) -> list[str]:
+    """PY = the image's own python (a warning when it is not the pinned version), in a venv
+    when there is something to pip install."""
+    lines = [
+        "PY=\"$(command -v python3 || command -v python || true)\"",
+        "[ -n \"$PY\" ] || fail 'the base image has no python3 or python on PATH'",
+    ]
+    if pin:
+        lines += [
+            "have=\"$($PY -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')\"",
+            f"case \"$have\" in {_sh(pin)}*|\"$(echo {_sh(pin)} | cut -d. -f1-2)\") ;; "
+            f"*) echo \"amlrun: warning: the dependency file pins python={pin} but base image has python $have "
+            "(no conda to install another)\" ;; esac",
+        ]
+    if pip:
+        lines += [
+            "# a venv keeps pip away from an 'externally managed' system python (PEP 668)",
+            f"if \"$PY\" -m venv --system-site-packages {ENV_ROOT}/venv >/dev/null 2>&1; then",
+            f"  PY={ENV_ROOT}/venv/bin/python",
+            "else",
+            "  echo 'amlrun: python -m venv is unavailable in the base image; installing into its python'",
+            "  export PIP_BREAK_SYSTEM_PACKAGES=1",
+            "fi",
+        ]
+    return lines
 
 
 def dockerfile(base_id: str, base_user: str, buildargs: Iterable[str], has_ca: bool) -> str:

@@ -4,14 +4,12 @@ docker-py ``containers.create`` keyword arguments."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from typing import Any
 
-import re
-
 from amlrun.errors import ConfigError
 from amlrun.targets.docker.image import docker_sdk
-
 
 _SIZE = re.compile(r"^-?\d+(\.\d+)?\s*[bkmg]?b?$", re.IGNORECASE)  # -1: unlimited swap
 

@@ -35,8 +35,7 @@ from amlrun.targets.docker import image as envimage
 from amlrun.targets.docker.archive import extract_outputs, tar_tree
 from amlrun.targets.docker.engine import Engine, LocalEngine, Staging
 from amlrun.targets.docker.follow import follow, short_reason
-from amlrun.targets.docker.owners import drop_owner_marker, remove_orphans, run_labels, \
-    write_owner_marker
+from amlrun.targets.docker.owners import drop_owner_marker, remove_orphans, run_labels, write_owner_marker
 from amlrun.targets.docker.runargs import parse_run_arguments
 from amlrun.targets.docker.secretfile import deliver, private_env, unwrap, wrap
 from amlrun.targets.outcome import infrastructure_failure, lost_connection

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from amlrun.errors import UsageError
-
 from amlrun_mlflow.settings import read_settings
 
 
@@ -38,7 +37,8 @@ def export_runs(config, store, records) -> int:
             print(f"run {record.run_id}: not exported: {text}", file=sys.stderr)
             continue
         exported += 1
-        print(f"{record.run_id} {record.cell_id} -> {exporter.run_url(mlflow_run_id) if settings.is_http else mlflow_run_id}")
+        shown = exporter.run_url(mlflow_run_id) if settings.is_http else mlflow_run_id
+        print(f"{record.run_id} {record.cell_id} -> {shown}")
     print(f"exported {exported} run{'s' * (exported != 1)} to MLflow experiment '{settings.experiment}' at "
           f"{settings.shown_uri}; {skipped} already there" + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0

@@ -14,19 +14,18 @@ import json
 import math
 import os
 import re
-import socket
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from amlrun.secrets import redactor
 from amlrun.store import RunRecord
-
 from amlrun_mlflow.settings import MlflowSettings
 
 RUN_ID_TAG = "amlrun.run_id"
@@ -58,7 +57,7 @@ def check_reachable(settings: MlflowSettings, timeout: float = 5.0) -> None:
     except urllib.error.HTTPError as exc:
         if exc.code >= 500:
             raise Unreachable(f"{settings.shown_uri} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, socket.timeout) as exc:
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise Unreachable(f"{settings.shown_uri} is unreachable ({reason})") from None
 
@@ -133,7 +132,8 @@ def metric_points(run_dir: Path) -> list[tuple[str, float, int, int]]:
         index = counts.get(name, 0)
         counts[name] = index + 1
         step = row.get("step")
-        step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) else index
+        step = int(step) if isinstance(step, (int, float)) and not isinstance(step,
+                                                                              bool) and math.isfinite(step) else index
         stamp = row.get("time")
         millis = int(float(stamp) * 1000) if isinstance(stamp, (int, float)) else int(time.time() * 1000)
         points.append((name, value, millis, step))

@@ -12,7 +12,6 @@ import threading
 from typing import Any
 
 from amlrun.hookspec import hookimpl
-
 from amlrun_mlflow.settings import MlflowSettings, read_settings
 
 SKIPPED_OUTCOMES = ("skipped", "reused")
@@ -45,7 +44,8 @@ class MlflowSession:
         except Unreachable as exc:
             self._problem = str(exc)
         except Exception as exc:  # the client's own errors: one warning, the runs still pass
-            self._problem = f"{self.settings.shown_uri}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self._problem = f"{self.settings.shown_uri}: {type(exc).__name__}: {first}"
         finally:
             self._ready.set()
 
