@@ -22,7 +22,7 @@ class _Items(Sequence[T], Generic[T]):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self.items[index]
 
     def __iter__(self) -> Iterator[T]:

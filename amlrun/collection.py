@@ -55,7 +55,7 @@ class CollectionError:
 _DECLARATION = re.compile(rb"^(AMLRUN_PARAMS|AMLRUN_MARKS)\s*[:=]", re.MULTILINE)
 
 
-def _literal(node: ast.AST, name: str, where: str) -> Any:
+def _literal(node: ast.expr, name: str, where: str) -> Any:
     try:
         return ast.literal_eval(node)
     except (ValueError, SyntaxError, TypeError):
@@ -157,7 +157,7 @@ class Conftests:
     def __init__(self, config):
         self.config = config
         self._by_dir: dict[Path, object] = {}
-        self._callers: dict[tuple[str, Path], object] = {}
+        self._callers: dict[tuple[str, Path, int], Any] = {}
 
     def load(self, directory: Path) -> None:
         directory = directory.resolve()
@@ -200,6 +200,8 @@ class Conftests:
 def _import_path(path: Path, shown: str):
     module_name = "amlrunconf_" + "_".join(Path(shown).parent.parts or ("root",)).replace("-", "_").replace(".", "_")
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # a .py path always has a source loader
+        raise ConfigError(f"cannot load {shown}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:

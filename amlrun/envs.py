@@ -86,6 +86,7 @@ def ensure_venv(deps: CondaDependencies, progress, *, interpreter: str | None = 
 
 def _step(cmd: list[str], progress, log: list[str]) -> None:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None  # stdout=PIPE
     for raw in iter(proc.stdout.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip()
         log.append(line)

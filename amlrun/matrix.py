@@ -181,16 +181,16 @@ def select(cells: Iterable[Cell], keyword: str | None, markexpr: str | None) -> 
     """Split cells into (selected, deselected) by ``-k`` and ``-m``."""
     kexpr = Expression(keyword, "-k") if keyword else None
     mexpr = Expression(markexpr, "-m") if markexpr else None
-    selected, deselected = [], []
+    selected: list[Cell] = []
+    deselected: list[Cell] = []
     for cell in cells:
         ok = True
         if kexpr is not None:
             lowered = cell.id.lower()
             names = {n.lower() for n in cell.mark_names()}
-            ok = kexpr.evaluate(
-                lambda word, lowered=lowered, names=names: word.lower() in lowered or word.lower() in names)
+            ok = kexpr.evaluate(lambda word: word.lower() in lowered or word.lower() in names)  # noqa: B023 (called here)
         if ok and mexpr is not None:
             names = cell.mark_names()
-            ok = mexpr.evaluate(lambda word, names=names: word in names)
+            ok = mexpr.evaluate(lambda word: word in names)  # noqa: B023 (called here)
         (selected if ok else deselected).append(cell)
     return selected, deselected

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pluggy
@@ -99,7 +100,7 @@ def load_entry_points(pm: pluggy.PluginManager, group: str = ENTRY_POINT_GROUP) 
             pm.register(ep.load(), name=ep.name)
 
 
-def build_pluginmanager(plugin_options: list[str] = ()) -> pluggy.PluginManager:
+def build_pluginmanager(plugin_options: Sequence[str] = ()) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("amlrun")
     pm.add_hookspecs(hookspec)
     blocked = {opt[3:] for opt in plugin_options if opt.startswith("no:")}

@@ -227,7 +227,7 @@ def _write_group_file(path, pgid: int, token: str = "") -> None:
 
 def reap_orphan_groups(directory) -> list[int]:
     """Kill process groups recorded in ``directory/*.pgid`` whose amlrun process is gone."""
-    killed = []
+    killed: list[int] = []
     try:
         names = [n for n in os.listdir(directory) if n.endswith(".pgid")]
     except OSError:

@@ -71,7 +71,7 @@ class RepeatedCell(Cell):
 
     @property
     def id(self) -> str:
-        return f"{Cell.id.fget(self)}#{self.repeat}"
+        return f"{Cell.id.fget(self)}#{self.repeat}"  # type: ignore[attr-defined]  # slotted: no super()
 
 
 @dataclass(frozen=True)

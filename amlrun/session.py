@@ -17,6 +17,8 @@ from amlrun.store import RunStore
 from amlrun.targets.base import PreparedEnvironment, Target, TargetContext
 
 if TYPE_CHECKING:
+    from amlrun.freeze import EnvironmentRecorder
+    from amlrun.snapshot import Snapshot
     from amlrun.terminal import TerminalReporter
     from amlrun.workdirs import WorkdirPool
 
@@ -158,9 +160,9 @@ class Session:
         self.interrupted = False
         self.timeout: float | None = config.getoption("timeout")
         self.seed = int(config.getoption("seed") or os.environ.get("AMLRUN_SEED") or 0)
-        self._snapshot = None
+        self._snapshot: Snapshot | None = None
         self._git: GitInfo | None = None
-        self._environments = None
+        self._environments: EnvironmentRecorder | None = None
         self._workdirs: WorkdirPool | None = None
         self._prepared: dict[str, PreparedEnvironment | AmlrunError] = {}
         self._prepare_locks: dict[str, threading.Lock] = {}

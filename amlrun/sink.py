@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from amlrun import strictjson
 
@@ -106,7 +106,7 @@ class RunSink:
         run_dir.mkdir(parents=True, exist_ok=True)
         self._log = _CappedLog(run_dir / "log.txt", log_limit())
         self._metrics_path = run_dir / "metrics.jsonl"
-        self._metrics_file = None
+        self._metrics_file: TextIO | None = None
         self._redact = redact
         self._stream = stream
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ line saying so (``amlrun history rebuild`` does it on request).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import os
@@ -457,21 +458,21 @@ class RunStore:
 
     def list(self, *, limit: int | None = None, status: str | Sequence[str] | None = None,
              script: str | Sequence[str] | None = None, target: str | Sequence[str] | None = None,
-             params: Mapping[str, str] | None = None, reap: bool = True) -> list[RunRecord]:
+             params: Mapping[str, str] | None = None, reap: bool = True) -> builtins.list[RunRecord]:
         """Records newest first. Status, script and target are filtered in SQL (indexed by
         creation time, so ``limit`` reads only that many rows); ``params`` (name → text as
         given on the command line) are matched after decoding."""
-        return [RunRecord.from_json(data) for _, data in self._select(
+        return [RunRecord.from_json(data or {}) for _, data in self._select(
             limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=True)]
 
     def list_json(self, *, limit: int | None = None, status=None, script=None, target=None,
-                  params: Mapping[str, str] | None = None, reap: bool = True) -> list[str]:
+                  params: Mapping[str, str] | None = None, reap: bool = True) -> builtins.list[str]:
         """Like :meth:`list`, but each record as its stored JSON text (nothing decoded
         unless ``params`` must be matched): ``history list --format json`` of 10,000 runs."""
         return [payload for payload, _ in self._select(
             limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=False)]
 
-    def _select(self, *, limit, status, script, target, params, reap, decode) -> list[tuple[str, dict | None]]:
+    def _select(self, *, limit, status, script, target, params, reap, decode) -> builtins.list[tuple[str, dict | None]]:
         if not self.exists():
             return []
         if reap:
@@ -490,13 +491,13 @@ class RunStore:
                 self._rebuild_damaged(f"the history index {self.db_path} is damaged ({exc})")
                 return self._scan(sql, args, limit, params, decode)
 
-    def _scan(self, sql, args, limit, params, decode) -> list[tuple[str, dict | None]]:
+    def _scan(self, sql, args, limit, params, decode) -> builtins.list[tuple[str, dict | None]]:
         """The rows of ``sql`` read one at a time (10,000 records are not all decoded at once)."""
-        found: list[tuple[str, dict | None]] = []
+        found: builtins.list[tuple[str, dict | None]] = []
         cursor = self._db().execute(sql, args)
         for (payload,) in cursor:
             data = json.loads(payload) if decode or params else None
-            if params and not all(param_matches(data.get("params") or {}, k, v) for k, v in params.items()):
+            if params and not all(param_matches((data or {}).get("params") or {}, k, v) for k, v in params.items()):
                 continue
             found.append((payload, data))
             if limit is not None and len(found) >= limit:

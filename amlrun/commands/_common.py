@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from amlrun.options import ArgumentParser
@@ -14,7 +15,7 @@ def parser(prog: str, description: str) -> ArgumentParser:
     return p
 
 
-def load_config(options: argparse.Namespace, plugin_options: list[str] = ()):
+def load_config(options: argparse.Namespace, plugin_options: Sequence[str] = ()):
     """A Config (project + plugin manager) for commands that do not run the matrix."""
     from amlrun.plugins import build_pluginmanager
     from amlrun.project import Project

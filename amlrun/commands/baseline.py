@@ -166,7 +166,7 @@ def show(options) -> int:
     entries = list(baseline.entries.values())
     if options.keyword:
         expr = Expression(options.keyword, "-k")
-        entries = [e for e in entries if expr.evaluate(lambda word, e=e: word.lower() in e.cell_id.lower())]
+        entries = [e for e in entries if expr.evaluate(lambda word: word.lower() in e.cell_id.lower())]  # noqa: B023
     layers_project = bl.project_tolerances(project)
     if options.format == "json":
         data = {

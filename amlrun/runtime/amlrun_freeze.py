@@ -19,7 +19,7 @@ def _python_packages():
     try:
         from importlib import metadata
     except ImportError:  # Python < 3.8
-        metadata = None
+        metadata = None  # type: ignore[assignment]
     found = {}
     if metadata is not None:
         for dist in metadata.distributions():

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from amlrun.config import ComputeTarget, RunConfig
 
@@ -72,11 +72,12 @@ class PreparedEnvironment:
     image: str | None = None       # a container image's tag
     image_id: str | None = None    # the engine's id of ``image``: what it holds changes only with it
     built: bool = False            # True when this call built it (not a cache hit)
-    details: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
-#: how an execution ended
-Status = Literal["completed", "failed", "canceled"]
+#: how an execution ended; "skipped" (a skip mark) and "error" (the target raised) are made
+#: by the core only, a target returns one of the first three
+Status = Literal["completed", "failed", "canceled", "skipped", "error"]
 COMPLETED: Status = "completed"
 FAILED: Status = "failed"
 CANCELED: Status = "canceled"

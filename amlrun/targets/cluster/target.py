@@ -154,6 +154,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         from amlrun.envs import COMPLETE_MARKER, cache_dir, venv_key
 
         deps = self.project.conda_dependencies(runconfig)
+        assert deps is not None  # checked above
         return (cache_dir() / "envs" / venv_key(deps, self._interpreter()) / COMPLETE_MARKER).exists()
 
     def _managed_python(self, runconfig) -> str:
@@ -164,6 +165,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         from amlrun.envs import cache_dir, venv_key, venv_python
 
         deps = self.project.conda_dependencies(runconfig)
+        assert deps is not None  # a managed environment is built only from a dependency file
         return str(venv_python(cache_dir() / "envs" / venv_key(deps, self._interpreter())))
 
     def _remote_env_helper(self):
@@ -283,9 +285,8 @@ class ClusterTarget(SSHTargetMixin, Target):
                 ours[f"spark.yarn.appMasterEnv.{name}"] = value
             elif mode == "cluster" and master.startswith("k8s://"):
                 ours[f"spark.kubernetes.driverEnv.{name}"] = value
-        zipped = spark.pack_py_files(job.workdir, job.workdir / RUNTIME_DIRNAME / spark.PY_FILES_NAME)
-        if zipped and node_workdir:
-            zipped = f"{node_workdir}/{RUNTIME_DIRNAME}/{spark.PY_FILES_NAME}"
+        packed = spark.pack_py_files(job.workdir, job.workdir / RUNTIME_DIRNAME / spark.PY_FILES_NAME)
+        zipped = f"{node_workdir}/{RUNTIME_DIRNAME}/{spark.PY_FILES_NAME}" if packed and node_workdir else packed
         return spark.Submission(
             spark_submit=spark_submit, master=master, deploy_mode=mode,
             script=job.argv[0], args=tuple(job.argv[1:]),
@@ -359,7 +360,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         driver = spark.DriverLog(sink)
 
         def kill() -> bool:
-            if pyspark:
+            if submission is not None:
                 self._stop_cluster_app(driver, submission.spark_submit, session)
             return kill_run(session, run_dir)
 
@@ -367,7 +368,7 @@ class ClusterTarget(SSHTargetMixin, Target):
         fetch_outputs(self, job, f"{work}/outputs", sink, extra)
         if result.status != "failed" or not result.infrastructure_error:
             cleanup(session, run_dir)
-        if pyspark:
+        if submission is not None:
             extra.update(self._extra(driver, submission))
         extra.update(result.extra)
         reason = result.reason

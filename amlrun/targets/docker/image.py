@@ -19,7 +19,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,10 +75,10 @@ class BuildSettings:
     network: str | None = None
 
     @classmethod
-    def resolve(cls, compute, project_build: dict | None = None, environ: dict | None = None,
+    def resolve(cls, compute, project_build: dict | None = None, environ: Mapping[str, str] | None = None,
                 project_root: Path | None = None) -> BuildSettings:
         """Compute-file keys win over ``[tool.amlrun.build]``, which wins over PIP_* variables."""
-        environ = os.environ if environ is None else environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
         table = project_build or {}
         where = compute.source or compute.name
 
@@ -87,9 +87,9 @@ class BuildSettings:
                 return compute.get(compute_key)
             if table.get(table_key) not in (None, ""):
                 return table.get(table_key)
-            return environ.get(env_key) if env_key else None
+            return env.get(env_key) if env_key else None
 
-        ca = pick("caBundle", "ca_bundle", "AMLRUN_BUILD_CA_BUNDLE") or environ.get("PIP_CERT") or None
+        ca = pick("caBundle", "ca_bundle", "AMLRUN_BUILD_CA_BUNDLE") or env.get("PIP_CERT") or None
         if ca is not None:
             path = Path(os.path.expanduser(str(ca)))
             if not path.is_absolute() and project_root is not None:
@@ -296,7 +296,7 @@ def docker_sdk():
         import docker
 
         return docker
-    sys.modules[key] = None  # makes docker-py's guarded `from .sshconn import ...` skip it
+    sys.modules[key] = None  # type: ignore[assignment]  # makes docker-py's guarded `from .sshconn import ...` skip it
     try:
         import docker
     except ImportError:
@@ -316,7 +316,7 @@ def docker_sdk():
 
             return adapter(*args, **kwargs)
 
-        api_client.SSHHTTPAdapter = SSHHTTPAdapter
+        api_client.SSHHTTPAdapter = SSHHTTPAdapter  # type: ignore[attr-defined]
     return docker
 
 

@@ -16,7 +16,7 @@ import os
 import shlex
 import shutil
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from amlrun.config import ComputeTarget, RunConfig
 from amlrun.errors import ConfigError, EnvironmentBuildError, TargetUnavailable
@@ -53,7 +53,7 @@ DOCKER_KEYS = frozenset({
 
 class DockerTarget(Target):
     type_name = "docker"
-    aliases = ("localdocker",)
+    aliases: ClassVar[tuple[str, ...]] = ("localdocker",)
     run_workdir = CONTAINER_WORKDIR
     compute_keys = DOCKER_KEYS
     default_parallel = 2

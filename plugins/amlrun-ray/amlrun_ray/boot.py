@@ -93,7 +93,7 @@ def deliver_outputs(outputs, spec):
     if not spec or not os.path.isdir(outputs) or not os.listdir(outputs):
         return
     kind, _, where = spec.partition(":")
-    refused = []
+    refused = []  # type: list[str]
     if kind == "shared":
         if not os.path.isdir(where):
             say("outputs/ not returned: this node does not share amlrun's file system "
@@ -175,6 +175,7 @@ def main(argv):
         say("cannot start %s: %s" % (argv[0], exc.strerror or exc))
         shutil.rmtree(workdir, ignore_errors=True)
         return 127
+    assert child.stdout is not None  # stdout=PIPE
     pump_utf8(child.stdout.fileno(), sys.stdout.buffer)
     while True:
         try:

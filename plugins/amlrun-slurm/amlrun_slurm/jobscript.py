@@ -20,6 +20,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from amlrun.targets.base import Status
+
 q = shlex.quote
 
 #: SLURM job states that end a job; and those meaning SLURM itself stopped it
@@ -79,7 +81,7 @@ def command_file(argv: list[str], work: str, share: str | None) -> str:
 class Ending:
     """How a task ended, as the target reports it."""
 
-    status: str                   # completed | failed | canceled
+    status: Status                # completed | failed | canceled
     exit_code: int | None
     reason: str = ""
     infrastructure_error: bool = False

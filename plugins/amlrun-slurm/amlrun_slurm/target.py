@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from amlrun.errors import AmlrunError, ConfigError, EnvironmentBuildError, TargetUnavailable
-from amlrun.targets.base import Check, ExecResult, PreparedEnvironment, Target, contract_env
+from amlrun.targets.base import Check, ExecResult, Job, PreparedEnvironment, Sink, Target, contract_env
 from amlrun.targets.batching import Batcher
 from amlrun_slurm import jobscript
 from amlrun_slurm.settings import COMPUTE_KEYS, DEFAULT_PARALLEL, read_settings
@@ -50,9 +50,9 @@ class SubmitRefused(AmlrunError):
 
 @dataclass(frozen=True, eq=False)
 class _Pending:
-    job: object
+    job: Job
     prepared: PreparedEnvironment
-    sink: object
+    sink: Sink
     snapshot: str        # its working tree's folder on the cluster (synced before the batch closes)
 
 

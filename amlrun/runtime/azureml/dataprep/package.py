@@ -171,12 +171,12 @@ def _parse_delimited(table, args, ctx):
     headers_mode = args.get("columnHeadersMode", _HEADERS_NONE)
     quoted_breaks = bool(args.get("handleQuotedLineBreaks", False))
     header = None
-    rows = []
+    rows = []  # type: list[tuple[str, list[str]]]
     for shown, local in table.rows:
         with open(local, encoding=encoding, newline="") as fh:
             text = fh.read()
         lines = [text] if quoted_breaks else text.splitlines()
-        records = []
+        records = []  # type: list[list[str]]
         for line in lines:
             records.extend(csv.reader(io.StringIO(line), delimiter=separator) if line else [[""]])
         if headers_mode != _HEADERS_NONE and records:
