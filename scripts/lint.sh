@@ -2,7 +2,7 @@
 # Lint and type-check amlrun/ and plugins/ with the configuration in pyproject.toml
 # ([tool.ruff], [tool.mypy]). Installs the pinned tools into the current Python
 # environment first. `scripts/lint.sh` runs both; `scripts/lint.sh ruff` or
-# `scripts/lint.sh mypy` runs one (CI runs ruff, which is at zero; mypy is not yet).
+# `scripts/lint.sh mypy` runs one (CI runs both: both are at zero).
 # Exits non-zero if a checker found anything.
 set -uo pipefail
 cd "$(dirname "$0")/.."
