@@ -16,7 +16,7 @@ snapshot store. A script cannot set a file's ctime (even root's ``utime`` sets i
 so an unchanged stat means an unchanged file, unless the script wrote it within the kernel's
 timestamp tick of amlrun's own write: the files amlrun wrote less than ``SETTLE_NS`` before
 the slot was handed out (the last few of a fresh slot, the ones put back) are compared by
-content, once. Slots on a file system with coarse (whole-millisecond or coarser) timestamps
+content, once; when those hold tens of megabytes, the slot waits out the window instead. Slots on a file system with coarse (whole-millisecond or coarser) timestamps
 are not reused at all.
 """
 
@@ -37,6 +37,9 @@ from amlrun.snapshot import hash_file
 
 #: a file amlrun wrote less than this before the slot was handed out is checked by content (> a kernel tick)
 SETTLE_NS = 30_000_000
+#: when the files still inside that window hold more than this, waiting it out is cheaper than hashing them
+#: later (sha256 reads about 1 GB/s: 32 MiB take about as long as the longest wait)
+SETTLE_INSTEAD_OF_HASHING_BYTES = 32 << 20
 #: a parked slot's folder name: slot-<pid>-<process start>-<n> (another session's, or a killed one's)
 SLOT_PREFIX = "slot-"
 
@@ -170,6 +173,7 @@ class WorkdirPool:
         for rel in self.layout.dirs:
             slot.seen[rel] = _dir_key(os.lstat(slot.path / rel))
         slot.root_key = _dir_key(os.lstat(slot.path))
+        _settle_large_files(slot, self.layout.files)
         # whole-millisecond ctimes: a file system whose clock is too coarse to tell a later write
         slot.reusable = any(key[4] % 1_000_000 for rel, key in slot.seen.items() if rel in self.layout.files)
         return slot
@@ -191,6 +195,8 @@ class WorkdirPool:
                 if st is not None:
                     remove_entry(slot.path / rel, st)
                 self._write(slot, rel)
+            if stale:
+                _settle_large_files(slot, [rel for rel, _ in stale])
         except (OSError, _Discard):
             return False
         return True
@@ -227,6 +233,19 @@ class WorkdirPool:
             found = {rel for rel, _ in stale}
             stale += [(rel, None) for rel in files if rel not in found and not os.path.lexists(slot.path / rel)]
         return stale
+
+
+def _settle_large_files(slot: Slot, written) -> None:
+    """Wait until the files just written are out of the settle window when they are large.
+
+    A file written less than ``SETTLE_NS`` before the hand-out is checked by content at the next
+    reset: for a 300 MB data file that is a 0.3 s hash on the next cell of a sweep. Past a few
+    tens of megabytes, sleeping out the rest of the window (at most ``SETTLE_NS``, once per
+    slot made or repaired) costs less, and the stat check alone is then sound."""
+    now = time.time_ns()
+    recent = [slot.seen[rel] for rel in written if slot.seen[rel][4] > now - SETTLE_NS]
+    if sum(key[2] for key in recent) >= SETTLE_INSTEAD_OF_HASHING_BYTES:
+        time.sleep(max(0, max(key[4] for key in recent) + SETTLE_NS - time.time_ns()) / 1e9)
 
 
 def remove_entry(path: Path, st: os.stat_result) -> None:

@@ -128,6 +128,38 @@ def test_a_write_right_after_the_folder_is_handed_out_is_seen(tree):
         pool.release(workdir)
 
 
+def test_a_write_to_a_large_file_right_after_the_hand_out_is_seen(tmp_path, monkeypatch):
+    """Large files are not hashed at the next reset: the slot waits out the timestamp window
+    instead, so an in-place write with the mtime put back still changes the ctime."""
+    import amlrun.workdirs
+
+    hashed = []
+    real_hash = amlrun.workdirs.hash_file
+    monkeypatch.setattr(amlrun.workdirs, "hash_file", lambda path: hashed.append(path.name) or real_hash(path))
+    root = tmp_path / "proj"
+    (root / "data").mkdir(parents=True)
+    (root / "train.py").write_text("print('train')\n")
+    (root / "data/big.bin").write_bytes(b"\0" * (40 << 20))
+    store = SnapshotStore(root / ".amlrun")
+    snapshot = store.take(root)
+    pool = WorkdirPool(root / ".amlrun" / "work", layout_of(store, snapshot, RUNTIME_SOURCE, RUNTIME_DIRNAME))
+    try:
+        for n in range(4):
+            workdir = pool.acquire(f"run-{n}")
+            assert_pristine(workdir, pool, snapshot)
+            big = workdir / "data/big.bin"
+            before = big.stat()
+            if n % 2:                           # at once, same size, in place, the mtime put back
+                with open(big, "r+b") as fh:
+                    fh.seek(1 << 20)
+                    fh.write(b"vandalised")
+                os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
+            pool.release(workdir)
+    finally:
+        pool.close()
+    assert "big.bin" not in hashed
+
+
 def test_folders_running_at_once_are_separate(tree):
     _root, _store, snapshot, pool, _outside = tree
     one, two = pool.acquire("run-1"), pool.acquire("run-2")
