@@ -16,8 +16,8 @@ snapshot store. A script cannot set a file's ctime (even root's ``utime`` sets i
 so an unchanged stat means an unchanged file, unless the script wrote it within the kernel's
 timestamp tick of amlrun's own write: the files amlrun wrote less than ``SETTLE_NS`` before
 the slot was handed out (the last few of a fresh slot, the ones put back) are compared by
-content, once; when those hold tens of megabytes, the slot waits out the window instead. Slots on a file system with coarse (whole-millisecond or coarser) timestamps
-are not reused at all.
+content, once; when those hold tens of megabytes, the slot waits out the window instead.
+Slots on a file system with coarse (whole-millisecond or coarser) timestamps are not reused.
 """
 
 from __future__ import annotations
