@@ -15,6 +15,9 @@ if [ "$which" = all ] || [ "$which" = ruff ]; then
   python3 -m ruff check amlrun plugins || status=1
 fi
 if [ "$which" = all ] || [ "$which" = mypy ]; then
+  # mypy follows imports into pluggy and pytest: in a fresh environment (CI runs lint before the
+  # test command installs anything) install amlrun with its test extras first
+  python3 -m pip install -q --disable-pip-version-check -e '.[test]' || exit 1
   echo "== mypy (files: amlrun, plugins)"
   python3 -m mypy || status=1
 fi
