@@ -36,14 +36,20 @@ def tree(tmp_path):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     os.chmod(root / "train.py", 0o755)
-    store = SnapshotStore(root / ".amlrun")
-    snapshot = store.take(root)
+    store, snapshot, pool = pool_of(root)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "victim.txt").write_text("outside\n")
-    pool = WorkdirPool(root / ".amlrun" / "work", layout_of(store, snapshot, RUNTIME_SOURCE, RUNTIME_DIRNAME))
     yield root, store, snapshot, pool, outside
     pool.close()
+
+
+def pool_of(root: Path) -> tuple[SnapshotStore, object, WorkdirPool]:
+    """The project's snapshot store, a snapshot of ``root`` and a pool of working directories of it."""
+    store = SnapshotStore(root / ".amlrun")
+    snapshot = store.take(root)
+    return store, snapshot, WorkdirPool(root / ".amlrun" / "work",
+                                        layout_of(store, snapshot, RUNTIME_SOURCE, RUNTIME_DIRNAME))
 
 
 def walk(folder: Path) -> set[str]:
@@ -140,9 +146,7 @@ def test_a_write_to_a_large_file_right_after_the_hand_out_is_seen(tmp_path, monk
     (root / "data").mkdir(parents=True)
     (root / "train.py").write_text("print('train')\n")
     (root / "data/big.bin").write_bytes(b"\0" * (40 << 20))
-    store = SnapshotStore(root / ".amlrun")
-    snapshot = store.take(root)
-    pool = WorkdirPool(root / ".amlrun" / "work", layout_of(store, snapshot, RUNTIME_SOURCE, RUNTIME_DIRNAME))
+    _store, snapshot, pool = pool_of(root)
     try:
         for n in range(4):
             workdir = pool.acquire(f"run-{n}")
