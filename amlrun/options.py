@@ -58,7 +58,17 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
     )
     parser.add_argument("paths", nargs="*",
                         help="experiment files or folders (default: [tool.amlrun] experiment_paths, else the project)")
-    sel = parser.add_argument_group("matrix")
+    _add_matrix_options(parser.add_argument_group("matrix"))
+    _add_running_options(parser.add_argument_group("running"))
+    out = parser.add_argument_group("reporting")
+    out.add_argument("-v", "--verbose", action="count", default=0, help="more output (build logs, details)")
+    out.add_argument("-q", "--quiet", action="count", default=0, help="less output")
+    parser.add_argument("--version", action="store_true", help="print amlrun's version")
+    return parser
+
+
+def _add_matrix_options(sel) -> None:
+    """What the matrix is made of: paths aside, the targets, parameters, plugins and selection."""
     sel.add_argument("-c", "--compute", action="append", default=[], metavar="NAME",
                      help="run configuration or compute target to run on "
                           "(repeatable; default: [tool.amlrun] default_targets or local)")
@@ -72,7 +82,10 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
                      help="select cells whose id matches EXPR (and/or/not, substrings)")
     sel.add_argument("-m", dest="markexpr", metavar="EXPR", help="select cells by marks (and/or/not)")
     sel.add_argument("--collect-only", "--co", action="store_true", help="print the matrix, run nothing")
-    run = parser.add_argument_group("running")
+
+
+def _add_running_options(run) -> None:
+    """How the cells run: parallelism, stopping, retries, timeouts, streaming, the seed."""
     run.add_argument("-n", "--numprocesses", type=_positive_workers, default=1, metavar="N",
                      help="run up to N cells at once ('auto': one per core); each target also has its own limit")
     run.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail",
@@ -85,11 +98,6 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
     run.add_argument("--stream", action="store_true",
                      help="stream every cell's output live, each line prefixed with its cell id")
     run.add_argument("--seed", type=int, metavar="N", help="the value of AMLRUN_SEED in every run (default 0)")
-    out = parser.add_argument_group("reporting")
-    out.add_argument("-v", "--verbose", action="count", default=0, help="more output (build logs, details)")
-    out.add_argument("-q", "--quiet", action="count", default=0, help="less output")
-    parser.add_argument("--version", action="store_true", help="print amlrun's version")
-    return parser
 
 
 def split_p_options(values: list[str]) -> tuple[list[str], list[str]]:

@@ -389,7 +389,7 @@ def _build(client, spec: ImageSpec, progress, what: str, abort=None) -> None:
     started = time.monotonic()
     progress.status(f"building {what} image {spec.tag} from {spec.base_image}")
     log: list[str] = []
-    error = None
+    error: str | None = None
     partial = ""
     done = threading.Event()
     if abort is not None:
@@ -399,22 +399,7 @@ def _build(client, spec: ImageSpec, progress, what: str, abort=None) -> None:
             fileobj=spec.context(), custom_context=True, tag=spec.tag, labels=spec.labels, rm=True, forcerm=True,
             pull=False, decode=True, buildargs=spec.buildargs or None, network_mode=spec.network,
         )
-        for chunk in stream:
-            if abort is not None and abort():
-                stream.close()
-                break
-            if "stream" in chunk:
-                partial += chunk["stream"]
-                *complete, partial = partial.split("\n")
-                for line in complete:
-                    line = _ANSI.sub("", line).rstrip("\r")
-                    if line.strip():
-                        log.append(line)
-                        progress.line(line)
-            elif "error" in chunk:
-                error = str(chunk.get("error") or "").strip()
-            elif "status" in chunk and chunk.get("status"):
-                progress.line(str(chunk["status"]))
+        error, partial = _follow_build(stream, log, progress, abort)
     except docker.errors.APIError as exc:
         error = explain(exc)
     except Exception as exc:  # a dropped connection mid-build
@@ -437,6 +422,30 @@ def _build(client, spec: ImageSpec, progress, what: str, abort=None) -> None:
         raise EnvironmentBuildError(f"building the {what} image failed: {reason}",
                                     "\n".join(log[-BUILD_TAIL_LINES:]))
     progress.status(f"built {spec.tag} in {time.monotonic() - started:.1f}s")
+
+
+def _follow_build(stream, log: list[str], progress, abort) -> tuple[str | None, str]:
+    """Show and keep the build's output lines; returns the engine's error, if it gave one,
+    and the last line if it did not end with a newline."""
+    error = None
+    partial = ""
+    for chunk in stream:
+        if abort is not None and abort():
+            stream.close()
+            break
+        if "stream" in chunk:
+            partial += chunk["stream"]
+            *complete, partial = partial.split("\n")
+            for line in complete:
+                line = _ANSI.sub("", line).rstrip("\r")
+                if line.strip():
+                    log.append(line)
+                    progress.line(line)
+        elif "error" in chunk:
+            error = str(chunk.get("error") or "").strip()
+        elif "status" in chunk and chunk.get("status"):
+            progress.line(str(chunk["status"]))
+    return error, partial
 
 
 def _watch_abort(client, log: list[str], abort, done: threading.Event) -> None:

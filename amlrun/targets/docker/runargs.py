@@ -19,6 +19,13 @@ _VALUED = frozenset({
     "--cpuset-cpus", "--runtime", "--cpus", "-e", "--env", "-v", "--volume", "--add-host", "--tmpfs", "--ulimit",
     "--label", "-l",
 })
+_FLAGS = {"--privileged": "privileged", "--init": "init", "--read-only": "read_only"}
+_LISTED = {"--cap-add": "cap_add", "--cap-drop": "cap_drop", "--device": "devices", "--dns": "dns",
+          "--security-opt": "security_opt", "--group-add": "group_add"}
+_SINGLE = {"--network": "network_mode", "--net": "network_mode", "--ipc": "ipc_mode", "--pid": "pid_mode",
+          "--hostname": "hostname", "-h": "hostname", "--shm-size": "shm_size", "--memory": "mem_limit",
+          "-m": "mem_limit", "--memory-swap": "memswap_limit", "--pids-limit": "pids_limit",
+          "--user": "user", "-u": "user", "--cpuset-cpus": "cpuset_cpus", "--runtime": "runtime"}
 
 
 def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
@@ -29,47 +36,36 @@ def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
         args = shlex.split(args)
     if not isinstance(args, list):
         raise ConfigError("'dockerRunArguments' must be a list of docker run options", where)
-    tokens: list[str] = []
-    for arg in map(str, args):
-        if arg.startswith("--") and "=" in arg:
-            tokens += arg.split("=", 1)
-        else:
-            tokens.append(arg)
+    tokens = [part for arg in map(str, args)
+              for part in (arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])]
     out: dict[str, Any] = {}
-    flags = {"--privileged": "privileged", "--init": "init", "--read-only": "read_only"}
-    listed = {"--cap-add": "cap_add", "--cap-drop": "cap_drop", "--device": "devices", "--dns": "dns",
-              "--security-opt": "security_opt", "--group-add": "group_add"}
-    single = {"--network": "network_mode", "--net": "network_mode", "--ipc": "ipc_mode", "--pid": "pid_mode",
-              "--hostname": "hostname", "-h": "hostname", "--shm-size": "shm_size", "--memory": "mem_limit",
-              "-m": "mem_limit", "--memory-swap": "memswap_limit", "--pids-limit": "pids_limit",
-              "--user": "user", "-u": "user", "--cpuset-cpus": "cpuset_cpus", "--runtime": "runtime"}
     i = 0
     while i < len(tokens):
         opt = tokens[i]
-        if opt in flags:
-            out[flags[opt]] = True
+        if opt in _FLAGS:
+            out[_FLAGS[opt]] = True
             i += 1
             continue
         if opt not in _VALUED:
             raise ConfigError(f"'dockerRunArguments': unsupported option {opt} (supported: "
-                              f"{', '.join(sorted([*flags, *_VALUED]))})", where)
+                              f"{', '.join(sorted([*_FLAGS, *_VALUED]))})", where)
         if i + 1 >= len(tokens):
             raise ConfigError(f"'dockerRunArguments': {opt} needs a value", where)
         value = tokens[i + 1]
         i += 2
         try:
-            _add(out, opt, value, listed, single)
+            _add(out, opt, value)
         except ValueError:
             raise ConfigError(f"'dockerRunArguments': {opt} {value!r} is not a valid value", where) from None
     return out
 
 
-def _add(out: dict[str, Any], opt: str, value: str, listed: dict[str, str], single: dict[str, str]) -> None:
+def _add(out: dict[str, Any], opt: str, value: str) -> None:
     """Put one ``OPTION VALUE`` into ``out``; ValueError for a value of the wrong kind."""
-    if opt in listed:
-        out.setdefault(listed[opt], []).append(value)
-    elif opt in single:
-        out[single[opt]] = int(value) if opt == "--pids-limit" else value
+    if opt in _LISTED:
+        out.setdefault(_LISTED[opt], []).append(value)
+    elif opt in _SINGLE:
+        out[_SINGLE[opt]] = int(value) if opt == "--pids-limit" else value
         if opt in ("--memory", "-m", "--shm-size", "--memory-swap") and not _SIZE.match(value.strip()):
             raise ValueError(value)
     elif opt == "--cpus":

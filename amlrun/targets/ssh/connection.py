@@ -180,6 +180,20 @@ def _silence_paramiko() -> None:
     logger.propagate = False
 
 
+def _connect_kwargs(settings: SSHSettings) -> dict[str, object]:
+    """paramiko's ``connect`` arguments: only the key or password the compute file names,
+    never an agent's or ``~/.ssh``'s."""
+    kwargs: dict[str, object] = {"allow_agent": False, "look_for_keys": False,
+                                 "banner_timeout": settings.connect_timeout, "auth_timeout": settings.connect_timeout}
+    if settings.key_file:
+        kwargs["key_filename"] = [settings.key_file]
+        if settings.passphrase:
+            kwargs["passphrase"] = settings.passphrase
+    if settings.password:
+        kwargs["password"] = settings.password
+    return kwargs
+
+
 def open_connection(settings: SSHSettings):
     """One fabric ``Connection``, opened, with host keys checked. Raises TargetUnavailable."""
     import fabric
@@ -187,18 +201,9 @@ def open_connection(settings: SSHSettings):
 
     _silence_paramiko()
 
-    connect_kwargs: dict[str, object] = {"allow_agent": False, "look_for_keys": False,
-                                         "banner_timeout": settings.connect_timeout,
-                                         "auth_timeout": settings.connect_timeout}
-    if settings.key_file:
-        connect_kwargs["key_filename"] = [settings.key_file]
-        if settings.passphrase:
-            connect_kwargs["passphrase"] = settings.passphrase
-    if settings.password:
-        connect_kwargs["password"] = settings.password
     config = fabric.Config(lazy=True, overrides={"load_ssh_configs": False})
     conn = fabric.Connection(settings.host, user=settings.username, port=settings.port, config=config,
-                             connect_timeout=settings.connect_timeout, connect_kwargs=connect_kwargs)
+                             connect_timeout=settings.connect_timeout, connect_kwargs=_connect_kwargs(settings))
     client = conn.client
     client.set_missing_host_key_policy(_refusing_policy(settings))
     if settings.known_hosts_path.is_file():

@@ -54,18 +54,7 @@ def read_settings(compute) -> SlurmSettings:
         if not isinstance(partition, str) or not re.fullmatch(r"[A-Za-z0-9_.,-]+", partition):
             raise ConfigError(f"'partition' must be a partition name such as 'gpu' (or several: 'a,b'), "
                               f"got {partition!r}", where)
-    args = get("sbatchArguments", [])
-    if isinstance(args, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise ConfigError("'sbatchArguments' must be a list of strings, e.g. [\"--mem=4G\", \"--time=01:00:00\"]",
-                          where)
-    for arg in args:
-        if not arg.startswith("-"):
-            raise ConfigError(f"'sbatchArguments': {arg!r} is not an option; write each as one item with its value, "
-                              "e.g. \"--gres=gpu:1\"", where)
-        option = arg.split("=", 1)[0]
-        if option in RESERVED_OPTIONS or (len(option) > 2 and option[:2] in RESERVED_OPTIONS and option[1] != "-"):
-            why = RESERVED_OPTIONS.get(option) or RESERVED_OPTIONS[option[:2]]
-            raise ConfigError(f"'sbatchArguments': {option} is not allowed: {why}", where)
+    args = _sbatch_arguments(get("sbatchArguments", []), where)
     workspace = get("workspace", DEFAULT_WORKSPACE)
     if not isinstance(workspace, str) or not (workspace.startswith("/") or workspace == "~"
                                               or workspace.startswith("~/")):
@@ -79,7 +68,33 @@ def read_settings(compute) -> SlurmSettings:
     python = get("pythonLocation", "python3")
     if not isinstance(python, str) or not python.strip():
         raise ConfigError(f"'pythonLocation' must be a path or a command name, got {python!r}", where)
-    env = get("slurmEnvironment", {}) or {}
+    env = _slurm_environment(get("slurmEnvironment", {}) or {}, where)
+    return SlurmSettings(
+        partition=partition, sbatch_arguments=args, workspace=workspace.rstrip("/") or "/",
+        max_parallel=parallel, python=python.strip(), managed=not compute.flag("userManagedEnvironment", default=True),
+        over_ssh=bool(str(get("address") or "").strip()),
+        slurm_environment=env,
+    )
+
+
+def _sbatch_arguments(args, where: str) -> tuple[str, ...]:
+    """Options amlrun passes to sbatch as given, minus those amlrun must set itself."""
+    if isinstance(args, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ConfigError("'sbatchArguments' must be a list of strings, e.g. [\"--mem=4G\", \"--time=01:00:00\"]",
+                          where)
+    for arg in args:
+        if not arg.startswith("-"):
+            raise ConfigError(f"'sbatchArguments': {arg!r} is not an option; write each as one item with its value, "
+                              "e.g. \"--gres=gpu:1\"", where)
+        option = arg.split("=", 1)[0]
+        if option in RESERVED_OPTIONS or (len(option) > 2 and option[:2] in RESERVED_OPTIONS and option[1] != "-"):
+            why = RESERVED_OPTIONS.get(option) or RESERVED_OPTIONS[option[:2]]
+            raise ConfigError(f"'sbatchArguments': {option} is not allowed: {why}", where)
+    return tuple(args)
+
+
+def _slurm_environment(env, where: str) -> dict[str, str]:
+    """Variables for the SLURM commands themselves (SLURM_CONF, ...), not for the runs."""
     if not isinstance(env, dict):
         raise ConfigError("'slurmEnvironment' must be a mapping of variable names to values "
                           "(e.g. SLURM_CONF: /etc/slurm-test/slurm.conf)", where)
@@ -88,9 +103,4 @@ def read_settings(compute) -> SlurmSettings:
             raise ConfigError(f"'slurmEnvironment': {name!r} is not a valid variable name", where)
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"'slurmEnvironment': {name} must be a string, got {value!r}", where)
-    return SlurmSettings(
-        partition=partition, sbatch_arguments=tuple(args), workspace=workspace.rstrip("/") or "/",
-        max_parallel=parallel, python=python.strip(), managed=not compute.flag("userManagedEnvironment", default=True),
-        over_ssh=bool(str(get("address") or "").strip()),
-        slurm_environment={k: str(v) for k, v in env.items()},
-    )
+    return {k: str(v) for k, v in env.items()}

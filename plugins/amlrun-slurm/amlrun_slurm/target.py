@@ -228,7 +228,6 @@ class SlurmTarget(Target):
 
     def _submit(self, items: list[_Pending]) -> list[Task]:
         """One sbatch for the whole batch: the per-run files travel in one tar on stdin."""
-        from amlrun.targets.ssh.detached import env_file_text
         from amlrun.targets.ssh.host import owner_line
 
         login = self.login()
@@ -236,25 +235,7 @@ class SlurmTarget(Target):
         batch = time.strftime("%Y%m%d-%H%M%S") + "-" + pysecrets.token_hex(4)
         batch_dir = f"{pd}/batches/{batch}"
         owner = owner_line()
-        share = self.share()
-        payload = io.BytesIO()
-        runs: list[tuple[str, str]] = []
-        tasks = []
-        with tarfile.open(fileobj=payload, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for item in items:
-                job = item.job
-                rd = f"{pd}/runs/{job.run_id}"
-                work = f"{rd}/work"
-                env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
-                _add(tar, f"runs/{job.run_id}/cmd", jobscript.command_file(job.command(item.prepared.python), work,
-                                                                          share).encode(), 0o600)
-                _add(tar, f"runs/{job.run_id}/env", env_file_text(env), 0o600)
-                _add(tar, f"runs/{job.run_id}/owner", (owner + "\n").encode(), 0o600)
-                runs.append((rd, item.snapshot))
-                sink = item.sink
-                tasks.append(Task(job.run_id, job.run_id, sink.write, sink.write, batch=batch))
-            _add(tar, f"batches/{batch}/owner", (owner + "\n").encode(), 0o600)
-            _add(tar, f"batches/{batch}/job.sh", jobscript.batch_script(runs).encode(), 0o700)
+        payload, tasks = self._batch_payload(items, batch, owner)
         args = ["--parsable", f"--array=0-{len(items) - 1}%{self.settings.max_parallel}",
                 f"--job-name={_job_name(items[0].job)}", f"--comment={COMMENT_PREFIX}{owner}",
                 f"--output={batch_dir}/slurm-%a.out"]
@@ -266,7 +247,7 @@ class SlurmTarget(Target):
         script = (f"set -e; umask 077; mkdir -p {q(pd)}/runs {q(pd)}/batches; cd {q(pd)}; "
                   f"tar -xf - --no-same-owner; cd {q(batch_dir)}; date +%s.%N; "
                   f"{self.slurm_prefix}sbatch {' '.join(q(a) for a in args)} {q(batch_dir + '/job.sh')}")
-        result = login.run(script, stdin=payload.getvalue(), timeout=300)
+        result = login.run(script, stdin=payload, timeout=300)
         out = result.stdout.split()
         if not result.ok or len(out) < 2 or not out[1].split(";")[0].isdigit():
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
@@ -282,6 +263,31 @@ class SlurmTarget(Target):
             self._batch_left[batch] = len(tasks)
         self._tracker_for().add(tasks)
         return tasks
+
+    def _batch_payload(self, items, batch: str, owner: str) -> tuple[bytes, list[Task]]:
+        """The tar of every run's command, environment and owner files plus the batch's job
+        script, and a task per run for the tracker."""
+        from amlrun.targets.ssh.detached import env_file_text
+
+        pd, share = self.project_dir(), self.share()
+        payload = io.BytesIO()
+        runs: list[tuple[str, str]] = []
+        tasks = []
+        with tarfile.open(fileobj=payload, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for item in items:
+                job = item.job
+                rd = f"{pd}/runs/{job.run_id}"
+                work = f"{rd}/work"
+                env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
+                command = jobscript.command_file(job.command(item.prepared.python), work, share)
+                _add(tar, f"runs/{job.run_id}/cmd", command.encode(), 0o600)
+                _add(tar, f"runs/{job.run_id}/env", env_file_text(env), 0o600)
+                _add(tar, f"runs/{job.run_id}/owner", (owner + "\n").encode(), 0o600)
+                runs.append((rd, item.snapshot))
+                tasks.append(Task(job.run_id, job.run_id, item.sink.write, item.sink.write, batch=batch))
+            _add(tar, f"batches/{batch}/owner", (owner + "\n").encode(), 0o600)
+            _add(tar, f"batches/{batch}/job.sh", jobscript.batch_script(runs).encode(), 0o700)
+        return payload.getvalue(), tasks
 
     # -- running ------------------------------------------------------------------------
 
@@ -423,7 +429,23 @@ class SlurmTarget(Target):
                             "found" if not missing else f"not on the login node's PATH: {', '.join(missing)}"))
         if missing:
             return checks
-        info = login.run(prefix + "sinfo -h -o '%P|%a'", timeout=60)
+        checks += self._partition_checks(login)
+        try:
+            base = self.base()
+            probe = f"{base}/.amlrun-doctor-{pysecrets.token_hex(4)}"
+            writable = login.run(f"mkdir -p {q(base)} && touch {q(probe)} && rm -f {q(probe)}", timeout=60)
+            checks.append(Check("workspace writable", writable.ok, base if writable.ok else
+                                f"cannot write in {base}: {(writable.stderr or writable.stdout).strip()[-200:]}"))
+        except TargetUnavailable as exc:
+            checks.append(Check("workspace writable", False, str(exc)))
+            return checks
+        checks.append(self._python_check(login, base))
+        return checks
+
+    def _partition_checks(self, login) -> list[Check]:
+        """The partition the runs go to (the cluster's default unless set) exists and is up."""
+        checks: list[Check] = []
+        info = login.run(self.slurm_prefix + "sinfo -h -o '%P|%a'", timeout=60)
         parts = {line.split("|")[0]: line.split("|")[1] for line in info.stdout.splitlines() if "|" in line}
         wanted = self.settings.partition or next((p for p in parts if p.endswith("*")), None)
         if not info.ok:
@@ -438,16 +460,6 @@ class SlurmTarget(Target):
                                                                 f"does not exist (known: {', '.join(sorted(names))})")))
             if not shown:
                 checks.append(Check("partition", False, "no 'partition' set and the cluster has no default partition"))
-        try:
-            base = self.base()
-            probe = f"{base}/.amlrun-doctor-{pysecrets.token_hex(4)}"
-            writable = login.run(f"mkdir -p {q(base)} && touch {q(probe)} && rm -f {q(probe)}", timeout=60)
-            checks.append(Check("workspace writable", writable.ok, base if writable.ok else
-                                f"cannot write in {base}: {(writable.stderr or writable.stdout).strip()[-200:]}"))
-        except TargetUnavailable as exc:
-            checks.append(Check("workspace writable", False, str(exc)))
-            return checks
-        checks.append(self._python_check(login, base))
         return checks
 
     def _python_check(self, login, base: str) -> Check:
