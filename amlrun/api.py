@@ -16,7 +16,6 @@ pandas is needed only by ``to_pandas``; importing this module imports neither pa
 the runner.
 """
 
-
 from __future__ import annotations
 
 import os
@@ -58,9 +57,16 @@ def _param_options(params: Mapping[str, Any] | None) -> list[str]:
     return options
 
 
-def command_line(paths: str | os.PathLike | Sequence[str | os.PathLike] = (), *, targets: Sequence[str] = (),
-                 params: Mapping[str, Any] | None = None, n: int = 1, keyword: str | None = None,
-                 marks: str | None = None, args: Sequence[str] = ()) -> list[str]:
+def command_line(
+    paths: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    *,
+    targets: Sequence[str] = (),
+    params: Mapping[str, Any] | None = None,
+    n: int = 1,
+    keyword: str | None = None,
+    marks: str | None = None,
+    args: Sequence[str] = (),
+) -> list[str]:
     """The ``amlrun`` arguments that select what :func:`run` is given (see there)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -75,9 +81,17 @@ def command_line(paths: str | os.PathLike | Sequence[str | os.PathLike] = (), *,
     return argv + [str(a) for a in args]
 
 
-def run(paths: str | os.PathLike | Sequence[str | os.PathLike] = (), *, targets: Sequence[str] = (),
-        params: Mapping[str, Any] | None = None, n: int = 1, project: str | os.PathLike | None = None,
-        keyword: str | None = None, marks: str | None = None, args: Sequence[str] = ()) -> RunResults:
+def run(
+    paths: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    *,
+    targets: Sequence[str] = (),
+    params: Mapping[str, Any] | None = None,
+    n: int = 1,
+    project: str | os.PathLike | None = None,
+    keyword: str | None = None,
+    marks: str | None = None,
+    args: Sequence[str] = (),
+) -> RunResults:
     """Run ``paths`` (default: the project's experiments) × ``params`` × ``targets``.
 
     ``params`` maps a name to a value or a list of values (a sweep, as ``-p name=a,b``);
@@ -89,8 +103,9 @@ def run(paths: str | os.PathLike | Sequence[str | os.PathLike] = (), *, targets:
     return run_command(argv, project=project)
 
 
-def run_command(argv: Sequence[str] = (), *, project: str | os.PathLike | None = None,
-                prog: str = "amlrun") -> RunResults:
+def run_command(
+    argv: Sequence[str] = (), *, project: str | os.PathLike | None = None, prog: str = "amlrun"
+) -> RunResults:
     """Run ``amlrun ARGV`` (the run command, no subcommand) and return its results: what
     the ``amlrun`` command line itself runs, before it turns the exit code into its own."""
     from amlrun.options import make_config
@@ -119,9 +134,14 @@ def run_command(argv: Sequence[str] = (), *, project: str | os.PathLike | None =
 # -- the history ---------------------------------------------------------------------------------
 
 
-def runs(project: str | os.PathLike | None = None, *, script: str | Sequence[str] | None = None,
-         target: str | Sequence[str] | None = None, status: str | Sequence[str] | None = None,
-         limit: int | None = None) -> Runs:
+def runs(
+    project: str | os.PathLike | None = None,
+    *,
+    script: str | Sequence[str] | None = None,
+    target: str | Sequence[str] | None = None,
+    status: str | Sequence[str] | None = None,
+    limit: int | None = None,
+) -> Runs:
     """The project's recorded runs, newest first, filtered as ``amlrun history list`` filters."""
     from amlrun.apivalues import Run, Runs
     from amlrun.project import Project

@@ -37,7 +37,7 @@ class CellResult:
     script: str
     target: str
     params: dict[str, Any]
-    outcome: str                 # passed, failed, error, skipped, canceled, reused
+    outcome: str  # passed, failed, error, skipped, canceled, reused
     run_id: str | None
     metrics: dict[str, Any]
     reason: str
@@ -66,23 +66,44 @@ class RunResults(_Items[CellResult]):
 
     def to_pandas(self):
         """A DataFrame: one row per cell, its parameters and last metric values as columns."""
-        return _frame([{"cell_id": c.cell_id, "script": c.script, "target": c.target, "outcome": c.outcome,
-                        "run_id": c.run_id, "duration": c.duration} for c in self.items],
-                      [c.params for c in self.items], [c.metrics for c in self.items])
+        return _frame(
+            [
+                {
+                    "cell_id": c.cell_id,
+                    "script": c.script,
+                    "target": c.target,
+                    "outcome": c.outcome,
+                    "run_id": c.run_id,
+                    "duration": c.duration,
+                }
+                for c in self.items
+            ],
+            [c.params for c in self.items],
+            [c.metrics for c in self.items],
+        )
 
 
 def result_of(report) -> CellResult:
     cell = report.cell
-    return CellResult(cell_id=cell.id, script=cell.script, target=cell.target, params=cell.params.as_dict(),
-                      outcome=report.outcome, run_id=report.run_id, metrics=dict(report.metrics),
-                      reason=report.reason, duration=report.duration, run_dir=report.run_dir)
+    return CellResult(
+        cell_id=cell.id,
+        script=cell.script,
+        target=cell.target,
+        params=cell.params.as_dict(),
+        outcome=report.outcome,
+        run_id=report.run_id,
+        metrics=dict(report.metrics),
+        reason=report.reason,
+        duration=report.duration,
+        run_dir=report.run_dir,
+    )
 
 
 @dataclass(frozen=True)
 class Run:
     """One recorded run: its record's fields, and its folder in the history."""
 
-    record: Any                  # amlrun.store.RunRecord
+    record: Any  # amlrun.store.RunRecord
     run_dir: Path
 
     def __getattr__(self, name: str) -> Any:  # run_id, cell_id, script, target, status, params, metrics, tags ...
@@ -97,12 +118,14 @@ class Run:
     def open(self, name: str, mode: str = "r", **kwargs: Any):
         """Open file ``name`` of the run's ``outputs/`` (never a link, never outside it)."""
         base = self.outputs.resolve()
-        path = (self.outputs / name)
+        path = self.outputs / name
         if path.is_symlink() or base not in path.resolve().parents:
             raise UsageError(f"run {self.record.run_id}: no artifact outputs/{name}")
         if not path.is_file():
-            raise UsageError(f"run {self.record.run_id}: no artifact outputs/{name} "
-                             f"(artifacts: {', '.join(a.get('path', '') for a in self.record.artifacts) or 'none'})")
+            raise UsageError(
+                f"run {self.record.run_id}: no artifact outputs/{name} "
+                f"(artifacts: {', '.join(a.get('path', '') for a in self.record.artifacts) or 'none'})"
+            )
         return open(path, mode, **kwargs)
 
     def metric_history(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -123,13 +146,35 @@ class Runs(_Items[Run]):
         columns. ``history=True``: one row per logged point (run_id, metric, step, value, time)."""
         if history:
             pandas = _pandas()
-            rows = [{"run_id": r.record.run_id, "metric": p.get("name"), "step": p.get("step"),
-                     "value": p.get("value"), "time": p.get("time")} for r in self.items for p in r.metric_history()]
+            rows = [
+                {
+                    "run_id": r.record.run_id,
+                    "metric": p.get("name"),
+                    "step": p.get("step"),
+                    "value": p.get("value"),
+                    "time": p.get("time"),
+                }
+                for r in self.items
+                for p in r.metric_history()
+            ]
             return pandas.DataFrame(rows, columns=["run_id", "metric", "step", "value", "time"])
         records = [r.record for r in self.items]
-        return _frame([{"run_id": rec.run_id, "cell_id": rec.cell_id, "script": rec.script, "target": rec.target,
-                        "status": rec.status, "started": rec.started, "duration": rec.duration} for rec in records],
-                      [rec.params for rec in records], [rec.metrics for rec in records])
+        return _frame(
+            [
+                {
+                    "run_id": rec.run_id,
+                    "cell_id": rec.cell_id,
+                    "script": rec.script,
+                    "target": rec.target,
+                    "status": rec.status,
+                    "started": rec.started,
+                    "duration": rec.duration,
+                }
+                for rec in records
+            ],
+            [rec.params for rec in records],
+            [rec.metrics for rec in records],
+        )
 
 
 def _pandas():

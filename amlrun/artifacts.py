@@ -23,7 +23,7 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 
 @dataclass(frozen=True)
 class Artifact:
-    path: str      # relative to the run folder, e.g. outputs/model.pkl
+    path: str  # relative to the run folder, e.g. outputs/model.pkl
     size: int
     sha256: str
 

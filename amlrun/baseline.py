@@ -129,8 +129,10 @@ def parse_tolerance(name: str, value: Any, where: str) -> Tolerance:
         unknown = set(value) - {"abs", "rel"}
         if unknown:
             raise ConfigError(f"tolerance for '{name}': unknown key '{sorted(unknown)[0]}' (expected abs, rel)", where)
-        return Tolerance(abs=_number(value.get("abs", 0), where, f"{name}.abs"),
-                         rel=_number(value.get("rel", 0), where, f"{name}.rel"))
+        return Tolerance(
+            abs=_number(value.get("abs", 0), where, f"{name}.abs"),
+            rel=_number(value.get("rel", 0), where, f"{name}.rel"),
+        )
     raise ConfigError(
         f"tolerance for '{name}': expected a number, 'N%', {{abs: X, rel: Y}} or 'any', got {value!r}", where
     )
@@ -182,11 +184,11 @@ class Movement:
     """One metric or artifact that moved beyond its tolerance."""
 
     name: str
-    kind: str                 # "metric" or "artifact"
+    kind: str  # "metric" or "artifact"
     expected: Any
     actual: Any
     tolerance: Tolerance = EXACT
-    note: str = ""            # "missing", "changed", "new type"
+    note: str = ""  # "missing", "changed", "new type"
 
     @property
     def diff(self) -> float | None:
@@ -211,8 +213,16 @@ class Movement:
         return f"{self.name} ({_fmt(self.expected)} -> {_fmt(self.actual)}{delta})"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "expected": self.expected, "actual": self.actual,
-                "diff": self.diff, "rel": self.rel, "tolerance": self.tolerance.describe(), "note": self.note}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "expected": self.expected,
+            "actual": self.actual,
+            "diff": self.diff,
+            "rel": self.rel,
+            "tolerance": self.tolerance.describe(),
+            "note": self.note,
+        }
 
 
 def _is_number(value: Any) -> bool:
@@ -265,11 +275,14 @@ def reason_line(what: str, moved: list[Movement]) -> str:
     artifacts = [m for m in moved if m.kind == "artifact"]
     parts = []
     if metrics:
-        parts.append(f"metric{'s' * (len(metrics) != 1)} moved beyond tolerance vs {what}: "
-                     + "; ".join(m.short() for m in metrics))
+        parts.append(
+            f"metric{'s' * (len(metrics) != 1)} moved beyond tolerance vs {what}: "
+            + "; ".join(m.short() for m in metrics)
+        )
     if artifacts:
-        parts.append(f"artifact{'s' * (len(artifacts) != 1)} changed vs {what}: "
-                     + "; ".join(m.short() for m in artifacts))
+        parts.append(
+            f"artifact{'s' * (len(artifacts) != 1)} changed vs {what}: " + "; ".join(m.short() for m in artifacts)
+        )
     return " | ".join(parts)
 
 
@@ -280,17 +293,27 @@ def table(moved: list[Movement], expected_label: str = "expected") -> list[str]:
     rows = []
     for m in moved:
         if m.kind == "artifact":
-            rows.append([m.name, _fmt(m.expected), _fmt(m.actual), m.note, "",
-                         "sha256" if not m.tolerance.any else ANY])
+            rows.append(
+                [m.name, _fmt(m.expected), _fmt(m.actual), m.note, "", "sha256" if not m.tolerance.any else ANY]
+            )
             continue
         diff, rel = m.diff, m.rel
-        rows.append([
-            m.name, _fmt(m.expected), "(missing)" if m.note == "missing" else _fmt(m.actual),
-            "" if diff is None else f"{diff:+.6g}", "" if rel is None else f"{rel * 100:+.3g}%",
-            m.tolerance.describe(),
-        ])
-    text = tabulate(rows, headers=["metric/artifact", expected_label, "actual", "diff", "rel", "tolerance"],
-                    tablefmt="simple", disable_numparse=True)
+        rows.append(
+            [
+                m.name,
+                _fmt(m.expected),
+                "(missing)" if m.note == "missing" else _fmt(m.actual),
+                "" if diff is None else f"{diff:+.6g}",
+                "" if rel is None else f"{rel * 100:+.3g}%",
+                m.tolerance.describe(),
+            ]
+        )
+    text = tabulate(
+        rows,
+        headers=["metric/artifact", expected_label, "actual", "diff", "rel", "tolerance"],
+        tablefmt="simple",
+        disable_numparse=True,
+    )
     return text.splitlines()
 
 
@@ -400,17 +423,20 @@ def load(path: Path, display: str | None = None) -> Baseline:
             raise ConfigError("a cell's entry must be a mapping (run, metrics, artifacts, tolerances)", where)
         unknown = set(raw) - {"run", "saved", "metrics", "artifacts", "tolerances"}
         if unknown:
-            raise ConfigError(f"unknown key '{sorted(unknown)[0]}' "
-                              "(expected run, saved, metrics, artifacts, tolerances)", where)
+            raise ConfigError(
+                f"unknown key '{sorted(unknown)[0]}' (expected run, saved, metrics, artifacts, tolerances)", where
+            )
         metrics = raw.get("metrics") or {}
         artifacts = raw.get("artifacts") or {}
         if not isinstance(metrics, dict) or not isinstance(artifacts, dict):
             raise ConfigError("'metrics' and 'artifacts' must be mappings", where)
         entries[str(cell_id)] = Entry(
-            cell_id=str(cell_id), metrics={str(k): v for k, v in metrics.items()},
+            cell_id=str(cell_id),
+            metrics={str(k): v for k, v in metrics.items()},
             artifacts={str(k): str(v) for k, v in artifacts.items()},
             tolerances=Tolerances.parse(raw.get("tolerances"), where),
-            run=str(raw["run"]) if raw.get("run") else None, saved=str(raw["saved"]) if raw.get("saved") else None,
+            run=str(raw["run"]) if raw.get("run") else None,
+            saved=str(raw["saved"]) if raw.get("saved") else None,
         )
     return Baseline(path, entries, Tolerances.parse(data.get("tolerances"), shown), True)
 
@@ -424,7 +450,10 @@ def entry_from_record(record, previous: Entry | None = None) -> Entry:
             if digest in (ANY, NONDETERMINISTIC) and path in artifacts:
                 artifacts[path] = digest
     return Entry(
-        cell_id=base_cell_id(record.cell_id), metrics=dict(record.metrics), artifacts=artifacts,
-        tolerances=previous.tolerances if previous is not None else Tolerances(), run=record.run_id,
+        cell_id=base_cell_id(record.cell_id),
+        metrics=dict(record.metrics),
+        artifacts=artifacts,
+        tolerances=previous.tolerances if previous is not None else Tolerances(),
+        run=record.run_id,
         saved=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )

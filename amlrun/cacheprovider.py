@@ -31,22 +31,37 @@ from amlrun.protocol import CANCELED, ERROR, FAILED, PASSED, REUSED, RunReport
 CACHE_DIRNAME = "cache"
 LASTFAILED = "lastfailed.json"
 LASTSESSION = "lastsession.json"
-CELLINPUTS = "cellinputs.json"   # cell id → the inputs of its last completed run
+CELLINPUTS = "cellinputs.json"  # cell id → the inputs of its last completed run
 
 
 @hookimpl
 def amlrun_addoption(parser, group):
     group = parser.add_argument_group("rerun and cache")
-    group.add_argument("--lf", "--last-failed", dest="last_failed", action="store_true",
-                       help="run only the cells that failed last time (all, if none failed)")
-    group.add_argument("--ff", "--failed-first", dest="failed_first", action="store_true",
-                       help="run the cells that failed last time first, then the rest")
-    group.add_argument("--reuse", action="store_true",
-                       help="don't run a cell whose code, environment, parameters, run configuration and target "
-                            "equal a completed run's; report it as reused with that run's id")
-    group.add_argument("--resume", action="store_true",
-                       help="don't run cells already completed, with identical inputs, "
-                            "by the last (interrupted) session")
+    group.add_argument(
+        "--lf",
+        "--last-failed",
+        dest="last_failed",
+        action="store_true",
+        help="run only the cells that failed last time (all, if none failed)",
+    )
+    group.add_argument(
+        "--ff",
+        "--failed-first",
+        dest="failed_first",
+        action="store_true",
+        help="run the cells that failed last time first, then the rest",
+    )
+    group.add_argument(
+        "--reuse",
+        action="store_true",
+        help="don't run a cell whose code, environment, parameters, run configuration and target "
+        "equal a completed run's; report it as reused with that run's id",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="don't run cells already completed, with identical inputs, by the last (interrupted) session",
+    )
 
 
 @hookimpl
@@ -123,8 +138,11 @@ _COMPUTE_KEYS_WITHOUT_EFFECT = frozenset({"maxParallel"})
 
 def runconfig_digest(runconfig, compute) -> str:
     """The run configuration and compute file *as written*, not just their names."""
-    settings = {k: v for k, v in (compute.settings if compute is not None else {}).items()
-                if k not in _COMPUTE_KEYS_WITHOUT_EFFECT}
+    settings = {
+        k: v
+        for k, v in (compute.settings if compute is not None else {}).items()
+        if k not in _COMPUTE_KEYS_WITHOUT_EFFECT
+    }
     fields = dataclasses.asdict(runconfig)
     fields.pop("source", None)
     return _sha({"runconfig": fields, "compute": settings, "type": getattr(compute, "type", None)})
@@ -140,7 +158,7 @@ class CellInputs:
     runconfig: str
     target: str
     script: str
-    script_args: tuple[str, ...] = ()   # after '--' on the command line
+    script_args: tuple[str, ...] = ()  # after '--' on the command line
 
     @property
     def key(self) -> str | None:
@@ -148,9 +166,15 @@ class CellInputs:
         return _sha(dataclasses.asdict(self)) if self.environment else None
 
     def changed_since(self, before: dict) -> list[str]:
-        names = {"code": "code it sees", "environment": "environment", "params": "parameters",
-                 "runconfig": "run configuration", "target": "target", "script": "script",
-                 "script_args": "script arguments"}
+        names = {
+            "code": "code it sees",
+            "environment": "environment",
+            "params": "parameters",
+            "runconfig": "run configuration",
+            "target": "target",
+            "script": "script",
+            "script_args": "script arguments",
+        }
         before = {**before, "script_args": tuple(before.get("script_args") or ())}
         return [names[k] for k, v in dataclasses.asdict(self).items() if before.get(k) != v]
 
@@ -180,8 +204,8 @@ class RerunCache:
         self.header: list[str] = []
         self._code: dict[str, str] | None = None
         self._env: dict[str, str | None] = {}
-        self._inputs: dict[str, dict] = {}            # cell id → inputs of the run it completed now
-        self.not_reused: dict[str, str] = {}          # cell id → why its cached run was not reused
+        self._inputs: dict[str, dict] = {}  # cell id → inputs of the run it completed now
+        self.not_reused: dict[str, str] = {}  # cell id → why its cached run was not reused
         self.runcache = RunCache(config.project.state_dir)
 
     def option(self, name: str):
@@ -201,9 +225,15 @@ class RerunCache:
             return None
         target = session.targets.get(cell.target)
         runconfig = runconfig_digest(session.runconfigs[cell.target], getattr(target, "compute", None))
-        return CellInputs(code=code, environment=env_digest, params=_sha(cell.params.as_dict()),
-                          runconfig=runconfig, target=cell.target, script=cell.script,
-                          script_args=tuple(self.option("script_args") or ()))
+        return CellInputs(
+            code=code,
+            environment=env_digest,
+            params=_sha(cell.params.as_dict()),
+            runconfig=runconfig,
+            target=cell.target,
+            script=cell.script,
+            script_args=tuple(self.option("script_args") or ()),
+        )
 
     # -- collection: --lf, --ff, and the reuse plan ------------------------------------------
 
@@ -224,13 +254,16 @@ class RerunCache:
         hits = [c for c in items if c.id in failed]
         if not hits:
             if failed or only:
-                self.header.append(f"{'run-last-failure' if only else 'failed-first'}: no previously failed cells "
-                                   f"{'among those selected' if failed else 'recorded'}, running all")
+                self.header.append(
+                    f"{'run-last-failure' if only else 'failed-first'}: no previously failed cells "
+                    f"{'among those selected' if failed else 'recorded'}, running all"
+                )
             return
         rest = [c for c in items if c.id not in failed]
         if only:
-            self.header.append(f"run-last-failure: rerun previous {len(hits)} failure{'s' * (len(hits) != 1)}"
-                               f" (deselected {len(rest)})")
+            self.header.append(
+                f"run-last-failure: rerun previous {len(hits)} failure{'s' * (len(hits) != 1)} (deselected {len(rest)})"
+            )
             deselected = getattr(session, "deselected", None)
             if isinstance(deselected, list):
                 deselected.extend(rest)
@@ -244,8 +277,9 @@ class RerunCache:
         lastfailed.json, for the experiments collected now: ``--lf`` needs no retyped ``-p``."""
         from amlrun.matrix import Cell, ParamSet, select
 
-        experiments = ({e.path: e for e in getattr(session, "experiments", ())}
-                       or {c.script: c.experiment for c in items})
+        experiments = {e.path: e for e in getattr(session, "experiments", ())} or {
+            c.script: c.experiment for c in items
+        }
         present = {c.id for c in items}
         typed_targets = bool(self.option("compute"))
         found = []
@@ -350,8 +384,11 @@ class RerunCache:
         for record in session.store.list(reap=False):
             if record.created < last.get("started", 0) - 1:
                 break  # newest first: older runs cannot be the last session's
-            if (record.pid == last.get("pid") and record.host == last.get("host")
-                    and record.pid_started == last.get("pid_started", record.pid_started)):
+            if (
+                record.pid == last.get("pid")
+                and record.host == last.get("host")
+                and record.pid_started == last.get("pid_started", record.pid_started)
+            ):
                 runs.add(record.run_id)
         return runs
 
@@ -367,11 +404,18 @@ class RerunCache:
         from amlrun.store import HOST
 
         self.session = session
-        _write_json(cache_dir(session.project) / LASTSESSION, {
-            "pid": os.getpid(), "pid_started": process_start(os.getpid()), "host": HOST, "started": time.time(),
-            "finished": False, "cells": len(session.cells),
-            "reused": sorted(r.run_id for r in session.reuse_plan.values()),
-        })
+        _write_json(
+            cache_dir(session.project) / LASTSESSION,
+            {
+                "pid": os.getpid(),
+                "pid_started": process_start(os.getpid()),
+                "host": HOST,
+                "started": time.time(),
+                "finished": False,
+                "cells": len(session.cells),
+                "reused": sorted(r.run_id for r in session.reuse_plan.values()),
+            },
+        )
 
     @hookimpl(tryfirst=True)
     def amlrun_run_cell(self, cell, session):
@@ -384,8 +428,14 @@ class RerunCache:
             session.reuse_plan.pop(cell.id, None)
             return None  # run it: the environment is not the one the cached run saw
         why = "completed by the interrupted session" if self.option("resume") else "identical inputs"
-        report = RunReport(cell=cell, outcome=REUSED, record=record, reason=f"{why}: reused run {record.run_id}",
-                           metrics=dict(record.metrics), run_dir=session.store.run_dir(record.run_id))
+        report = RunReport(
+            cell=cell,
+            outcome=REUSED,
+            record=record,
+            reason=f"{why}: reused run {record.run_id}",
+            metrics=dict(record.metrics),
+            run_dir=session.store.run_dir(record.run_id),
+        )
         session.config.hook.amlrun_runreport(report=report)
         return report
 

@@ -112,7 +112,10 @@ def parse_declarations(source: bytes, shown: str) -> tuple[tuple[dict, ...], tup
         line = getattr(exc, "lineno", None)
         raise ConfigError(
             f"cannot read {declared.group(1).decode()}: the host's Python {sys.version_info[0]}.{sys.version_info[1]} "
-            f"finds a syntax error: {getattr(exc, 'msg', exc)}", shown, line) from None
+            f"finds a syntax error: {getattr(exc, 'msg', exc)}",
+            shown,
+            line,
+        ) from None
     params: tuple[dict, ...] = ()
     marks: tuple[Mark, ...] = ()
     for node in tree.body:
@@ -189,7 +192,8 @@ class Conftests:
         caller = self._callers.get(key)
         if caller is None:
             foreign = [
-                mod for folder, mod in self._by_dir.items()
+                mod
+                for folder, mod in self._by_dir.items()
                 if mod is not None and folder != directory and folder not in directory.parents
             ]
             caller = self.config.pluginmanager.subset_hook_caller(name, remove_plugins=foreign)
@@ -234,8 +238,10 @@ def iter_candidate_files(paths: list[Path], settings, conftests: Conftests):
             conftests.load_ancestors(path)
             yield from _walk(path.resolve(), settings, conftests)
         else:
-            raise UsageError(f"file or directory not found: {path} (arguments for the scripts go after '--': "
-                             f"amlrun -c TARGET SCRIPT -- {path})")
+            raise UsageError(
+                f"file or directory not found: {path} (arguments for the scripts go after '--': "
+                f"amlrun -c TARGET SCRIPT -- {path})"
+            )
 
 
 def _walk(directory: Path, settings, conftests: Conftests):

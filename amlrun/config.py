@@ -164,9 +164,24 @@ def _check_size(value: Any) -> str | None:
     return None
 
 
-_TEXT_KEYS = ("type", "baseDockerImage", "address", "username", "password", "privateKeyFile", "passphrase",
-              "nativeSharedDirectory", "pythonLocation", "sparkSubmitLocation", "sparkMaster", "yarnDeployMode",
-              "remoteWorkspace", "knownHostsFile", "dockerSocket", "sparkMasterUI")
+_TEXT_KEYS = (
+    "type",
+    "baseDockerImage",
+    "address",
+    "username",
+    "password",
+    "privateKeyFile",
+    "passphrase",
+    "nativeSharedDirectory",
+    "pythonLocation",
+    "sparkSubmitLocation",
+    "sparkMaster",
+    "yarnDeployMode",
+    "remoteWorkspace",
+    "knownHostsFile",
+    "dockerSocket",
+    "sparkMasterUI",
+)
 COMPUTE_VALUE_CHECKS = {
     **{key: _check_text for key in _TEXT_KEYS},
     **{key: _check_bool for key in ("sharedVolumes", "nvidiaDocker", "userManagedEnvironment", "packEnvironment")},
@@ -189,8 +204,9 @@ def check_compute_values(data: dict, shown: str) -> None:
             raise ConfigError(f"'{key}' must be {expected}, got {value!r}", shown)
 
 
-def load_compute(path: Path, project_root: Path,
-                 extra_keys: frozenset[str] | Callable[[str], frozenset[str]] = frozenset()) -> ComputeTarget:
+def load_compute(
+    path: Path, project_root: Path, extra_keys: frozenset[str] | Callable[[str], frozenset[str]] = frozenset()
+) -> ComputeTarget:
     """A ``.compute`` file; ``extra_keys``: keys plugins add (or a function of the file's type giving them)."""
     shown = _display(path, project_root)
     data = read_mapping(path, display=shown)
@@ -275,8 +291,11 @@ def _data_prep_settings(data: dict[str, Any], shown: str) -> dict[str, Any]:
     per_source = data.get("DataSourceSettings")
     if per_source is not None:
         if not isinstance(per_source, dict) or not all(isinstance(v, dict) for v in per_source.values()):
-            raise ConfigError("'DataSourceSettings' must map data source files to settings "
-                              "(e.g. my.dsource: {Sampling: {Sample: MySampleName}})", shown)
+            raise ConfigError(
+                "'DataSourceSettings' must map data source files to settings "
+                "(e.g. my.dsource: {Sampling: {Sample: MySampleName}})",
+                shown,
+            )
         for name, value in per_source.items():
             sampling = value.get("Sampling")
             if sampling is not None and (not isinstance(sampling, dict) or not isinstance(sampling.get("Sample"), str)):

@@ -51,8 +51,9 @@ def venv_python(location: Path) -> Path:
     return location / "bin" / "python"
 
 
-def ensure_venv(deps: CondaDependencies, progress, *, interpreter: str | None = None,
-                root: Path | None = None) -> tuple[Path, bool]:
+def ensure_venv(
+    deps: CondaDependencies, progress, *, interpreter: str | None = None, root: Path | None = None
+) -> tuple[Path, bool]:
     """Return (python of the environment, whether it was built now)."""
     from filelock import FileLock
 
@@ -77,8 +78,19 @@ def ensure_venv(deps: CondaDependencies, progress, *, interpreter: str | None = 
         log: list[str] = []
         _step([interpreter, "-m", "venv", str(location)], progress, log)
         if deps.pip_packages:
-            _step([str(venv_python(location)), "-m", "pip", "install", "--disable-pip-version-check",
-                   "--no-input", *deps.pip_packages], progress, log)
+            _step(
+                [
+                    str(venv_python(location)),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    *deps.pip_packages,
+                ],
+                progress,
+                log,
+            )
         (location / COMPLETE_MARKER).write_text(f"{deps.digest}\n")
         progress.status(f"built environment {location.name} in {time.monotonic() - started:.1f}s")
         return venv_python(location), True

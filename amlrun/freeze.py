@@ -35,7 +35,7 @@ class Freeze:
     """One environment's package list, as recorded."""
 
     text: str
-    paths: tuple[str, ...] = ()   # folders the packages were read from (not part of the text)
+    paths: tuple[str, ...] = ()  # folders the packages were read from (not part of the text)
 
     @property
     def digest(self) -> str:
@@ -67,7 +67,7 @@ def parse_packages(text: str) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("conda:"):
-            name, _, rest = line[len("conda:"):].partition("=")
+            name, _, rest = line[len("conda:") :].partition("=")
             found["conda:" + normalise(name)] = rest
         elif "==" in line:
             name, _, version = line.partition("==")
@@ -91,7 +91,7 @@ def parse_output(lines) -> dict | None:
     for line in lines:
         if line.startswith(FREEZE_PREFIX):
             try:
-                data = json.loads(line[len(FREEZE_PREFIX):])
+                data = json.loads(line[len(FREEZE_PREFIX) :])
             except ValueError:
                 return None
             return data if isinstance(data, dict) else None
@@ -209,9 +209,13 @@ class EnvironmentRecorder:
             workdir.mkdir(parents=True)
             shutil.copytree(RUNTIME_SOURCE, workdir / RUNTIME_DIRNAME, ignore=shutil.ignore_patterns("__pycache__"))
             job = Job(
-                run_id=workdir.name, cell_id="(environment)", workdir=workdir, argv=(FREEZE_SCRIPT,),
+                run_id=workdir.name,
+                cell_id="(environment)",
+                workdir=workdir,
+                argv=(FREEZE_SCRIPT,),
                 env={"AMLRUN_RUN_ID": workdir.name, "AMLRUN_CELL_ID": "(environment)", "AMLRUN_TARGET": target.name},
-                outputs_dir=workdir / "fetched-outputs", timeout=FREEZE_TIMEOUT,
+                outputs_dir=workdir / "fetched-outputs",
+                timeout=FREEZE_TIMEOUT,
                 # plain Python on the node: listing packages must not cost a Spark application
                 runconfig=dataclasses.replace(runconfig, framework="Python"),
                 **({"cancel": cancel} if cancel is not None else {}),

@@ -72,8 +72,9 @@ def _imports(path: str, source: bytes, roots: list[str], files: frozenset[str]) 
     return found
 
 
-def visible_python(script: str, files: frozenset[str], read: Reader,
-                   memo: dict[str, list[str] | None] | None = None) -> frozenset[str] | None:
+def visible_python(
+    script: str, files: frozenset[str], read: Reader, memo: dict[str, list[str] | None] | None = None
+) -> frozenset[str] | None:
     """The Python files of ``files`` that ``script`` can import (itself included), or None
     when it may reach any of them (or is not a Python file). ``read(path)`` returns a file's
     bytes (None if unreadable); ``memo`` keeps each file's imports between calls."""

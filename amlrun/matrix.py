@@ -107,7 +107,7 @@ def split_scoped(options: Sequence[str]) -> tuple[list[str], dict[str, list[str]
         if sep and colons:
             if not script.strip():
                 raise UsageError(f"-p {option!r}: expected SCRIPT::NAME=VALUE[,VALUE...]")
-            scoped.setdefault(script.strip(), []).append(option[len(script) + 2:])
+            scoped.setdefault(script.strip(), []).append(option[len(script) + 2 :])
         else:
             plain.append(option)
     return plain, scoped
@@ -138,8 +138,9 @@ def combine(declared: Sequence[Mapping[str, Any]], cli_grid: Mapping[str, Sequen
         for combo in itertools.product(*cli_pairs):
             if overridden:  # keep the declared order of the names a command line overrides
                 values = dict(combo)
-                items = tuple((k, values[k]) if k in values else (k, v) for k, v in
-                              ((str(k), v) for k, v in base.items())) + tuple(p for p in combo if p[0] not in base)
+                items = tuple(
+                    (k, values[k]) if k in values else (k, v) for k, v in ((str(k), v) for k, v in base.items())
+                ) + tuple(p for p in combo if p[0] not in base)
             else:
                 items = base_pairs + combo
             if unique:
@@ -152,8 +153,12 @@ def combine(declared: Sequence[Mapping[str, Any]], cli_grid: Mapping[str, Sequen
     return result
 
 
-def expand(experiments: Iterable[Any], targets: Sequence[str], cli_grid: Mapping[str, Sequence[Any]],
-           scoped: Mapping[str, Mapping[str, Sequence[Any]]] | None = None) -> list[Cell]:
+def expand(
+    experiments: Iterable[Any],
+    targets: Sequence[str],
+    cli_grid: Mapping[str, Sequence[Any]],
+    scoped: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+) -> list[Cell]:
     """Every experiment × its parameter sets × every target, in that nesting order.
 
     ``scoped``: script path → a grid for that script only (``-p SCRIPT::NAME=...``)."""

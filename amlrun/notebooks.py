@@ -58,8 +58,7 @@ def read_notebook_declarations(source: bytes, shown: str) -> tuple[tuple[dict, .
         code_cells(source, shown)  # still a readable notebook?
         return params, marks
     for number, text in code_cells(source, shown):
-        cell_params, cell_marks = parse_declarations(_without_magics(text).encode("utf-8"),
-                                                      f"{shown} cell {number}")
+        cell_params, cell_marks = parse_declarations(_without_magics(text).encode("utf-8"), f"{shown} cell {number}")
         params, marks = cell_params or params, cell_marks or marks
     return params, marks
 
@@ -76,4 +75,5 @@ def with_executor(session, cells) -> None:
         runconfig = session.runconfigs.get(name)
         if runconfig is not None and not set(EXECUTOR_REQUIREMENTS) <= set(runconfig.extra_requirements):
             session.runconfigs[name] = dataclasses.replace(
-                runconfig, extra_requirements=(*runconfig.extra_requirements, *EXECUTOR_REQUIREMENTS))
+                runconfig, extra_requirements=(*runconfig.extra_requirements, *EXECUTOR_REQUIREMENTS)
+            )

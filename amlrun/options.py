@@ -56,8 +56,11 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
         epilog=f"commands:\n{commands}\n\nRun '{prog} COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", nargs="*",
-                        help="experiment files or folders (default: [tool.amlrun] experiment_paths, else the project)")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        help="experiment files or folders (default: [tool.amlrun] experiment_paths, else the project)",
+    )
     _add_matrix_options(parser.add_argument_group("matrix"))
     _add_running_options(parser.add_argument_group("running"))
     out = parser.add_argument_group("reporting")
@@ -69,34 +72,61 @@ def run_parser(prog: str = "amlrun") -> ArgumentParser:
 
 def _add_matrix_options(sel) -> None:
     """What the matrix is made of: paths aside, the targets, parameters, plugins and selection."""
-    sel.add_argument("-c", "--compute", action="append", default=[], metavar="NAME",
-                     help="run configuration or compute target to run on "
-                          "(repeatable; default: [tool.amlrun] default_targets or local)")
-    sel.add_argument("-p", dest="p_options", action="append", default=[], metavar="NAME=V1,V2 | PLUGIN",
-                     help="a parameter sweep (NAME=V1,V2: cartesian product across -p) or, without '=', "
-                          "a plugin to load (no:NAME blocks one)")
-    sel.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=V1,V2",
-                     help="same as -p NAME=V1,V2")
+    sel.add_argument(
+        "-c",
+        "--compute",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run configuration or compute target to run on "
+        "(repeatable; default: [tool.amlrun] default_targets or local)",
+    )
+    sel.add_argument(
+        "-p",
+        dest="p_options",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2 | PLUGIN",
+        help="a parameter sweep (NAME=V1,V2: cartesian product across -p) or, without '=', "
+        "a plugin to load (no:NAME blocks one)",
+    )
+    sel.add_argument(
+        "--param", dest="params", action="append", default=[], metavar="NAME=V1,V2", help="same as -p NAME=V1,V2"
+    )
     sel.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="NAME", help="same as -p NAME")
-    sel.add_argument("-k", dest="keyword", metavar="EXPR",
-                     help="select cells whose id matches EXPR (and/or/not, substrings)")
+    sel.add_argument(
+        "-k", dest="keyword", metavar="EXPR", help="select cells whose id matches EXPR (and/or/not, substrings)"
+    )
     sel.add_argument("-m", dest="markexpr", metavar="EXPR", help="select cells by marks (and/or/not)")
     sel.add_argument("--collect-only", "--co", action="store_true", help="print the matrix, run nothing")
 
 
 def _add_running_options(run) -> None:
     """How the cells run: parallelism, stopping, retries, timeouts, streaming, the seed."""
-    run.add_argument("-n", "--numprocesses", type=_positive_workers, default=1, metavar="N",
-                     help="run up to N cells at once ('auto': one per core); each target also has its own limit")
-    run.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail",
-                     help="stop after the first failure")
+    run.add_argument(
+        "-n",
+        "--numprocesses",
+        type=_positive_workers,
+        default=1,
+        metavar="N",
+        help="run up to N cells at once ('auto': one per core); each target also has its own limit",
+    )
+    run.add_argument(
+        "-x", "--exitfirst", action="store_const", const=1, dest="maxfail", help="stop after the first failure"
+    )
     run.add_argument("--maxfail", type=_count, default=0, metavar="N", help="stop after N failures (0: never)")
-    run.add_argument("--retries", type=_count, default=0, metavar="N",
-                     help="re-run a cell up to N times when the infrastructure failed it (lost connection, "
-                          "engine unavailable, OOM kill); never for a script's own failure")
+    run.add_argument(
+        "--retries",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="re-run a cell up to N times when the infrastructure failed it (lost connection, "
+        "engine unavailable, OOM kill); never for a script's own failure",
+    )
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="cancel a cell running longer than this")
-    run.add_argument("--stream", action="store_true",
-                     help="stream every cell's output live, each line prefixed with its cell id")
+    run.add_argument(
+        "--stream", action="store_true", help="stream every cell's output live, each line prefixed with its cell id"
+    )
     run.add_argument("--seed", type=int, metavar="N", help="the value of AMLRUN_SEED in every run (default 0)")
 
 
@@ -139,7 +169,7 @@ def split_script_args(argv: list[str]) -> tuple[list[str], tuple[str, ...]]:
     if "--" not in argv:
         return argv, ()
     at = argv.index("--")
-    return argv[:at], tuple(argv[at + 1:])
+    return argv[:at], tuple(argv[at + 1 :])
 
 
 def make_config(argv: list[str], prog: str = "amlrun"):

@@ -125,8 +125,9 @@ def pump_lines(stream, sink) -> threading.Thread:
     return thread
 
 
-def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: float | None,
-                  on_stop=None, group_file=None) -> ProcessOutcome:
+def run_streaming(
+    cmd, *, cwd, env, sink, cancel: threading.Event, timeout: float | None, on_stop=None, group_file=None
+) -> ProcessOutcome:
     """Run ``cmd``; every output line goes to ``sink``; stop on ``cancel`` or ``timeout``.
 
     ``on_stop`` (optional) is called before the process group is killed, e.g. to
@@ -136,8 +137,13 @@ def run_streaming(cmd, *, cwd, env, sink, cancel: threading.Event, timeout: floa
     """
     token = os.urandom(12).hex()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env={**env, MARKER_ENV: token}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        cmd,
+        cwd=cwd,
+        env={**env, MARKER_ENV: token},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     if group_file is not None:
         _write_group_file(group_file, proc.pid, token)
@@ -216,8 +222,13 @@ def alive(pid: int, started: str = "") -> bool:
 
 def _write_group_file(path, pgid: int, token: str = "") -> None:
     owner = os.getpid()
-    data = {"pgid": pgid, "start": process_start(pgid), "owner": owner, "owner_start": process_start(owner),
-            "token": token}  # the group leader's pid is the run's first pid (kill_marked's since_pid)
+    data = {
+        "pgid": pgid,
+        "start": process_start(pgid),
+        "owner": owner,
+        "owner_start": process_start(owner),
+        "token": token,
+    }  # the group leader's pid is the run's first pid (kill_marked's since_pid)
     try:
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(data, fh)

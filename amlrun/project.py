@@ -40,7 +40,16 @@ class Settings:
     experiment_files: tuple[str, ...] = ("*.py",)
     notebook_files: tuple[str, ...] = ("*.ipynb",)
     norecursedirs: tuple[str, ...] = (
-        ".*", "_*", "__pycache__", "outputs", "aml_config", "venv", "env", "node_modules", "build", "dist",
+        ".*",
+        "_*",
+        "__pycache__",
+        "outputs",
+        "aml_config",
+        "venv",
+        "env",
+        "node_modules",
+        "build",
+        "dist",
     )
     default_targets: tuple[str, ...] = ("local",)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -79,8 +88,9 @@ def load_settings(pyproject: Path) -> Settings | None:
         notebook_files=_str_tuple(
             table.get("notebook_files", list(defaults.notebook_files)), "notebook_files", pyproject.name
         ),
-        norecursedirs=_str_tuple(table.get("norecursedirs", list(defaults.norecursedirs)), "norecursedirs",
-                                 pyproject.name),
+        norecursedirs=_str_tuple(
+            table.get("norecursedirs", list(defaults.norecursedirs)), "norecursedirs", pyproject.name
+        ),
         default_targets=_str_tuple(
             table.get("default_targets", list(defaults.default_targets)), "default_targets", pyproject.name
         ),
@@ -136,8 +146,9 @@ class Project:
     def runconfig_names(self) -> list[str]:
         return sorted(p.stem for p in self.config_dir.glob("*.runconfig"))
 
-    def compute_target(self, name: str, extra_keys: frozenset[str] | Callable[[str], frozenset[str]] = frozenset()
-                       ) -> ComputeTarget | None:
+    def compute_target(
+        self, name: str, extra_keys: frozenset[str] | Callable[[str], frozenset[str]] = frozenset()
+    ) -> ComputeTarget | None:
         path = self.config_dir / f"{name}.compute"
         if path.is_file():
             return load_compute(path, self.root, extra_keys)

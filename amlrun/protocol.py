@@ -33,7 +33,7 @@ class RunReport:
     cell: Any
     outcome: str
     duration: float = 0.0
-    record: Any = None            # amlrun.store.RunRecord (as recorded), None when untracked or skipped
+    record: Any = None  # amlrun.store.RunRecord (as recorded), None when untracked or skipped
     reason: str = ""
     log_tail: tuple[str, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -98,8 +98,10 @@ def param_env_name(name: str) -> str:
 
 
 def build_env(session, cell, run_id: str, runconfig) -> dict[str, str]:
-    env = {k: session.resolve_secret(v, runconfig.source or runconfig.name) for k, v in
-           runconfig.environment_variables.items()}
+    env = {
+        k: session.resolve_secret(v, runconfig.source or runconfig.name)
+        for k, v in runconfig.environment_variables.items()
+    }
     env["AMLRUN_RUN_ID"] = run_id
     env["AMLRUN_CELL_ID"] = cell.id
     env["AMLRUN_TARGET"] = cell.target
@@ -119,13 +121,13 @@ class CellRun:
 
     session: Any
     cell: Any
-    record: Any                       # amlrun.store.RunRecord
+    record: Any  # amlrun.store.RunRecord
     run_dir: Path
     sink: RunSink
     tracked: bool
-    started: float                    # time.monotonic() when the protocol began
-    artifacts: tuple = ()             # amlrun.artifacts.Artifact entries, once collected
-    log_tail: tuple[str, ...] | None = None   # set when the sink's tail is not the story (a failed build)
+    started: float  # time.monotonic() when the protocol began
+    artifacts: tuple = ()  # amlrun.artifacts.Artifact entries, once collected
+    log_tail: tuple[str, ...] | None = None  # set when the sink's tail is not the story (a failed build)
     workdir: Path | None = None
 
     @property
@@ -167,19 +169,27 @@ def open_run(session, cell) -> CellRun:
     store = session.store
     script_args = tuple(session.config.getoption("script_args") or ())
     record = store.new_record(
-        cell_id=cell.id, script=cell.script, target=cell.target,
-        target_type=session.targets[cell.target].compute.type, runconfig=runconfig.name,
-        params=cell.params.as_dict(), script_args=script_args, status="preparing",
-        git_commit=session.git.commit, git_dirty=session.git.dirty,
-        snapshot_digest=session.snapshot.digest, environment_digest=session.environment_digest(cell.target),
+        cell_id=cell.id,
+        script=cell.script,
+        target=cell.target,
+        target_type=session.targets[cell.target].compute.type,
+        runconfig=runconfig.name,
+        params=cell.params.as_dict(),
+        script_args=script_args,
+        status="preparing",
+        git_commit=session.git.commit,
+        git_dirty=session.git.dirty,
+        snapshot_digest=session.snapshot.digest,
+        environment_digest=session.environment_digest(cell.target),
     )
     tracked = runconfig.tracked_run
     run_dir = store.run_dir(record.run_id) if tracked else session.untracked_root / record.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     if session.git.dirty and session.git.diff and tracked:
         (run_dir / "git.diff").write_text(session.redact(session.git.diff), encoding="utf-8")
-    rewrite = workdir_rewriter(record.run_id, session.work_root / record.run_id, session.project.root,
-                               session.targets[cell.target].run_workdir)
+    rewrite = workdir_rewriter(
+        record.run_id, session.work_root / record.run_id, session.project.root, session.targets[cell.target].run_workdir
+    )
     sink = RunSink(run_dir, lambda line: rewrite(session.redact(line)), session.stream_for(cell))
     run = CellRun(session, cell, record, run_dir, sink, tracked, time.monotonic())
     if not session.environment_ready(cell.target):
@@ -216,8 +226,9 @@ def make_job(run: CellRun) -> Job:
     session, cell, runconfig = run.session, run.cell, run.runconfig
     try:
         env = build_env(session, cell, run.record.run_id, runconfig)
-        for extra in session.config.hook.amlrun_run_environment(cell=cell, record=run.record, target=run.target,
-                                                                session=session):
+        for extra in session.config.hook.amlrun_run_environment(
+            cell=cell, record=run.record, target=run.target, session=session
+        ):
             env.update({k: v for k, v in (extra or {}).items() if not k.startswith("AMLRUN_")})
     except AmlrunError as exc:  # e.g. an unresolvable secret: record why, then stop the session
         run.sink.note(f"[amlrun] {exc}")
@@ -226,9 +237,14 @@ def make_job(run: CellRun) -> Job:
     run.save(status="running", started=time.time())
     run.workdir = materialize_workdir(session, run.record.run_id)
     return Job(
-        run_id=run.record.run_id, cell_id=cell.id, workdir=run.workdir, argv=build_argv(runconfig, cell,
-                                                                                        run.record.script_args),
-        env=env, outputs_dir=run.run_dir / "outputs", runconfig=runconfig, params=cell.params.as_dict(),
+        run_id=run.record.run_id,
+        cell_id=cell.id,
+        workdir=run.workdir,
+        argv=build_argv(runconfig, cell, run.record.script_args),
+        env=env,
+        outputs_dir=run.run_dir / "outputs",
+        runconfig=runconfig,
+        params=cell.params.as_dict(),
         timeout=session.timeout,
     )
 
@@ -282,12 +298,24 @@ def amlrun_make_report(cell, job, result, run):
         raised = exception_line(run.sink.tail)
         reason = f"{raised} ({reason})" if raised and reason else (raised or reason)
     record = dataclasses.replace(
-        run.record, status="failed" if result.status == "error" else result.status, exit_code=result.exit_code,
-        reason=reason, ended=time.time(), metrics=dict(run.sink.metrics), tags=dict(run.sink.tags),
-        artifacts=tuple(a.to_json() for a in run.artifacts), extra={**run.record.extra, **result.extra},
+        run.record,
+        status="failed" if result.status == "error" else result.status,
+        exit_code=result.exit_code,
+        reason=reason,
+        ended=time.time(),
+        metrics=dict(run.sink.metrics),
+        tags=dict(run.sink.tags),
+        artifacts=tuple(a.to_json() for a in run.artifacts),
+        extra={**run.record.extra, **result.extra},
     )
     return RunReport(
-        cell=cell, outcome=outcome, duration=time.monotonic() - run.started, record=record if run.tracked else None,
-        reason=reason, log_tail=tuple(run.sink.tail) if run.log_tail is None else run.log_tail,
-        metrics=dict(run.sink.metrics), run_dir=run.run_dir, infrastructure_error=result.infrastructure_error,
+        cell=cell,
+        outcome=outcome,
+        duration=time.monotonic() - run.started,
+        record=record if run.tracked else None,
+        reason=reason,
+        log_tail=tuple(run.sink.tail) if run.log_tail is None else run.log_tail,
+        metrics=dict(run.sink.metrics),
+        run_dir=run.run_dir,
+        infrastructure_error=result.infrastructure_error,
     )

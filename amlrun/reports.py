@@ -41,13 +41,23 @@ def embed_size(text: str) -> int:
 def amlrun_addoption(parser, group):
     group = parser.add_argument_group("session reports")
     group.add_argument("--junitxml", metavar="PATH", help="write a JUnit XML report (one test case per cell)")
-    group.add_argument("--report-json", dest="report_json", metavar="PATH",
-                       help="write every cell with its run record as JSON")
-    group.add_argument("--html", dest="html_report", metavar="PATH",
-                       help="write one self-contained HTML page: the matrix (filter, sort), metric curves and "
-                            "charts, failures with their logs, the runs' images")
-    group.add_argument("--html-embed-limit", dest="html_embed_limit", metavar="SIZE", type=embed_size,
-                       help="images embedded in the --html page at most (default 10MB; 0: none)")
+    group.add_argument(
+        "--report-json", dest="report_json", metavar="PATH", help="write every cell with its run record as JSON"
+    )
+    group.add_argument(
+        "--html",
+        dest="html_report",
+        metavar="PATH",
+        help="write one self-contained HTML page: the matrix (filter, sort), metric curves and "
+        "charts, failures with their logs, the runs' images",
+    )
+    group.add_argument(
+        "--html-embed-limit",
+        dest="html_embed_limit",
+        metavar="SIZE",
+        type=embed_size,
+        help="images embedded in the --html page at most (default 10MB; 0: none)",
+    )
 
 
 @hookimpl(trylast=True)
@@ -55,9 +65,11 @@ def amlrun_sessionfinish(session, exitstatus):
     """Last, so a report that cannot be written (one-line error, exit 4) stops no other plugin."""
     config = session.config
     duration = time.monotonic() - session.started
-    writers = (("--junitxml", config.getoption("junitxml"), write_junitxml),
-               ("--report-json", config.getoption("report_json"), write_json),
-               ("--html", config.getoption("html_report"), write_html))
+    writers = (
+        ("--junitxml", config.getoption("junitxml"), write_junitxml),
+        ("--report-json", config.getoption("report_json"), write_json),
+        ("--html", config.getoption("html_report"), write_html),
+    )
     problems = []
     for option, path, writer in writers:
         if path:
@@ -104,12 +116,26 @@ def case_name(cell) -> str:
 def junit_tree(session, duration: float) -> ET.Element:
     reports = session.reports
     count = lambda *outcomes: sum(1 for r in reports if r.outcome in outcomes)  # noqa: E731
-    suites = ET.Element("testsuites", name="amlrun", tests=str(len(reports)), failures=str(count(FAILED)),
-                        errors=str(count(ERROR, CANCELED)), skipped=str(count(SKIPPED)), time=f"{duration:.3f}")
+    suites = ET.Element(
+        "testsuites",
+        name="amlrun",
+        tests=str(len(reports)),
+        failures=str(count(FAILED)),
+        errors=str(count(ERROR, CANCELED)),
+        skipped=str(count(SKIPPED)),
+        time=f"{duration:.3f}",
+    )
     suite = ET.SubElement(
-        suites, "testsuite", name="amlrun", tests=str(len(reports)), failures=str(count(FAILED)),
-        errors=str(count(ERROR, CANCELED)), skipped=str(count(SKIPPED)), time=f"{duration:.3f}",
-        timestamp=datetime.datetime.now().isoformat(timespec="seconds"), hostname=socket.gethostname(),
+        suites,
+        "testsuite",
+        name="amlrun",
+        tests=str(len(reports)),
+        failures=str(count(FAILED)),
+        errors=str(count(ERROR, CANCELED)),
+        skipped=str(count(SKIPPED)),
+        time=f"{duration:.3f}",
+        timestamp=datetime.datetime.now().isoformat(timespec="seconds"),
+        hostname=socket.gethostname(),
     )
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="project", value=str(session.project.root))
@@ -117,8 +143,13 @@ def junit_tree(session, duration: float) -> ET.Element:
         ET.SubElement(props, "property", name=f"target.{name}", value=_xml_text(target.describe()))
     for report in reports:
         cell = report.cell
-        case = ET.SubElement(suite, "testcase", classname=classname(cell.script), name=_xml_text(case_name(cell)),
-                             time=f"{report.duration:.3f}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=classname(cell.script),
+            name=_xml_text(case_name(cell)),
+            time=f"{report.duration:.3f}",
+        )
         cprops = ET.SubElement(case, "properties")
         values = [("cell", cell.id), ("target", cell.target), ("outcome", report.outcome)]
         if report.run_id:
@@ -154,10 +185,18 @@ def write_junitxml(session, path: Path, duration: float, exitstatus: int) -> Non
 def cell_entry(session, report) -> dict:
     cell = report.cell
     return {
-        "id": cell.id, "script": cell.script, "target": cell.target, "params": cell.params.as_dict(),
-        "marks": sorted(cell.mark_names()), "outcome": report.outcome, "duration": round(report.duration, 3),
-        "reason": report.reason, "run_id": report.run_id, "metrics": report.metrics,
-        "infrastructure_error": report.infrastructure_error, "attempts": session.attempts.get(cell.id, 0),
+        "id": cell.id,
+        "script": cell.script,
+        "target": cell.target,
+        "params": cell.params.as_dict(),
+        "marks": sorted(cell.mark_names()),
+        "outcome": report.outcome,
+        "duration": round(report.duration, 3),
+        "reason": report.reason,
+        "run_id": report.run_id,
+        "metrics": report.metrics,
+        "infrastructure_error": report.infrastructure_error,
+        "attempts": session.attempts.get(cell.id, 0),
         "run_dir": str(report.run_dir) if report.run_dir else None,
         "log_tail": list(report.log_tail),
         "record": report.record.to_json() if report.record is not None else None,
@@ -169,9 +208,14 @@ def write_json(session, path: Path, duration: float, exitstatus: int) -> None:
     for report in session.reports:
         counts[report.outcome] = counts.get(report.outcome, 0) + 1
     data = {
-        "amlrun_report": 1, "project": str(session.project.root), "exitstatus": exitstatus,
-        "duration": round(duration, 3), "created": time.time(), "stopped": session.shouldstop,
-        "interrupted": session.interrupted, "summary": counts,
+        "amlrun_report": 1,
+        "project": str(session.project.root),
+        "exitstatus": exitstatus,
+        "duration": round(duration, 3),
+        "created": time.time(),
+        "stopped": session.shouldstop,
+        "interrupted": session.interrupted,
+        "summary": counts,
         "targets": {name: t.describe() for name, t in session.targets.items()},
         "cells": [cell_entry(session, r) for r in session.reports],
     }

@@ -45,16 +45,30 @@ def _repeat_count(value: str) -> int:
 
 @hookimpl
 def amlrun_addoption(parser, group):
-    group.add_argument("--check-baseline", action="store_true",
-                       help="compare each cell's metrics and artifacts with the project's baseline file; "
-                            "a cell that moved beyond tolerance fails")
-    group.add_argument("--baseline-missing", choices=("fail", "warn"), default="fail",
-                       help="with --check-baseline: a cell without a baseline entry fails (default) or only warns")
-    group.add_argument("--baseline-file", metavar="PATH",
-                       help="the baseline file (default: [tool.amlrun] baseline_file, else amlrun-baseline.yml)")
-    group.add_argument("--repeat", type=_repeat_count, metavar="N",
-                       help="run each cell N times (same AMLRUN_SEED) and fail runs whose metrics or artifacts "
-                            "differ beyond tolerance from the first; with several -c, targets are compared too")
+    group.add_argument(
+        "--check-baseline",
+        action="store_true",
+        help="compare each cell's metrics and artifacts with the project's baseline file; "
+        "a cell that moved beyond tolerance fails",
+    )
+    group.add_argument(
+        "--baseline-missing",
+        choices=("fail", "warn"),
+        default="fail",
+        help="with --check-baseline: a cell without a baseline entry fails (default) or only warns",
+    )
+    group.add_argument(
+        "--baseline-file",
+        metavar="PATH",
+        help="the baseline file (default: [tool.amlrun] baseline_file, else amlrun-baseline.yml)",
+    )
+    group.add_argument(
+        "--repeat",
+        type=_repeat_count,
+        metavar="N",
+        help="run each cell N times (same AMLRUN_SEED) and fail runs whose metrics or artifacts "
+        "differ beyond tolerance from the first; with several -c, targets are compared too",
+    )
 
 
 @hookimpl
@@ -104,17 +118,19 @@ class Repro:
         self.repeat = config.getoption("repeat") or 0
         if (self.check or self.repeat) and (config.getoption("reuse") or config.getoption("resume")):
             flag = "--check-baseline" if self.check else "--repeat"
-            raise UsageError(f"{flag} reruns cells to compare their results; it cannot be combined with "
-                             "--reuse or --resume (a reused run would not be checked)")
+            raise UsageError(
+                f"{flag} reruns cells to compare their results; it cannot be combined with "
+                "--reuse or --resume (a reused run would not be checked)"
+            )
         self.baseline: bl.Baseline | None = None
         self.project_tolerances = bl.Tolerances()
         self._items: list[Cell] = []
         self._cells: dict[str, Cell] | None = None
         self.references: dict[tuple[str, str], Observed] = {}
-        self.baseline_outcomes: dict[str, str] = {}   # cell id → matched / moved / missing
-        self.repeat_outcomes: dict[str, str] = {}     # cell id → consistent / differs
+        self.baseline_outcomes: dict[str, str] = {}  # cell id → matched / moved / missing
+        self.repeat_outcomes: dict[str, str] = {}  # cell id → consistent / differs
         self.recorder: EnvironmentRecorder | None = None
-        self._freezes: dict[str, Freeze] = {}         # run id → its environment's packages, until its report
+        self._freezes: dict[str, Freeze] = {}  # run id → its environment's packages, until its report
         self._lock = threading.Lock()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -149,8 +165,11 @@ class Repro:
         if self.check or self.repeat:
             self._load_baseline()
         if self.repeat > 1:
-            items[:] = [RepeatedCell(experiment=c.experiment, params=c.params, target=c.target, marks=c.marks, repeat=k)
-                        for c in items for k in range(1, self.repeat + 1)]
+            items[:] = [
+                RepeatedCell(experiment=c.experiment, params=c.params, target=c.target, marks=c.marks, repeat=k)
+                for c in items
+                for k in range(1, self.repeat + 1)
+            ]
         self._items = list(items)
         self._cells = None  # built on first use: a --collect-only of 10^6 cells needs no id map
 
@@ -237,8 +256,10 @@ class Repro:
         entry = self.baseline.get(cell.id) if self.baseline is not None else None
         shown = self.config.project.relative(self.baseline.path) if self.baseline is not None else "baseline"
         if entry is None:
-            message = (f"no baseline for {bl.base_cell_id(cell.id)} in {shown} "
-                       f"(save one: amlrun baseline save -k '{bl.base_cell_id(cell.id)}')")
+            message = (
+                f"no baseline for {bl.base_cell_id(cell.id)} in {shown} "
+                f"(save one: amlrun baseline save -k '{bl.base_cell_id(cell.id)}')"
+            )
             details["baseline"] = {"status": "missing"}
             self.baseline_outcomes[cell.id] = "missing"
             if self.missing_mode == "fail":
@@ -251,12 +272,18 @@ class Repro:
         moved = bl.compare_metrics(entry.metrics, observed.metrics, *layers)
         moved += bl.compare_artifacts(entry.artifacts, observed.artifacts, *layers)
         what = f"baseline (run {entry.run})" if entry.run else "baseline"
-        details["baseline"] = {"status": "moved" if moved else "matched", "run": entry.run,
-                               "moved": [m.to_json() for m in moved]}
+        details["baseline"] = {
+            "status": "moved" if moved else "matched",
+            "run": entry.run,
+            "moved": [m.to_json() for m in moved],
+        }
         if not moved:
             self.baseline_outcomes[cell.id] = "matched"
-            _note(sink, f"[amlrun repro] matches {what}: {len(entry.metrics)} metrics, "
-                        f"{len(entry.artifacts)} artifacts within tolerance")
+            _note(
+                sink,
+                f"[amlrun repro] matches {what}: {len(entry.metrics)} metrics, "
+                f"{len(entry.artifacts)} artifacts within tolerance",
+            )
             return
         self.baseline_outcomes[cell.id] = "moved"
         self._write_table(sink, f"moved beyond tolerance vs {what} in {shown}", moved, "baseline")
@@ -280,8 +307,12 @@ class Repro:
             if path not in reference.artifacts and not bl.lookup(path, *layers).any:
                 moved.append(bl.Movement(path, "artifact", None, observed.artifacts[path], bl.EXACT, "new"))
         what = f"{reference.cell_id} (run {reference.run_id})"
-        details["repeat"] = {"status": "differs" if moved else "consistent", "reference": reference.cell_id,
-                             "reference_run": reference.run_id, "moved": [m.to_json() for m in moved]}
+        details["repeat"] = {
+            "status": "differs" if moved else "consistent",
+            "reference": reference.cell_id,
+            "reference_run": reference.run_id,
+            "moved": [m.to_json() for m in moved],
+        }
         if not moved:
             self.repeat_outcomes[cell.id] = "consistent"
             _note(sink, f"[amlrun repro] same results as {what}")
@@ -314,10 +345,13 @@ class Repro:
                 terminal.write_line(f"{verdict}: no baseline for {cell_id}")
             terminal.write_line(
                 f"baseline check: {counts.get('matched', 0)} matched, {counts.get('moved', 0)} moved, "
-                f"{counts.get('missing', 0)} without baseline")
+                f"{counts.get('missing', 0)} without baseline"
+            )
         if self.repeat and self.repeat_outcomes:
-            terminal.write_line(f"repeat check: {counts.get('consistent', 0)} consistent, "
-                                f"{counts.get('differs', 0)} differ (AMLRUN_SEED={self._seed()})")
+            terminal.write_line(
+                f"repeat check: {counts.get('consistent', 0)} consistent, "
+                f"{counts.get('differs', 0)} differ (AMLRUN_SEED={self._seed()})"
+            )
 
 
 def _with_verdict(report: RunReport, extra: dict[str, Any], failures: list[str], run) -> RunReport:

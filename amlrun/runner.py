@@ -55,8 +55,10 @@ def param_grids(config, experiments) -> tuple[dict, dict]:
     for script, options in by_script.items():
         path = config.project.relative((Path.cwd() / script).resolve())
         if path not in known:
-            raise UsageError(f"-p {script}::...: {script} is not a collected experiment "
-                             f"(collected: {', '.join(sorted(known)[:5]) or 'none'})")
+            raise UsageError(
+                f"-p {script}::...: {script} is not a collected experiment "
+                f"(collected: {', '.join(sorted(known)[:5]) or 'none'})"
+            )
         scoped[path] = parse_param_options(options)
     for experiment in experiments:
         names = {**grid, **scoped.get(experiment.path, {})}

@@ -42,7 +42,7 @@ def amlrun_runloop(session: Session) -> bool:
 class Task:
     """What a worker does next: prepare a target's environment, or run a cell."""
 
-    kind: str                      # "prepare" | "cell"
+    kind: str  # "prepare" | "cell"
     target: str
     cell: Cell | None = None
 
@@ -54,8 +54,8 @@ class TargetQueue:
     limit: int
     cells: collections.deque = field(default_factory=collections.deque)
     busy: int = 0
-    queue_backed: bool = False       # its cells wait in a scheduler's queue: -n does not bound them
-    environment: str | None = None   # None (not asked yet) | PREPARING | PREPARED
+    queue_backed: bool = False  # its cells wait in a scheduler's queue: -n does not bound them
+    environment: str | None = None  # None (not asked yet) | PREPARING | PREPARED
 
     def has_room(self) -> bool:
         return bool(self.cells) and self.busy < self.limit
@@ -75,11 +75,12 @@ class Scheduler:
         self.retries = max(0, int(option("retries") or 0))
         self.retry_delay = float(os.environ.get("AMLRUN_RETRY_DELAY", "1"))
         self.order = {id(cell): index for index, cell in enumerate(session.cells)}
-        self.targets = {name: TargetQueue(t.max_parallel, queue_backed=t.queue_backed)
-                        for name, t in session.targets.items()}
+        self.targets = {
+            name: TargetQueue(t.max_parallel, queue_backed=t.queue_backed) for name, t in session.targets.items()
+        }
         for cell in session.cells:
             self.targets.setdefault(cell.target, TargetQueue(1)).cells.append(cell)
-        self.not_before: dict[int, float] = {}   # matrix index → monotonic time its retry may start
+        self.not_before: dict[int, float] = {}  # matrix index → monotonic time its retry may start
         self.in_flight: dict[concurrent.futures.Future, Task] = {}
         self.failures = 0
         self.finished = False
@@ -92,8 +93,12 @@ class Scheduler:
     def should_retry(self, report: RunReport) -> bool:
         """Retry only what the infrastructure broke, never a script's own failure."""
         session = self.session
-        return (report.infrastructure_error and report.outcome in (ERROR, FAILED) and not self.stopping
-                and session.attempts.get(report.cell.id, 0) <= self.retries)
+        return (
+            report.infrastructure_error
+            and report.outcome in (ERROR, FAILED)
+            and not self.stopping
+            and session.attempts.get(report.cell.id, 0) <= self.retries
+        )
 
     @property
     def stopping(self) -> bool:
@@ -124,8 +129,9 @@ class Scheduler:
         self.dispatch(pool)
         while self.in_flight or (self.queued() and not self.stopping):
             if self.in_flight:
-                done, _ = concurrent.futures.wait(list(self.in_flight), timeout=TICK_SECONDS,
-                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+                done, _ = concurrent.futures.wait(
+                    list(self.in_flight), timeout=TICK_SECONDS, return_when=concurrent.futures.FIRST_COMPLETED
+                )
                 for future in done:
                     self.complete(future)
             else:
@@ -222,7 +228,7 @@ class Scheduler:
         """Queue ``cell`` again, first in its target's queue, after a back-off growing per attempt."""
         queue = self.targets[cell.target]
         if self.session.forget_unavailable(cell.target):
-            queue.environment = None   # an unreachable target gets another preparation
+            queue.environment = None  # an unreachable target gets another preparation
         queue.cells.appendleft(cell)
         attempts = self.session.attempts[cell.id]
         self.not_before[self.order[id(cell)]] = time.monotonic() + self.retry_delay * attempts

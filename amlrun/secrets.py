@@ -104,8 +104,13 @@ def secret_forms(value: str) -> set[str]:
     wholes |= {line for line in lines if len(line) >= MIN_SECRET_LENGTH and any(c.isalnum() for c in line)}
     forms: set[str] = set()
     for text in wholes:
-        forms |= {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1],
-                  quote(text, safe=""), quote_plus(text, safe="")}
+        forms |= {
+            text,
+            json.dumps(text)[1:-1],
+            json.dumps(text, ensure_ascii=False)[1:-1],
+            quote(text, safe=""),
+            quote_plus(text, safe=""),
+        }
     raw = value.encode("utf-8", "surrogateescape")
     for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
         forms |= {encoded, encoded.rstrip("=")}
@@ -163,8 +168,11 @@ def resolve(value: object, where: str, store: CredentialStore | None = None) -> 
             found = (store or CredentialStore()).get(name)
         if found is None:
             path = (store or CredentialStore()).path
-            hint = (f"; Workbench kept it in the system's credential store: put it in {path} under the key "
-                    f"'{name}'" if text.startswith("AzureMlSecret=") else "")
+            hint = (
+                f"; Workbench kept it in the system's credential store: put it in {path} under the key '{name}'"
+                if text.startswith("AzureMlSecret=")
+                else ""
+            )
             raise ConfigError(f"secret '{name}' is neither an environment variable nor in {path}{hint}", where)
     if 0 < len(found) < MIN_SECRET_LENGTH:
         raise ConfigError(
@@ -245,4 +253,3 @@ def plugin():
                 pass  # e.g. a credentials file readable by others: the run that needs it says so
 
     return SecretsPlugin()
-

@@ -36,7 +36,7 @@ class Config:
         self.pluginmanager = pluginmanager
         self.hook = pluginmanager.hook
         self.conftests = Conftests(self)
-        self._target_types = None   # amlrun.targets.registry.TargetTypes, once asked for
+        self._target_types = None  # amlrun.targets.registry.TargetTypes, once asked for
         #: set when the session stops early (Ctrl-C, --maxfail); every target's context carries it
         self.stopping = threading.Event()
 
@@ -78,19 +78,24 @@ class Config:
             where = runconfig.source or "-c"
             raise ConfigError(
                 f"run configuration '{runconfig.name}' names target '{runconfig.target}', but there is no "
-                f"aml_config/{runconfig.target}.compute (available: {', '.join(self.available_targets())})", where,
+                f"aml_config/{runconfig.target}.compute (available: {', '.join(self.available_targets())})",
+                where,
             )
         cls = self.target_types.get(compute.type)
         if cls is None:
             raise ConfigError(
                 f"unknown compute target type '{compute.type}' (known: {', '.join(sorted(self.target_types))}; "
-                "a plugin may provide more)", compute.source or compute.name,
+                "a plugin may provide more)",
+                compute.source or compute.name,
             )
         from amlrun.envs import cache_dir
 
-        context = TargetContext(project=project, cache_dir=cache_dir(),
-                                build_settings=dict(project.settings.extra.get("build", {}) or {}),
-                                stopping=self.stopping)
+        context = TargetContext(
+            project=project,
+            cache_dir=cache_dir(),
+            build_settings=dict(project.settings.extra.get("build", {}) or {}),
+            stopping=self.stopping,
+        )
         return cls(compute, context)
 
     def resolve_runconfig(self, name: str) -> RunConfig:
@@ -155,7 +160,7 @@ class Session:
         self.cells: list = []
         self.reports: list[RunReport] = []
         self.deselected: list = []
-        self.collection_errors: list = []        # scripts whose declarations could not be read
+        self.collection_errors: list = []  # scripts whose declarations could not be read
         self.shouldstop: str | None = None
         self.interrupted = False
         self.timeout: float | None = config.getoption("timeout")
@@ -170,11 +175,11 @@ class Session:
         self._jobs: set = set()
         self._lock = threading.Lock()
         self.started = time.monotonic()
-        self.reuse_plan: dict[str, Any] = {}     # cell id → RunRecord to reuse (filled by amlrun.cacheprovider)
-        self.running: dict[str, float] = {}      # cell id → monotonic start, while running
-        self.attempts: dict[str, int] = {}       # cell id → attempts started
-        self.scheduler: Any = None               # the default run loop's Scheduler, while it runs
-        self.stopping = config.stopping         # set on Ctrl-C and --maxfail; targets see it in their context
+        self.reuse_plan: dict[str, Any] = {}  # cell id → RunRecord to reuse (filled by amlrun.cacheprovider)
+        self.running: dict[str, float] = {}  # cell id → monotonic start, while running
+        self.attempts: dict[str, int] = {}  # cell id → attempts started
+        self.scheduler: Any = None  # the default run loop's Scheduler, while it runs
+        self.stopping = config.stopping  # set on Ctrl-C and --maxfail; targets see it in their context
 
     # -- secrets -----------------------------------------------------------------------
 
@@ -205,8 +210,9 @@ class Session:
                 from amlrun.targets.base import RUNTIME_DIRNAME
                 from amlrun.workdirs import WorkdirPool, layout_of
 
-                self._workdirs = WorkdirPool(self.work_root, layout_of(self.snapshots, snapshot, RUNTIME_SOURCE,
-                                                                       RUNTIME_DIRNAME))
+                self._workdirs = WorkdirPool(
+                    self.work_root, layout_of(self.snapshots, snapshot, RUNTIME_SOURCE, RUNTIME_DIRNAME)
+                )
             return self._workdirs
 
     @property
@@ -269,7 +275,8 @@ class Session:
                             f"in {runconfig.source or runconfig.name}; run: amlrun prepare -c {target_name}"
                         )
                     found = self.config.hook.amlrun_prepare_environment(
-                        target=target, runconfig=runconfig, progress=progress)
+                        target=target, runconfig=runconfig, progress=progress
+                    )
                 except AmlrunError as exc:
                     found = exc
                 self._prepared[target_name] = found

@@ -68,11 +68,13 @@ class _CappedLog:
             return
         if not self._capped:
             self._capped = True
-            self._file.write(f"[amlrun] log.txt reached {self._limit // 2} bytes ({LOG_LIMIT_ENV}={self._limit}): "
-                             "from here only its last part is kept, written when the run ends\n")
+            self._file.write(
+                f"[amlrun] log.txt reached {self._limit // 2} bytes ({LOG_LIMIT_ENV}={self._limit}): "
+                "from here only its last part is kept, written when the run ends\n"
+            )
         budget = self._limit - self._limit // 2
         if size > budget:  # one line longer than the whole tail: keep its end
-            line = line.encode("utf-8", "replace")[-(budget - 1):].decode("utf-8", "ignore")
+            line = line.encode("utf-8", "replace")[-(budget - 1) :].decode("utf-8", "ignore")
             self._cut_bytes += size - budget
             size = len(line.encode("utf-8")) + 1
         self._tail.append(line)
@@ -93,8 +95,10 @@ class _CappedLog:
     def close(self) -> None:
         if self._capped:
             if self._cut_lines or self._cut_bytes:
-                self._file.write(f"[amlrun] cut {self._cut_lines} lines ({self._cut_bytes} bytes) of output here; "
-                                 f"the last {self._tail_bytes} bytes follow\n")
+                self._file.write(
+                    f"[amlrun] cut {self._cut_lines} lines ({self._cut_bytes} bytes) of output here; "
+                    f"the last {self._tail_bytes} bytes follow\n"
+                )
             for line in self._tail:
                 self._file.write(line + "\n")
             self._tail.clear()
@@ -119,10 +123,10 @@ class RunSink:
         with self._lock:
             self._log.write(line)
             if line.startswith(METRIC_PREFIX):  # kept in log.txt and the metrics, not shown to a person
-                self._metric(line[len(METRIC_PREFIX):])
+                self._metric(line[len(METRIC_PREFIX) :])
                 return
             if line.startswith(TAG_PREFIX):
-                self._tag(line[len(TAG_PREFIX):])
+                self._tag(line[len(TAG_PREFIX) :])
                 return
             self.tail.append(line)
             if self._stream is not None:
@@ -136,8 +140,9 @@ class RunSink:
             return
         if not isinstance(name, str) or not name.strip():
             return  # the documented format: "name" is a non-empty string
-        entry = strictjson.finite({"name": name, "value": data.get("value"), "step": data.get("step"),
-                                   "time": time.time()})
+        entry = strictjson.finite(
+            {"name": name, "value": data.get("value"), "step": data.get("step"), "time": time.time()}
+        )
         if self._metrics_file is None:
             self._metrics_file = open(self._metrics_path, "a", encoding="utf-8", buffering=1)
         self._metrics_file.write(strictjson.dumps(entry, ensure_ascii=False) + "\n")

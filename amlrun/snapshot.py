@@ -20,8 +20,20 @@ from pathlib import Path
 from amlrun.clonefile import clone_or_copy
 
 # Never part of a snapshot, whatever .gitignore says.
-EXCLUDED_DIRS = {".git", ".amlrun", "outputs", "__pycache__", ".hg", ".svn", ".venv", ".mypy_cache",
-                 ".pytest_cache", ".ruff_cache", ".tox", ".ipynb_checkpoints"}
+EXCLUDED_DIRS = {
+    ".git",
+    ".amlrun",
+    "outputs",
+    "__pycache__",
+    ".hg",
+    ".svn",
+    ".venv",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".tox",
+    ".ipynb_checkpoints",
+}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
 
@@ -54,9 +66,9 @@ class SnapshotDamaged(SnapshotMissing, ValueError):
 
 @dataclass(frozen=True)
 class GcResult:
-    manifests: int         # snapshot manifests removed (or that would be)
-    objects: int           # file objects removed
-    bytes: int             # disk space they used
+    manifests: int  # snapshot manifests removed (or that would be)
+    objects: int  # file objects removed
+    bytes: int  # disk space they used
     kept_manifests: int
 
 

@@ -70,7 +70,7 @@ class RunRecord:
     target_type: str
     runconfig: str
     params: dict[str, Any] = field(default_factory=dict)
-    script_args: tuple[str, ...] = ()    # given after `--` on the command line
+    script_args: tuple[str, ...] = ()  # given after `--` on the command line
     status: str = "queued"
     exit_code: int | None = None
     reason: str = ""
@@ -202,8 +202,9 @@ class RunStore:
         if lost and conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None:
             # (in WAL mode a healthy index may have an empty main file: its rows are in the WAL)
             count, unreadable = self._index_folders(conn, clear=False)
-            self._say(f"the history index {self.db_path} was missing or empty while run folders exist", count,
-                      unreadable)
+            self._say(
+                f"the history index {self.db_path} was missing or empty while run folders exist", count, unreadable
+            )
         self._checked = True
         return conn
 
@@ -298,8 +299,18 @@ class RunStore:
                 conn.execute(
                     f"{verb} INTO runs (run_id, created, status, cell_id, script, target, host, pid, record)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (record.run_id, record.created, record.status, record.cell_id, record.script, record.target,
-                     record.host, record.pid, payload))
+                    (
+                        record.run_id,
+                        record.created,
+                        record.status,
+                        record.cell_id,
+                        record.script,
+                        record.target,
+                        record.host,
+                        record.pid,
+                        payload,
+                    ),
+                )
                 count += 1
             conn.execute("COMMIT")
         except BaseException:
@@ -310,8 +321,9 @@ class RunStore:
     @staticmethod
     def _say(reason: str, count: int, unreadable: int, note: str = "") -> None:
         skipped = f" ({unreadable} unreadable record.json skipped)" if unreadable else ""
-        print(f"amlrun: {reason}: rebuilt it from {count} run folder{'s' * (count != 1)}{skipped}{note}",
-              file=sys.stderr)
+        print(
+            f"amlrun: {reason}: rebuilt it from {count} run folder{'s' * (count != 1)}{skipped}{note}", file=sys.stderr
+        )
 
     def _rebuild_damaged(self, reason: str) -> int:
         """Set a damaged index aside (kept as ``history.sqlite.damaged-*``) and build a new one
@@ -372,8 +384,13 @@ class RunStore:
         while self.run_dir(run_id).exists() or self.get(run_id) is not None:
             run_id = new_run_id()
         return RunRecord(
-            run_id=run_id, created=time.time(), amlrun_version=__version__, host=HOST, pid=pid,
-            pid_started=process_start(pid), **fields,
+            run_id=run_id,
+            created=time.time(),
+            amlrun_version=__version__,
+            host=HOST,
+            pid=pid,
+            pid_started=process_start(pid),
+            **fields,
         )
 
     def save(self, record: RunRecord) -> RunRecord:
@@ -389,8 +406,18 @@ class RunStore:
         self._query(
             "INSERT OR REPLACE INTO runs (run_id, created, status, cell_id, script, target, host, pid, record)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record.run_id, record.created, record.status, record.cell_id, record.script, record.target,
-             record.host, record.pid, payload), fetch="none",
+            (
+                record.run_id,
+                record.created,
+                record.status,
+                record.cell_id,
+                record.script,
+                record.target,
+                record.host,
+                record.pid,
+                payload,
+            ),
+            fetch="none",
         )
         return record
 
@@ -440,10 +467,14 @@ class RunStore:
         for (payload,) in rows:
             record = RunRecord.from_json(json.loads(payload))
             if not alive(record.pid, record.pid_started):
-                reaped.append(self.update(
-                    record, status="failed", ended=record.ended or time.time(),
-                    reason="the amlrun process that ran it died (killed or crashed)",
-                ))
+                reaped.append(
+                    self.update(
+                        record,
+                        status="failed",
+                        ended=record.ended or time.time(),
+                        reason="the amlrun process that ran it died (killed or crashed)",
+                    )
+                )
         return reaped
 
     def _where(self, status, script, target) -> tuple[str, list]:
@@ -456,21 +487,44 @@ class RunStore:
             args.extend(values)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
-    def list(self, *, limit: int | None = None, status: str | Sequence[str] | None = None,
-             script: str | Sequence[str] | None = None, target: str | Sequence[str] | None = None,
-             params: Mapping[str, str] | None = None, reap: bool = True) -> builtins.list[RunRecord]:
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        status: str | Sequence[str] | None = None,
+        script: str | Sequence[str] | None = None,
+        target: str | Sequence[str] | None = None,
+        params: Mapping[str, str] | None = None,
+        reap: bool = True,
+    ) -> builtins.list[RunRecord]:
         """Records newest first. Status, script and target are filtered in SQL (indexed by
         creation time, so ``limit`` reads only that many rows); ``params`` (name → text as
         given on the command line) are matched after decoding."""
-        return [RunRecord.from_json(data or {}) for _, data in self._select(
-            limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=True)]
+        return [
+            RunRecord.from_json(data or {})
+            for _, data in self._select(
+                limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=True
+            )
+        ]
 
-    def list_json(self, *, limit: int | None = None, status=None, script=None, target=None,
-                  params: Mapping[str, str] | None = None, reap: bool = True) -> builtins.list[str]:
+    def list_json(
+        self,
+        *,
+        limit: int | None = None,
+        status=None,
+        script=None,
+        target=None,
+        params: Mapping[str, str] | None = None,
+        reap: bool = True,
+    ) -> builtins.list[str]:
         """Like :meth:`list`, but each record as its stored JSON text (nothing decoded
         unless ``params`` must be matched): ``history list --format json`` of 10,000 runs."""
-        return [payload for payload, _ in self._select(
-            limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=False)]
+        return [
+            payload
+            for payload, _ in self._select(
+                limit=limit, status=status, script=script, target=target, params=params, reap=reap, decode=False
+            )
+        ]
 
     def _select(self, *, limit, status, script, target, params, reap, decode) -> builtins.list[tuple[str, dict | None]]:
         if not self.exists():

@@ -37,7 +37,7 @@ class TerminalReporter:
         self.lock = threading.RLock()
         self._last_heartbeat = time.monotonic()
         self._last_draw = 0.0
-        self._drawn = 0            # lines of the status area currently on screen
+        self._drawn = 0  # lines of the status area currently on screen
         self._status: list[str] = []
         self._session = None
         self.heartbeat = float(os.environ.get("AMLRUN_HEARTBEAT_SECONDS") or HEARTBEAT_SECONDS)
@@ -301,8 +301,12 @@ def status_summary(session, now: float) -> str:
     """One line: running, queued, passed, failed, reused, elapsed; the longest-running cell."""
     running = dict(session.running)
     counts = status_counts(session)
-    parts = [f"{len(running)} running", f"{session.queued()} queued", f"{counts[PASSED]} passed",
-             f"{counts[FAILED]} failed"]
+    parts = [
+        f"{len(running)} running",
+        f"{session.queued()} queued",
+        f"{counts[PASSED]} passed",
+        f"{counts[FAILED]} failed",
+    ]
     for outcome in (REUSED, SKIPPED, CANCELED):
         if counts.get(outcome):
             parts.append(f"{counts[outcome]} {outcome}")
@@ -327,9 +331,15 @@ def status_lines(session, now: float, size) -> list[str]:
     counts = status_counts(session)
     done = sum(counts.values())
     total = done + len(running) + session.queued()
-    parts = [f"[{done}/{total}]", f"{len(running)} running", f"{session.queued()} queued",
-             f"{counts[PASSED]} passed", f"{counts[FAILED]} failed", f"{counts[REUSED]} reused",
-             _elapsed(now - session.started)]
+    parts = [
+        f"[{done}/{total}]",
+        f"{len(running)} running",
+        f"{session.queued()} queued",
+        f"{counts[PASSED]} passed",
+        f"{counts[FAILED]} failed",
+        f"{counts[REUSED]} reused",
+        _elapsed(now - session.started),
+    ]
     lines.append(_fit(" ".join(parts), width))
     return lines
 

@@ -46,8 +46,9 @@ def shown_project_path(root: Path) -> str:
     return str(root) if rel.startswith("..") else rel + "/"
 
 
-def workdir_rewriter(run_id: str, local_workdir: Path, project_root: Path,
-                     target_workdir: str | None = None) -> Callable[[str], str]:
+def workdir_rewriter(
+    run_id: str, local_workdir: Path, project_root: Path, target_workdir: str | None = None
+) -> Callable[[str], str]:
     """A function that replaces the run's working copy's path in a line by the project's.
 
     Covered: ``local_workdir``, any path ending in ``/<run id>/`` or ``/<run id>/work/``
@@ -56,7 +57,7 @@ def workdir_rewriter(run_id: str, local_workdir: Path, project_root: Path,
     prefixes = [re.escape(str(local_workdir).rstrip("/")) + "/", rf"/(?:[^\s\"'()/]+/)*{re.escape(run_id)}(?:/work)?/"]
     if target_workdir:
         prefixes.append(re.escape(target_workdir.rstrip("/")) + "/")
-    compiled: list[re.Pattern] = []   # compiled at the first traceback line: most runs print none
+    compiled: list[re.Pattern] = []  # compiled at the first traceback line: most runs print none
 
     def rewrite(line: str) -> str:
         if not _LOCATION.match(line) or not (run_id in line or (target_workdir and target_workdir in line)):

@@ -63,8 +63,11 @@ def layout_of(store, snapshot, runtime_source: Path, runtime_dirname: str) -> La
         for name in filenames:
             if not name.endswith((".pyc", ".pyo")):
                 source = os.path.join(dirpath, name)
-                files[f"{prefix}/{name}"] = (source, stat.S_IMODE(os.stat(source).st_mode) | stat.S_IWUSR,
-                                             hash_file(Path(source)))
+                files[f"{prefix}/{name}"] = (
+                    source,
+                    stat.S_IMODE(os.stat(source).st_mode) | stat.S_IWUSR,
+                    hash_file(Path(source)),
+                )
     dirs = {parent for rel in files for parent in _parents(rel)}
     return Layout(tuple(sorted(dirs, key=lambda d: (d.count("/"), d))), files)
 
@@ -94,7 +97,7 @@ class Slot:
     path: Path
     seen: dict[str, tuple] = field(default_factory=dict)
     root_key: tuple = ()
-    handed_ns: int = 0          # when a run last got it (time.time_ns())
+    handed_ns: int = 0  # when a run last got it (time.time_ns())
     reusable: bool = True
 
 
@@ -109,7 +112,7 @@ class WorkdirPool:
         self._lock = threading.Lock()
         self._numbers = itertools.count()
         self._reaped = False
-        self._owner = f"{os.getpid()}-{process_start(os.getpid()) or 0}"   # pid and start: no pid reuse
+        self._owner = f"{os.getpid()}-{process_start(os.getpid()) or 0}"  # pid and start: no pid reuse
 
     def acquire(self, name: str) -> Path:
         """A working directory ``root/name`` holding the layout, private to the caller until released."""
@@ -205,7 +208,7 @@ class WorkdirPool:
         """Remove what the run added; return the files it changed (with their stat) or removed (None)."""
         files, seen = self.layout.files, slot.seen
         stale: list[tuple[str, os.stat_result | None]] = []
-        racy = slot.handed_ns - SETTLE_NS   # a ctime after this may hide a write in the same tick
+        racy = slot.handed_ns - SETTLE_NS  # a ctime after this may hide a write in the same tick
         matched = 0
         pending = [""]
         while pending:
@@ -220,8 +223,9 @@ class WorkdirPool:
                         continue
                     matched += 1
                     if rel in files:
-                        if _file_key(st) != expected or (expected[4] > racy and hash_file(Path(entry.path))
-                                                         != files[rel][2]):
+                        if _file_key(st) != expected or (
+                            expected[4] > racy and hash_file(Path(entry.path)) != files[rel][2]
+                        ):
                             stale.append((rel, st))
                     elif _dir_key(st) == expected:
                         pending.append(rel)
@@ -268,10 +272,9 @@ def reap_stale_slots(root: Path) -> int:
     except OSError:
         return 0
     for name in names:
-        pid, _, rest = name[len(SLOT_PREFIX):].partition("-")
+        pid, _, rest = name[len(SLOT_PREFIX) :].partition("-")
         started = rest.rpartition("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid), started):
             remove_tree(root / name)
             removed += 1
     return removed
-

@@ -22,27 +22,46 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def build_parser(prog: str):
-    p = base_parser(prog, "Add a compute target reached over SSH "
-                          "(writes aml_config/NAME.compute and NAME.runconfig).")
-    p.add_argument("type", choices=TYPES,
-                   help="remotedocker: Docker on the VM; remote: the VM's Python; cluster: Spark")
+    p = base_parser(prog, "Add a compute target reached over SSH (writes aml_config/NAME.compute and NAME.runconfig).")
+    p.add_argument(
+        "type", choices=TYPES, help="remotedocker: Docker on the VM; remote: the VM's Python; cluster: Spark"
+    )
     p.add_argument("-n", "--name", required=True, help="the target's name (used with -c NAME)")
     p.add_argument("--address", required=True, help="host name or IP address of the VM")
     p.add_argument("--port", type=int, default=None, help="SSH port (default 22)")
     p.add_argument("--username", required=True, help="the login on the VM")
     auth = p.add_mutually_exclusive_group(required=True)
-    auth.add_argument("--password", nargs="?", const=_PROMPT, default=None, metavar="PASSWORD",
-                      help="log in with a password, prompted for (a value given here would stay in your "
-                           "shell history and the process list)")
+    auth.add_argument(
+        "--password",
+        nargs="?",
+        const=_PROMPT,
+        default=None,
+        metavar="PASSWORD",
+        help="log in with a password, prompted for (a value given here would stay in your "
+        "shell history and the process list)",
+    )
     auth.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     auth.add_argument("--private-key-file", metavar="FILE", help="log in with this private key")
-    p.add_argument("--passphrase", nargs="?", const=_PROMPT, default=None, metavar="PASSPHRASE",
-                   help="the private key's passphrase (without a value: prompted for)")
-    p.add_argument("--python", dest="python_location", metavar="PATH",
-                   help="remote: the VM's interpreter (pythonLocation, default python3)")
+    p.add_argument(
+        "--passphrase",
+        nargs="?",
+        const=_PROMPT,
+        default=None,
+        metavar="PASSPHRASE",
+        help="the private key's passphrase (without a value: prompted for)",
+    )
+    p.add_argument(
+        "--python",
+        dest="python_location",
+        metavar="PATH",
+        help="remote: the VM's interpreter (pythonLocation, default python3)",
+    )
     p.add_argument("--base-docker-image", metavar="IMAGE", help="remotedocker: baseDockerImage")
-    p.add_argument("--known-hosts-file", metavar="FILE", help="known_hosts to check the VM's key against "
-                   "(default: $AMLRUN_KNOWN_HOSTS or ~/.ssh/known_hosts)")
+    p.add_argument(
+        "--known-hosts-file",
+        metavar="FILE",
+        help="known_hosts to check the VM's key against (default: $AMLRUN_KNOWN_HOSTS or ~/.ssh/known_hosts)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing target of that name")
     return p
 
@@ -81,8 +100,10 @@ def _check_options(options) -> None:
     if options.port is not None and not 0 < options.port < 65536:
         raise UsageError(f"--port {options.port}: not a TCP port")
     if options.type == "remotedocker" and not options.base_docker_image:
-        raise UsageError("remotedocker needs --base-docker-image IMAGE (the image environments are built on, "
-                         "present on the VM's Docker engine)")
+        raise UsageError(
+            "remotedocker needs --base-docker-image IMAGE (the image environments are built on, "
+            "present on the VM's Docker engine)"
+        )
     if options.passphrase is not None and not options.private_key_file:
         raise UsageError("--passphrase goes with --private-key-file")
 
@@ -104,11 +125,13 @@ def _credential_fields(options, project, store) -> dict[str, object]:
             fields["passphrase"] = f"secret:{ref}"
         return fields
     if options.password not in (None, _PROMPT):
-        print("amlrun attach: warning: a password given on the command line stays in your shell history "
-              "and is visible to other users in the process list; prefer --password alone (prompt) or "
-              "--password-stdin", file=sys.stderr)
-    password = _secret(options.password, f"password of {options.username}@{options.address}: ",
-                       options.password_stdin)
+        print(
+            "amlrun attach: warning: a password given on the command line stays in your shell history "
+            "and is visible to other users in the process list; prefer --password alone (prompt) or "
+            "--password-stdin",
+            file=sys.stderr,
+        )
+    password = _secret(options.password, f"password of {options.username}@{options.address}: ", options.password_stdin)
     if not password:  # only `--password ""` gets here: the prompt and stdin refuse an empty one
         raise UsageError("--password: empty password")
     redactor.add(password)
@@ -146,7 +169,7 @@ def _write_files(options, project, compute_path, runconfig_path, fields: dict[st
         encoding="utf-8",
     )
     runconfig_path.write_text(
-        f"ArgumentVector:\n  - \"$file\"\nTarget: {options.name}\nEnvironmentVariables: {{}}\n"
+        f'ArgumentVector:\n  - "$file"\nTarget: {options.name}\nEnvironmentVariables: {{}}\n'
         f"Framework: {framework}\nCondaDependenciesFile: aml_config/conda_dependencies.yml\n"
         "SparkDependenciesFile: aml_config/spark_dependencies.yml\nPrepareEnvironment: true\nTrackedRun: true\n",
         encoding="utf-8",
@@ -172,7 +195,9 @@ def main(argv: list[str], prog: str) -> int:
     _write_files(options, project, compute_path, runconfig_path, fields)
     print(f"wrote {project.relative(compute_path)} and {project.relative(runconfig_path)}")
     if "password" in fields or "passphrase" in fields:
-        print(f"the secret is in {store.path} (owner-only), referenced as "
-              f"{fields.get('password') or fields.get('passphrase')}")
+        print(
+            f"the secret is in {store.path} (owner-only), referenced as "
+            f"{fields.get('password') or fields.get('passphrase')}"
+        )
     print(f"check it with: amlrun doctor -c {options.name}")
     return 0

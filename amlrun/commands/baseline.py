@@ -23,18 +23,34 @@ def build_parser(prog: str) -> ArgumentParser:
 
     def common(p):
         p.add_argument("--project", metavar="DIR", help="the project folder (default: found from the current folder)")
-        p.add_argument("--file", metavar="PATH",
-                       help="the baseline file (default: [tool.amlrun] baseline_file, else amlrun-baseline.yml)")
+        p.add_argument(
+            "--file",
+            metavar="PATH",
+            help="the baseline file (default: [tool.amlrun] baseline_file, else amlrun-baseline.yml)",
+        )
 
     save = sub.add_parser("save", help="store the latest completed runs of the selected cells as their baseline")
     save.add_argument("paths", nargs="*", help="experiment files or folders (as for a run)")
     save.add_argument("-c", "--compute", action="append", default=[], metavar="NAME", help="targets (as for a run)")
     save.add_argument("-k", dest="keyword", metavar="EXPR", help="select cells whose id matches EXPR")
     save.add_argument("-m", dest="markexpr", metavar="EXPR", help="select cells by marks")
-    save.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="NAME=V1,V2",
-                      help="parameter sets (as for a run)")
-    save.add_argument("--run", dest="runs", action="append", default=[], metavar="RUN",
-                      help="save this run (id, prefix or 'last') as its cell's baseline instead (repeatable)")
+    save.add_argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="parameter sets (as for a run)",
+    )
+    save.add_argument(
+        "--run",
+        dest="runs",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="save this run (id, prefix or 'last') as its cell's baseline instead (repeatable)",
+    )
     common(save)
 
     show = sub.add_parser("show", help="print the baseline: tolerances and each cell's values")
@@ -118,8 +134,9 @@ def save(options) -> int:
         for ref in options.runs:
             record = store.resolve(ref)
             if not eligible(record):
-                raise UsageError(f"run {record.run_id} did not complete (status {record.status}); "
-                                 "a baseline needs a successful run")
+                raise UsageError(
+                    f"run {record.run_id} did not complete (status {record.status}); a baseline needs a successful run"
+                )
             found.append(record)
     else:
         config, session = selected_cells(options)
@@ -144,8 +161,9 @@ def save(options) -> int:
     updated.save()
     for entry in entries:
         verb = "updated" if entry.cell_id in current.entries else "added"
-        print(f"{verb} {entry.cell_id}: run {entry.run}, {len(entry.metrics)} metrics, "
-              f"{len(entry.artifacts)} artifacts")
+        print(
+            f"{verb} {entry.cell_id}: run {entry.run}, {len(entry.metrics)} metrics, {len(entry.artifacts)} artifacts"
+        )
     print(f"saved {len(entries)} cell{'s' * (len(entries) != 1)} to {shown}")
     return 0
 
@@ -170,7 +188,8 @@ def show(options) -> int:
     layers_project = bl.project_tolerances(project)
     if options.format == "json":
         data = {
-            "file": str(path), "tolerances": baseline.tolerances.to_yaml(),
+            "file": str(path),
+            "tolerances": baseline.tolerances.to_yaml(),
             "project_tolerances": layers_project.to_yaml(),
             "cells": {e.cell_id: e.to_yaml() for e in entries},
         }
@@ -187,11 +206,22 @@ def show(options) -> int:
         print(f"{entry.cell_id}" + (f"  (run {entry.run}, saved {entry.saved})" if entry.run else ""))
         layers = (entry.tolerances, baseline.tolerances, layers_project)
         rows = [[name, bl._fmt(value), bl.lookup(name, *layers).describe()] for name, value in entry.metrics.items()]
-        rows += [[p, bl._fmt(d), bl.ANY if d in (bl.ANY, bl.NONDETERMINISTIC) else bl.lookup(p, *layers).describe()
-                  if bl.lookup(p, *layers).any else "sha256"] for p, d in entry.artifacts.items()]
+        rows += [
+            [
+                p,
+                bl._fmt(d),
+                bl.ANY
+                if d in (bl.ANY, bl.NONDETERMINISTIC)
+                else bl.lookup(p, *layers).describe()
+                if bl.lookup(p, *layers).any
+                else "sha256",
+            ]
+            for p, d in entry.artifacts.items()
+        ]
         if rows:
-            for line in tabulate(rows, headers=["metric/artifact", "value", "tolerance"],
-                                 disable_numparse=True).splitlines():
+            for line in tabulate(
+                rows, headers=["metric/artifact", "value", "tolerance"], disable_numparse=True
+            ).splitlines():
                 print("  " + line)
         else:
             print("  (no metrics or artifacts)")

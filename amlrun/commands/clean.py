@@ -102,8 +102,11 @@ def _engine(out):  # -> docker.DockerClient | None
         client.ping()
     except Exception as exc:
         where = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-        print(f"docker: no engine answers at {where} ({str(exc).splitlines()[0][:120]}); images and containers "
-              "not cleaned", file=out)
+        print(
+            f"docker: no engine answers at {where} ({str(exc).splitlines()[0][:120]}); images and containers "
+            "not cleaned",
+            file=out,
+        )
         return None
     return client
 
@@ -220,8 +223,12 @@ def clean_envs(cutoff: float, dry_run: bool, out, scope: Scope | None = None) ->
 
 def main(argv: list[str], prog: str) -> int:
     p = parser(prog, "Remove the project's amlrun Docker images, stopped containers and managed local environments.")
-    p.add_argument("--all", dest="everything", action="store_true",
-                   help="everything amlrun made on this machine and engine, every project's")
+    p.add_argument(
+        "--all",
+        dest="everything",
+        action="store_true",
+        help="everything amlrun made on this machine and engine, every project's",
+    )
     p.add_argument("--older-than", metavar="AGE", help="only what is older than AGE (30m, 12h, 7d, 2w)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.add_argument("--no-docker", action="store_true", help="leave the Docker engine alone")

@@ -13,8 +13,9 @@ def main(argv: list[str], prog: str) -> int:
     from amlrun.secrets import redactor
 
     p = parser(prog, "Check that compute targets work: login, PATH, Python or Docker access, free disk.")
-    p.add_argument("-c", "--compute", action="append", required=True, metavar="NAME",
-                   help="the target to check (repeatable)")
+    p.add_argument(
+        "-c", "--compute", action="append", required=True, metavar="NAME", help="the target to check (repeatable)"
+    )
     options = p.parse_args(argv)
     config = load_config(options)
     failed = 0

@@ -166,16 +166,21 @@ def build_parser(prog: str):
 
     def add(name: str, help_: str):
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
-        p.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS,
-                       help="the project folder (default: found from the current folder)")
+        p.add_argument(
+            "--project",
+            metavar="DIR",
+            default=argparse.SUPPRESS,
+            help="the project folder (default: found from the current folder)",
+        )
         p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
         return p
 
     _add_reading_actions(add)
     _add_copying_actions(add)
     _add_upkeep_actions(add)
-    sub.add_parser("diff", help="what changed between two runs (code, environment, parameters, metrics)",
-                   add_help=False)
+    sub.add_parser(
+        "diff", help="what changed between two runs (code, environment, parameters, metrics)", add_help=False
+    )
     return parser
 
 
@@ -185,15 +190,32 @@ def _add_reading_actions(add) -> None:
     p.add_argument("--script", action="append", metavar="PATH", help="only runs of this script (repeatable)")
     p.add_argument("--target", "-c", action="append", metavar="NAME", help="only runs on this target (repeatable)")
     p.add_argument("--status", action="append", choices=STATUSES, help="only runs with this status (repeatable)")
-    p.add_argument("--param", action="append", type=param_filter, default=[], metavar="NAME=VALUE",
-                   help="only runs whose parameter NAME equals VALUE (repeatable: all must match)")
-    p.add_argument("--limit", "-n", type=nonnegative, default=DEFAULT_LIMIT, metavar="N",
-                   help=f"show at most N runs (default {DEFAULT_LIMIT}; 0 means all)")
+    p.add_argument(
+        "--param",
+        action="append",
+        type=param_filter,
+        default=[],
+        metavar="NAME=VALUE",
+        help="only runs whose parameter NAME equals VALUE (repeatable: all must match)",
+    )
+    p.add_argument(
+        "--limit",
+        "-n",
+        type=nonnegative,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"show at most N runs (default {DEFAULT_LIMIT}; 0 means all)",
+    )
 
     p = add("show", "one run: its record, metrics, artifacts and the end of its log")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--tail", type=nonnegative, default=DEFAULT_TAIL, metavar="N",
-                   help=f"log lines to show (default {DEFAULT_TAIL})")
+    p.add_argument(
+        "--tail",
+        type=nonnegative,
+        default=DEFAULT_TAIL,
+        metavar="N",
+        help=f"log lines to show (default {DEFAULT_TAIL})",
+    )
 
     p = add("compare", "parameters and metrics of runs side by side, differences marked with *")
     p.add_argument("runs", nargs="+", metavar="RUN")
@@ -222,12 +244,18 @@ def _add_upkeep_actions(add) -> None:
     """``gc``, ``rebuild``, ``export``: the subcommands that prune, repair or send elsewhere."""
     p = add("gc", "remove old runs and the snapshots no remaining run uses, showing what it frees")
     p.add_argument("--keep", type=nonnegative, metavar="N", help="keep the newest N runs")
-    p.add_argument("--older-than", type=parse_age, metavar="AGE",
-                   help="remove runs created more than AGE ago (30d, 12h, 45m, 2w)")
+    p.add_argument(
+        "--older-than", type=parse_age, metavar="AGE", help="remove runs created more than AGE ago (30d, 12h, 45m, 2w)"
+    )
     p.add_argument("--dry-run", action="store_true", help="only show what would be removed")
-    p.add_argument("--grace", type=float, default=GC_GRACE_SECONDS, metavar="SECONDS",
-                   help=f"keep unreferenced snapshot files younger than this: a session running now may be about "
-                        f"to use them (default {GC_GRACE_SECONDS:g})")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=GC_GRACE_SECONDS,
+        metavar="SECONDS",
+        help=f"keep unreferenced snapshot files younger than this: a session running now may be about "
+        f"to use them (default {GC_GRACE_SECONDS:g})",
+    )
 
     add("rebuild", "rebuild the history index from the run folders' record.json (nothing on disk is lost)")
 
@@ -253,8 +281,9 @@ def run_diff(argv: list[str], prog: str) -> int:
         history_diff = importlib.import_module("amlrun.commands.history_diff")
     except ModuleNotFoundError as exc:
         if exc.name == "amlrun.commands.history_diff":
-            raise UsageError(f"'{prog}' is not available in this build of amlrun "
-                             "(amlrun/commands/history_diff.py is missing)") from None
+            raise UsageError(
+                f"'{prog}' is not available in this build of amlrun (amlrun/commands/history_diff.py is missing)"
+            ) from None
         raise
     return history_diff.main(argv, prog)
 
@@ -310,12 +339,14 @@ def cmd_list(options, store: RunStore, project) -> int:
     scripts = [_normalise_script(s, project) for s in options.script] if options.script else None
     params = dict(options.param)
     if options.format == "json":  # the stored JSON as it is: one record a line, nothing re-encoded
-        payloads = store.list_json(limit=limit, status=options.status, script=scripts, target=options.target,
-                                   params=params or None)
+        payloads = store.list_json(
+            limit=limit, status=options.status, script=scripts, target=options.target, params=params or None
+        )
         sys.stdout.write("[\n" + ",\n".join(payloads) + "\n]\n" if payloads else "[]\n")
         return 0
-    records = store.list(limit=limit, status=options.status, script=scripts, target=options.target,
-                         params=params or None)
+    records = store.list(
+        limit=limit, status=options.status, script=scripts, target=options.target, params=params or None
+    )
     if not records:
         filtered = any((options.script, options.target, options.status, options.param))
         print("no runs match" if filtered and store.count() else f"no runs recorded in {store.state_dir}")
@@ -323,8 +354,14 @@ def cmd_list(options, store: RunStore, project) -> int:
     metrics = metric_columns(records)
     headers = ["run", "status", "cell", "started", "duration", *metrics]
     rows = [
-        [r.run_id, r.status, r.cell_id, when(r.started or r.created), seconds(r.duration),
-         *(short(r.metrics.get(m)) for m in metrics)]
+        [
+            r.run_id,
+            r.status,
+            r.cell_id,
+            when(r.started or r.created),
+            seconds(r.duration),
+            *(short(r.metrics.get(m)) for m in metrics),
+        ]
         for r in records
     ]
     print(table(rows, headers))
@@ -339,11 +376,25 @@ def cmd_list(options, store: RunStore, project) -> int:
 
 
 RECORD_FIELDS = (
-    ("run id", "run_id"), ("cell", "cell_id"), ("status", "status"), ("exit code", "exit_code"),
-    ("reason", "reason"), ("script", "script"), ("target", "target"), ("target type", "target_type"),
-    ("run configuration", "runconfig"), ("created", "created"), ("started", "started"), ("ended", "ended"),
-    ("duration", "duration"), ("amlrun", "amlrun_version"), ("host", "host"), ("git commit", "git_commit"),
-    ("git dirty", "git_dirty"), ("code snapshot", "snapshot_digest"), ("environment", "environment_digest"),
+    ("run id", "run_id"),
+    ("cell", "cell_id"),
+    ("status", "status"),
+    ("exit code", "exit_code"),
+    ("reason", "reason"),
+    ("script", "script"),
+    ("target", "target"),
+    ("target type", "target_type"),
+    ("run configuration", "runconfig"),
+    ("created", "created"),
+    ("started", "started"),
+    ("ended", "ended"),
+    ("duration", "duration"),
+    ("amlrun", "amlrun_version"),
+    ("host", "host"),
+    ("git commit", "git_commit"),
+    ("git dirty", "git_dirty"),
+    ("code snapshot", "snapshot_digest"),
+    ("environment", "environment_digest"),
 )
 
 
@@ -357,12 +408,18 @@ def cmd_show(options, store: RunStore, project) -> int:
     tail = read_tail(run_dir / "log.txt", options.tail, skip=(METRIC_PREFIX, TAG_PREFIX))
     diff = run_dir / "git.diff"
     if options.format == "json":
-        emit_json({
-            "record": record.to_json(), "metrics": metrics,
-            "metric_series": {name: [[row.get("step"), row.get("value")] for row in rows]
-                              for name, rows in series.items()},
-            "log_tail": tail, "run_dir": str(run_dir), "git_diff": str(diff) if diff.is_file() else None,
-        })
+        emit_json(
+            {
+                "record": record.to_json(),
+                "metrics": metrics,
+                "metric_series": {
+                    name: [[row.get("step"), row.get("value")] for row in rows] for name, rows in series.items()
+                },
+                "log_tail": tail,
+                "run_dir": str(run_dir),
+                "git_diff": str(diff) if diff.is_file() else None,
+            }
+        )
         return 0
     values = record.to_json()
     rows = []
@@ -389,8 +446,12 @@ def cmd_show(options, store: RunStore, project) -> int:
         print(table(metric_rows, ["metric", "last value", "points"]))
     if record.artifacts:
         print()
-        print(table([[a.get("path"), size(a.get("size")), a.get("sha256", "")[:16]] for a in record.artifacts],
-                    ["artifact", "size", "sha256"]))
+        print(
+            table(
+                [[a.get("path"), size(a.get("size")), a.get("sha256", "")[:16]] for a in record.artifacts],
+                ["artifact", "size", "sha256"],
+            )
+        )
     if tail:
         print()
         print(f"--- last {len(tail)} line{'s' * (len(tail) != 1)} of {run_dir / 'log.txt'} ---")
@@ -462,8 +523,11 @@ def cmd_logs(options, store: RunStore, project) -> int:
     path = store.run_dir(record.run_id) / "log.txt"
     as_json = options.format == "json"
     if not options.follow:
-        lines = read_tail(path, options.tail) if options.tail is not None else (
-            path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else [])
+        lines = (
+            read_tail(path, options.tail)
+            if options.tail is not None
+            else (path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else [])
+        )
         if as_json:
             emit_json({"run_id": record.run_id, "status": record.status, "lines": lines})
         else:
@@ -516,8 +580,10 @@ def follow(store: RunStore, record: RunRecord, path: Path, tail: int | None, as_
     if as_json:
         out.write(json.dumps({"run_id": record.run_id, "status": record.status}) + "\n")
     else:
-        print(f"--- run {record.run_id} {record.status}" + (f": {record.reason}" if record.reason else "") + " ---",
-              file=sys.stderr)
+        print(
+            f"--- run {record.run_id} {record.status}" + (f": {record.reason}" if record.reason else "") + " ---",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -559,16 +625,18 @@ def cmd_download(options, store: RunStore, project) -> int:
         digest = hash_file(target)
         want = expected.get(f"outputs/{rel.as_posix()}")
         if want and want != digest:
-            raise UsageError(f"{path} does not match the sha256 recorded for run {record.run_id} "
-                             "(changed after the run?)")
+            raise UsageError(
+                f"{path} does not match the sha256 recorded for run {record.run_id} (changed after the run?)"
+            )
         written.append({"path": rel.as_posix(), "size": target.stat().st_size, "sha256": digest})
     if options.format == "json":
         emit_json({"run_id": record.run_id, "dest": str(dest), "files": written})
         return 0
     print(table([[f["path"], size(f["size"]), f["sha256"][:16]] for f in written], ["file", "size", "sha256"]))
     total = sum(f["size"] for f in written)
-    print(f"\ndownloaded {len(written)} file{'s' * (len(written) != 1)} ({size(total)}) "
-          f"of run {record.run_id} to {dest}")
+    print(
+        f"\ndownloaded {len(written)} file{'s' * (len(written) != 1)} ({size(total)}) of run {record.run_id} to {dest}"
+    )
     return 0
 
 
@@ -589,16 +657,25 @@ def cmd_restore(options, store: RunStore, project) -> int:
     except SnapshotMissing as exc:
         raise UsageError(f"run {record.run_id}: {exc}") from None
     if options.format == "json":
-        emit_json({"run_id": record.run_id, "snapshot": snapshot.digest, "dest": str(dest),
-                   "files": [{"path": e.path, "size": e.size, "sha256": e.digest} for e in snapshot.entries]})
+        emit_json(
+            {
+                "run_id": record.run_id,
+                "snapshot": snapshot.digest,
+                "dest": str(dest),
+                "files": [{"path": e.path, "size": e.size, "sha256": e.digest} for e in snapshot.entries],
+            }
+        )
         return 0
-    print(f"restored {len(snapshot.entries)} file{'s' * (len(snapshot.entries) != 1)} ({size(snapshot.size)}) "
-          f"of snapshot {snapshot.digest[:12]} (run {record.run_id}) to {dest}")
+    print(
+        f"restored {len(snapshot.entries)} file{'s' * (len(snapshot.entries) != 1)} ({size(snapshot.size)}) "
+        f"of snapshot {snapshot.digest[:12]} (run {record.run_id}) to {dest}"
+    )
     diff = store.run_dir(record.run_id) / "git.diff"
     if record.git_commit:
         dirty = " plus uncommitted changes" if record.git_dirty else ""
-        print(f"the run used git commit {record.git_commit[:12]}{dirty}"
-              + (f" (diff: {diff})" if diff.is_file() else ""))
+        print(
+            f"the run used git commit {record.git_commit[:12]}{dirty}" + (f" (diff: {diff})" if diff.is_file() else "")
+        )
     return 0
 
 
@@ -731,8 +808,10 @@ def _print_swept(swept: _Swept) -> None:
         print(f"would remove: {shown}")
     print(table(rows, ["removed" if not dry else "to remove", "count", "disk"]))
     verb = "would free" if dry else "freed"
-    print(f"\n{verb} {size(swept.total)}; kept {swept.kept_runs} run{'s' * (swept.kept_runs != 1)} "
-          f"and {snaps.kept_manifests} snapshot{'s' * (snaps.kept_manifests != 1)}")
+    print(
+        f"\n{verb} {size(swept.total)}; kept {swept.kept_runs} run{'s' * (swept.kept_runs != 1)} "
+        f"and {snaps.kept_manifests} snapshot{'s' * (snaps.kept_manifests != 1)}"
+    )
 
 
 def cmd_gc(options, store: RunStore, project) -> int:
@@ -745,13 +824,22 @@ def cmd_gc(options, store: RunStore, project) -> int:
     swept = _sweep(options, store)
     if options.format == "json":
         snaps = swept.snaps
-        emit_json({
-            "dry_run": swept.dry, "runs": [r.run_id for r in swept.doomed], "run_bytes": swept.run_bytes,
-            "workdirs": len(swept.leftovers), "untracked": len(swept.untracked),
-            "workdir_bytes": swept.leftover_bytes + swept.untracked_bytes, "snapshots": snaps.manifests,
-            "objects": snaps.objects, "snapshot_bytes": snaps.bytes, "bytes": swept.total,
-            "kept_runs": swept.kept_runs, "kept_snapshots": snaps.kept_manifests,
-        })
+        emit_json(
+            {
+                "dry_run": swept.dry,
+                "runs": [r.run_id for r in swept.doomed],
+                "run_bytes": swept.run_bytes,
+                "workdirs": len(swept.leftovers),
+                "untracked": len(swept.untracked),
+                "workdir_bytes": swept.leftover_bytes + swept.untracked_bytes,
+                "snapshots": snaps.manifests,
+                "objects": snaps.objects,
+                "snapshot_bytes": snaps.bytes,
+                "bytes": swept.total,
+                "kept_runs": swept.kept_runs,
+                "kept_snapshots": snaps.kept_manifests,
+            }
+        )
         return 0
     _print_swept(swept)
     return 0
@@ -792,7 +880,13 @@ def cmd_export(options, store: RunStore, project) -> int:
 
 
 ACTIONS = {
-    "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "logs": cmd_logs,
-    "download": cmd_download, "restore": cmd_restore, "gc": cmd_gc, "rebuild": cmd_rebuild,
+    "list": cmd_list,
+    "show": cmd_show,
+    "compare": cmd_compare,
+    "logs": cmd_logs,
+    "download": cmd_download,
+    "restore": cmd_restore,
+    "gc": cmd_gc,
+    "rebuild": cmd_rebuild,
     "export": cmd_export,
 }

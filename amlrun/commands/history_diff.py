@@ -19,12 +19,15 @@ from amlrun.cli import ArgumentParser
 from amlrun.errors import UsageError
 from amlrun.freeze import RUN_FILE, Freeze, describe_change, package_changes
 
-MAX_DIFF_BYTES = 1 << 20   # larger files are listed, not diffed
+MAX_DIFF_BYTES = 1 << 20  # larger files are listed, not diffed
 
 
 def build_parser(prog: str) -> ArgumentParser:
-    p = ArgumentParser(prog=prog, description="Show what changed between two runs: target, code, parameters, "
-                                              "environment packages, metrics and artifacts.")
+    p = ArgumentParser(
+        prog=prog,
+        description="Show what changed between two runs: target, code, parameters, "
+        "environment packages, metrics and artifacts.",
+    )
     p.add_argument("runs", nargs=2, metavar="RUN", help="run id, unique prefix, or 'last'")
     p.add_argument("--project", metavar="DIR", help="the project folder (default: found from the current folder)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
@@ -78,8 +81,15 @@ def main(argv: list[str], prog: str = "amlrun history diff") -> int:
     from amlrun.baseline import baseline_path
 
     ignored = {project.relative(baseline_path(project))}
-    diff = compare(a, b, store, SnapshotStore(project.state_dir), context=options.context,
-                   with_patch=not options.name_only, ignored=ignored)
+    diff = compare(
+        a,
+        b,
+        store,
+        SnapshotStore(project.state_dir),
+        context=options.context,
+        with_patch=not options.name_only,
+        ignored=ignored,
+    )
     if options.format == "json":
         text = json.dumps(to_json(diff), indent=2, default=str)
     else:
@@ -92,12 +102,16 @@ def main(argv: list[str], prog: str = "amlrun history diff") -> int:
 
 
 def _pairs(a: dict, b: dict, ignore=()) -> list[tuple[str, Any, Any]]:
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b), key=str)
-            if k not in ignore and (k not in a or k not in b or a[k] != b[k])]
+    return [
+        (k, a.get(k), b.get(k))
+        for k in sorted(set(a) | set(b), key=str)
+        if k not in ignore and (k not in a or k not in b or a[k] != b[k])
+    ]
 
 
-def compare(a, b, store, snapshots, *, context: int = 3, with_patch: bool = True,
-            ignored: AbstractSet[str] = frozenset()) -> RunDiff:
+def compare(
+    a, b, store, snapshots, *, context: int = 3, with_patch: bool = True, ignored: AbstractSet[str] = frozenset()
+) -> RunDiff:
     """``ignored``: project files left out of the code comparison (the baseline file itself)."""
     diff = RunDiff(a, b)
     for name in ("target", "target_type", "runconfig", "host", "amlrun_version"):
@@ -130,11 +144,19 @@ def _read_object(snapshots, digest: str) -> str | None:
         return None
 
 
-def code_diff(a, b, snapshots, context: int, with_patch: bool,
-              ignored: AbstractSet[str] = frozenset()) -> dict[str, Any]:
-    result: dict[str, Any] = {"a": a.snapshot_digest, "b": b.snapshot_digest, "changed": False,
-                              "git": [a.git_commit, b.git_commit] if a.git_commit != b.git_commit else None,
-                              "added": [], "removed": [], "modified": [], "patch": []}
+def code_diff(
+    a, b, snapshots, context: int, with_patch: bool, ignored: AbstractSet[str] = frozenset()
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "a": a.snapshot_digest,
+        "b": b.snapshot_digest,
+        "changed": False,
+        "git": [a.git_commit, b.git_commit] if a.git_commit != b.git_commit else None,
+        "added": [],
+        "removed": [],
+        "modified": [],
+        "patch": [],
+    }
     if a.snapshot_digest == b.snapshot_digest:
         return result
     result["changed"] = True
@@ -147,8 +169,9 @@ def code_diff(a, b, snapshots, context: int, with_patch: bool,
     fb = {e.path: e for e in sb.entries if e.path not in ignored}
     result["added"] = sorted(set(fb) - set(fa))
     result["removed"] = sorted(set(fa) - set(fb))
-    result["modified"] = sorted(p for p in set(fa) & set(fb)
-                                if fa[p].digest != fb[p].digest or fa[p].mode != fb[p].mode)
+    result["modified"] = sorted(
+        p for p in set(fa) & set(fb) if fa[p].digest != fb[p].digest or fa[p].mode != fb[p].mode
+    )
     result["changed"] = bool(result["added"] or result["removed"] or result["modified"])
     if not with_patch:
         return result
@@ -162,10 +185,16 @@ def code_diff(a, b, snapshots, context: int, with_patch: bool,
         if old == new:
             patch.append(f"mode of {path}: {oct(fa[path].mode)} -> {oct(fb[path].mode)}")
             continue
-        patch.extend(line.rstrip("\n") for line in difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True),
-            fromfile=f"a/{path}" if path in fa else "/dev/null", tofile=f"b/{path}" if path in fb else "/dev/null",
-            n=context))
+        patch.extend(
+            line.rstrip("\n")
+            for line in difflib.unified_diff(
+                old.splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                fromfile=f"a/{path}" if path in fa else "/dev/null",
+                tofile=f"b/{path}" if path in fb else "/dev/null",
+                n=context,
+            )
+        )
     result["patch"] = patch
     return result
 
@@ -179,8 +208,13 @@ def _freeze_of(record, store) -> Freeze | None:
 
 
 def environment_diff(a, b, store) -> dict[str, Any]:
-    result: dict[str, Any] = {"a": a.environment_digest, "b": b.environment_digest, "changed": False,
-                              "packages": [], "header": []}
+    result: dict[str, Any] = {
+        "a": a.environment_digest,
+        "b": b.environment_digest,
+        "changed": False,
+        "packages": [],
+        "header": [],
+    }
     fa, fb = _freeze_of(a, store), _freeze_of(b, store)
     if fa is None or fb is None:
         missing = [r.run_id for r, f in ((a, fa), (b, fb)) if f is None]
@@ -231,8 +265,10 @@ def _code_lines(code: dict[str, Any]) -> list[str]:
 
 def _environment_lines(env: dict[str, Any]) -> list[str]:
     if env.get("unavailable"):
-        return [env["unavailable"], f"environment digest {env['a']} -> {env['b']}" if env["changed"] else
-                f"same environment digest {env['a']}"]
+        return [
+            env["unavailable"],
+            f"environment digest {env['a']} -> {env['b']}" if env["changed"] else f"same environment digest {env['a']}",
+        ]
     if not env["changed"]:
         return ["same packages" + (f" (environment {env['a']})" if env["a"] else "")]
     lines = [f"environment digest {env['a']} -> {env['b']}"] if env["a"] != env["b"] else []
@@ -273,8 +309,14 @@ def render(diff: RunDiff) -> list[str]:
     a, b = diff.a, diff.b
     lines = [f"a: {a.run_id}  {a.cell_id}  ({a.status})", f"b: {b.run_id}  {b.cell_id}  ({b.status})"]
     changed = diff.changed()
-    lines.append("changed: " + (", ".join(changed) if changed else "nothing (same target, code, parameters, "
-                                                                    "environment, metrics and artifacts)"))
+    lines.append(
+        "changed: "
+        + (
+            ", ".join(changed)
+            if changed
+            else "nothing (same target, code, parameters, environment, metrics and artifacts)"
+        )
+    )
     sections = [
         ("target", _pair_lines(diff.target) if diff.target else None),
         ("code", _code_lines(diff.code)),
@@ -295,7 +337,13 @@ def to_json(diff: RunDiff) -> dict[str, Any]:
     env["header"] = pairs(env.get("header", []))
     env["packages"] = [{"name": n, "a": va, "b": vb} for n, va, vb in env.get("packages", [])]
     return {
-        "a": diff.a.run_id, "b": diff.b.run_id, "changed": diff.changed(), "target": pairs(diff.target),
-        "code": diff.code, "parameters": pairs(diff.params), "environment": env,
-        "metrics": pairs(diff.metrics), "artifacts": pairs(diff.artifacts),
+        "a": diff.a.run_id,
+        "b": diff.b.run_id,
+        "changed": diff.changed(),
+        "target": pairs(diff.target),
+        "code": diff.code,
+        "parameters": pairs(diff.params),
+        "environment": env,
+        "metrics": pairs(diff.metrics),
+        "artifacts": pairs(diff.artifacts),
     }

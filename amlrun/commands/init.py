@@ -202,9 +202,7 @@ def plan(root: Path, force: bool, image: str) -> list[tuple[str, str, str]]:
         actions.append((".gitignore", "append" if existing else "create", prefix + "\n".join(missing) + "\n"))
 
     if conflicts:
-        raise UsageError(
-            f"{root} already has {', '.join(conflicts)}; nothing written (use --force to overwrite)"
-        )
+        raise UsageError(f"{root} already has {', '.join(conflicts)}; nothing written (use --force to overwrite)")
     return actions
 
 
@@ -214,8 +212,12 @@ def main(argv: list[str], prog: str) -> int:
     parser = ArgumentParser(prog=prog, description="Scaffold a new amlrun project (Workbench-compatible aml_config/).")
     parser.add_argument("directory", nargs="?", default=".", metavar="DIR", help="the project folder (default: here)")
     parser.add_argument("--force", action="store_true", help="overwrite files amlrun init would write")
-    parser.add_argument("--docker-image", default=DEFAULT_IMAGE, metavar="IMAGE",
-                        help=f"baseDockerImage of the docker target (default: {DEFAULT_IMAGE})")
+    parser.add_argument(
+        "--docker-image",
+        default=DEFAULT_IMAGE,
+        metavar="IMAGE",
+        help=f"baseDockerImage of the docker target (default: {DEFAULT_IMAGE})",
+    )
     options = parser.parse_args(argv)
 
     root = Path(options.directory)

@@ -32,8 +32,14 @@ class _Progress:
 
 def main(argv: list[str], prog: str) -> int:
     p = parser(prog, "Build (or find cached) the execution environment of each named target.")
-    p.add_argument("-c", "--compute", action="append", default=[], metavar="NAME",
-                   help="run configuration or compute target (repeatable; default: [tool.amlrun] default_targets)")
+    p.add_argument(
+        "-c",
+        "--compute",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run configuration or compute target (repeatable; default: [tool.amlrun] default_targets)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="show the build output")
     p.add_argument("-p", dest="plugins", action="append", default=[], metavar="PLUGIN", help="load a plugin module")
     options = p.parse_args(argv)

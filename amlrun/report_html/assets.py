@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-STATUS_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#8e24aa", "canceled": "#ef6c00",
-                  "skipped": "#757575", "reused": "#0277bd"}
+STATUS_COLOURS = {
+    "passed": "#2e7d32",
+    "failed": "#c62828",
+    "error": "#8e24aa",
+    "canceled": "#ef6c00",
+    "skipped": "#757575",
+    "reused": "#0277bd",
+}
 
 CSS = """
 *{box-sizing:border-box}

@@ -52,7 +52,7 @@ class Row:
     report: Any
     index: int
     series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    images: list[tuple[str, str]] = field(default_factory=list)   # (name, data URI)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (name, data URI)
 
     @property
     def cell(self):
@@ -131,12 +131,17 @@ def curve_charts(rows: list[Row]) -> list[str]:
                 names.append(name)
     out = []
     for name in names:
-        series = [charts.Series(row.cell.id, tuple(row.series[name]), row.index)
-                  for row in rows if row.series.get(name)]
-        legend = "".join(f'<li><span class="swatch" style="background:{charts.colour(s.index)}"></span>'
-                         f'{esc(s.label)}</li>' for s in series)
-        out.append(f'<figure class="curve">{charts.curves(name, f"{name} by step", series)}'
-                   f'<ul class="legend">{legend}</ul></figure>')
+        series = [
+            charts.Series(row.cell.id, tuple(row.series[name]), row.index) for row in rows if row.series.get(name)
+        ]
+        legend = "".join(
+            f'<li><span class="swatch" style="background:{charts.colour(s.index)}"></span>{esc(s.label)}</li>'
+            for s in series
+        )
+        out.append(
+            f'<figure class="curve">{charts.curves(name, f"{name} by step", series)}'
+            f'<ul class="legend">{legend}</ul></figure>'
+        )
     return out
 
 
@@ -171,8 +176,9 @@ def value_charts(rows: list[Row], metrics: list[str]) -> list[str]:
                 continue
             if len(varying) == 2:
                 out.append(_heatmaps(script, metric, have, varying, targets))
-            elif len(varying) == 1 and all(_numeric(r.cell.params.as_dict().get(varying[0])) is not None
-                                           for r, _ in have):
+            elif len(varying) == 1 and all(
+                _numeric(r.cell.params.as_dict().get(varying[0])) is not None for r, _ in have
+            ):
                 out.append(_scatter_figure(script, metric, have, varying[0], targets))
             else:
                 out.append(_bars_figure(script, metric, have, varying, targets))
@@ -197,8 +203,11 @@ def _heatmaps(script: str, metric: str, have: list[tuple[Row, float]], varying: 
     low, high = min(v for _, v in have), max(v for _, v in have)
     maps = []
     for target in targets:
-        values = {(_label(r.cell.params.as_dict()[xn]), _label(r.cell.params.as_dict()[yn])): v
-                  for r, v in have if r.cell.target == target}
+        values = {
+            (_label(r.cell.params.as_dict()[xn]), _label(r.cell.params.as_dict()[yn])): v
+            for r, v in have
+            if r.cell.target == target
+        }
         if values:
             maps.append(charts.heatmap(metric, f"{metric} · {target}", xn, yn, xs, ys, values, low, high))
     return f'<figure class="wide" data-script="{esc(script)}">{"".join(maps)}</figure>'
@@ -206,16 +215,22 @@ def _heatmaps(script: str, metric: str, have: list[tuple[Row, float]], varying: 
 
 def _scatter_figure(script: str, metric: str, have: list[tuple[Row, float]], name: str, targets: list[str]) -> str:
     """Last values against the one (numeric) parameter that varies, a colour per target."""
-    series = [charts.Series(t, tuple((float(r.cell.params.as_dict()[name]), v) for r, v in have
-                                     if r.cell.target == t), k) for k, t in enumerate(targets)]
-    return (f'<figure data-script="{esc(script)}">'
-            f"{charts.scatter(metric, metric, name, [s for s in series if s.points])}"
-            f"{_target_legend(targets)}</figure>")
+    series = [
+        charts.Series(t, tuple((float(r.cell.params.as_dict()[name]), v) for r, v in have if r.cell.target == t), k)
+        for k, t in enumerate(targets)
+    ]
+    return (
+        f'<figure data-script="{esc(script)}">'
+        f"{charts.scatter(metric, metric, name, [s for s in series if s.points])}"
+        f"{_target_legend(targets)}</figure>"
+    )
 
 
-def _bars_figure(script: str, metric: str, have: list[tuple[Row, float]], varying: list[str],
-                 targets: list[str]) -> str:
+def _bars_figure(
+    script: str, metric: str, have: list[tuple[Row, float]], varying: list[str], targets: list[str]
+) -> str:
     """Grouped bars: a group per value of the one parameter that varies (or per parameter set)."""
+
     def key(row: Row) -> str:
         if len(varying) == 1:
             return _label(row.cell.params.as_dict().get(varying[0]))
@@ -224,14 +239,21 @@ def _bars_figure(script: str, metric: str, have: list[tuple[Row, float]], varyin
     groups = list(dict.fromkeys(key(r) for r, _ in have))
     series = [(t, k, {key(r): v for r, v in have if r.cell.target == t}) for k, t in enumerate(targets)]
     label = varying[0] if len(varying) == 1 else "parameter set"
-    return (f'<figure data-script="{esc(script)}">{charts.bars(metric, metric, groups, series, label)}'
-            f"{_target_legend(targets)}</figure>")
+    return (
+        f'<figure data-script="{esc(script)}">{charts.bars(metric, metric, groups, series, label)}'
+        f"{_target_legend(targets)}</figure>"
+    )
 
 
 def _target_legend(targets: list[str]) -> str:
-    return '<ul class="legend">' + "".join(
-        f'<li><span class="swatch" style="background:{charts.colour(k)}"></span>{esc(t)}</li>'
-        for k, t in enumerate(targets)) + "</ul>"
+    return (
+        '<ul class="legend">'
+        + "".join(
+            f'<li><span class="swatch" style="background:{charts.colour(k)}"></span>{esc(t)}</li>'
+            for k, t in enumerate(targets)
+        )
+        + "</ul>"
+    )
 
 
 # -- the page ------------------------------------------------------------------------------------
@@ -246,10 +268,20 @@ def _wbr(text: str) -> str:
 
 
 def _matrix(rows: list[Row], params: list[str], metrics: list[str]) -> str:
-    head = [("script", "text"), ("target", "text"), *((p, "param") for p in params), ("status", "text"),
-            ("duration (s)", "num"), *((m, "num") for m in metrics), ("run", "text")]
-    ths = "".join(f'<th data-col="{i}" data-type="{kind}" class="{kind}" scope="col">'
-                  f'<button type="button">{_wbr(name)}</button></th>' for i, (name, kind) in enumerate(head))
+    head = [
+        ("script", "text"),
+        ("target", "text"),
+        *((p, "param") for p in params),
+        ("status", "text"),
+        ("duration (s)", "num"),
+        *((m, "num") for m in metrics),
+        ("run", "text"),
+    ]
+    ths = "".join(
+        f'<th data-col="{i}" data-type="{kind}" class="{kind}" scope="col">'
+        f'<button type="button">{_wbr(name)}</button></th>'
+        for i, (name, kind) in enumerate(head)
+    )
     body = []
     for row in rows:
         report, cell = row.report, row.cell
@@ -271,11 +303,15 @@ def _matrix(rows: list[Row], params: list[str], metrics: list[str]) -> str:
             tds.append(f'<td class="num metric" data-metric="{esc(name)}"{data}>{shown}</td>')
         link = _wbr(report.run_id or "details")
         tds.append(f'<td class="run"><a class="runlink" href="#{row.anchor}">{link}</a></td>')
-        body.append(f'<tr class="cell" data-status="{report.outcome}" data-cell="{esc(cell.id)}" '
-                    f'title="{esc(cell.id)}">{"".join(tds)}</tr>')
-    return (f'<div class="tools"><input id="filter" type="search" placeholder="filter cells: words, e.g. failed lr=0.1"'
-            f' aria-label="filter the matrix"> <span id="rendered"></span></div>'
-            f'<table id="matrix"><thead><tr>{ths}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+        body.append(
+            f'<tr class="cell" data-status="{report.outcome}" data-cell="{esc(cell.id)}" '
+            f'title="{esc(cell.id)}">{"".join(tds)}</tr>'
+        )
+    return (
+        f'<div class="tools"><input id="filter" type="search" placeholder="filter cells: words, e.g. failed lr=0.1"'
+        f' aria-label="filter the matrix"> <span id="rendered"></span></div>'
+        f'<table id="matrix"><thead><tr>{ths}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
 
 
 def _tail(report) -> str:
@@ -291,10 +327,12 @@ def _failures(rows: list[Row]) -> str:
     for row in failed:
         report = row.report
         tail = _tail(report) or "(no output)"
-        items.append(f'<div class="failure" data-cell="{esc(row.cell.id)}"><h3><a href="#{row.anchor}">'
-                     f'{esc(row.cell.id)}</a> <span class="badge {report.outcome}">{report.outcome}</span></h3>'
-                     f'<p class="reason">{esc(report.reason or report.outcome)}</p>'
-                     f'<pre class="tail">{esc(tail)}</pre></div>')
+        items.append(
+            f'<div class="failure" data-cell="{esc(row.cell.id)}"><h3><a href="#{row.anchor}">'
+            f'{esc(row.cell.id)}</a> <span class="badge {report.outcome}">{report.outcome}</span></h3>'
+            f'<p class="reason">{esc(report.reason or report.outcome)}</p>'
+            f'<pre class="tail">{esc(tail)}</pre></div>'
+        )
     return f'<h2 id="failures">Failures ({len(failed)})</h2>' + "".join(items)
 
 
@@ -305,19 +343,28 @@ def _runs(rows: list[Row]) -> str:
         if report.outcome == "skipped":
             continue
         metrics = ", ".join(f"{esc(k)}={esc(_label(v))}" for k, v in report.metrics.items())
-        images = "".join(f'<figure class="image"><img alt="{esc(name)}" src="{uri}"><figcaption>{esc(name)}'
-                         f"</figcaption></figure>" for name, uri in row.images)
+        images = "".join(
+            f'<figure class="image"><img alt="{esc(name)}" src="{uri}"><figcaption>{esc(name)}</figcaption></figure>'
+            for name, uri in row.images
+        )
         tail = _tail(report)
-        log = (f'<details{" open" if report.outcome in FAILED_OUTCOMES else ""}><summary>log tail</summary>'
-               f'<pre class="tail">{esc(tail)}</pre></details>') if tail else ""
+        log = (
+            (
+                f"<details{' open' if report.outcome in FAILED_OUTCOMES else ''}><summary>log tail</summary>"
+                f'<pre class="tail">{esc(tail)}</pre></details>'
+            )
+            if tail
+            else ""
+        )
         folder = f'<p class="folder">run folder: <code>{esc(str(report.run_dir))}</code></p>' if report.run_dir else ""
         parts.append(
             f'<section class="run" id="{row.anchor}" data-cell="{esc(row.cell.id)}"><h3>{esc(row.cell.id)} '
             f'<span class="badge {report.outcome}">{report.outcome}</span></h3>'
-            f'<p>{esc(report.run_id or "")} · {report.duration:.2f}s'
-            f'{" · " + esc(report.reason) if report.reason else ""}</p>'
-            f'{f"<p>{metrics}</p>" if metrics else ""}{images and f"<div class=images>{images}</div>"}'
-            f'{log}{folder}</section>')
+            f"<p>{esc(report.run_id or '')} · {report.duration:.2f}s"
+            f"{' · ' + esc(report.reason) if report.reason else ''}</p>"
+            f"{f'<p>{metrics}</p>' if metrics else ''}{images and f'<div class=images>{images}</div>'}"
+            f"{log}{folder}</section>"
+        )
     return "".join(parts)
 
 
@@ -339,10 +386,12 @@ def render(session, duration: float, exitstatus: int, embed_limit: int = DEFAULT
     if embedder.left_out:
         total = sum(size for _, size in embedder.left_out)
         listed = "".join(f"<li>{esc(name)} ({_size(size)})</li>" for name, size in embedder.left_out[:50])
-        note = (f'<div class="note" id="left-out"><p>{len(embedder.left_out)} image'
-                f'{"s" * (len(embedder.left_out) != 1)} ({_size(total)}) not embedded: over the page\'s limit of '
-                f'{_size(embed_limit)} (--html-embed-limit). They are in the runs\' outputs/ folders.</p>'
-                f"<ul>{listed}</ul></div>")
+        note = (
+            f'<div class="note" id="left-out"><p>{len(embedder.left_out)} image'
+            f"{'s' * (len(embedder.left_out) != 1)} ({_size(total)}) not embedded: over the page's limit of "
+            f"{_size(embed_limit)} (--html-embed-limit). They are in the runs' outputs/ folders.</p>"
+            f"<ul>{listed}</ul></div>"
+        )
     title = f"amlrun report: {session.project.root.name}"
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     stopped = f"<p><b>{esc(session.shouldstop)}</b></p>" if session.shouldstop else ""

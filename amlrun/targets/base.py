@@ -45,9 +45,9 @@ class Job:
     run_id: str
     cell_id: str
     workdir: Path
-    argv: tuple[str, ...]          # after $file substitution; argv[0] is the script when it ends in .py
-    env: dict[str, str]            # runconfig variables, AMLRUN_* and parameters (no target paths)
-    outputs_dir: Path              # where outputs/ must end up locally
+    argv: tuple[str, ...]  # after $file substitution; argv[0] is the script when it ends in .py
+    env: dict[str, str]  # runconfig variables, AMLRUN_* and parameters (no target paths)
+    outputs_dir: Path  # where outputs/ must end up locally
     runconfig: RunConfig
     params: dict[str, object] = field(default_factory=dict)
     timeout: float | None = None
@@ -67,11 +67,11 @@ class PreparedEnvironment:
     Other modules read only the named fields; ``details`` holds what the target itself
     needs later in ``execute`` (and is recorded nowhere)."""
 
-    digest: str                    # the environment spec's hash (recorded with every run)
+    digest: str  # the environment spec's hash (recorded with every run)
     python: str = "python3"
-    image: str | None = None       # a container image's tag
-    image_id: str | None = None    # the engine's id of ``image``: what it holds changes only with it
-    built: bool = False            # True when this call built it (not a cache hit)
+    image: str | None = None  # a container image's tag
+    image_id: str | None = None  # the engine's id of ``image``: what it holds changes only with it
+    built: bool = False  # True when this call built it (not a cache hit)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,7 +90,7 @@ class ExecResult:
     status: Status
     exit_code: int | None = None
     reason: str = ""
-    infrastructure_error: bool = False   # the failure was not the script's (lost connection, OOM kill)
+    infrastructure_error: bool = False  # the failure was not the script's (lost connection, OOM kill)
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -108,7 +108,7 @@ class TargetContext:
     """What a target may use from the session."""
 
     project: Project
-    cache_dir: Path                # user-level cache (~/.cache/amlrun)
+    cache_dir: Path  # user-level cache (~/.cache/amlrun)
     #: ``[tool.amlrun.build]`` of the project: package index settings of environment builds
     build_settings: Mapping[str, object] = field(default_factory=dict)
     #: set when the session stops early (Ctrl-C, SIGTERM, --maxfail): long preparation work

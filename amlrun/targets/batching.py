@@ -58,8 +58,15 @@ class _Batch(Generic[T, H]):
 class Batcher(Generic[T, H]):
     """Gathers ``submit`` calls that arrive together into one ``submit_many`` call."""
 
-    def __init__(self, submit_many: Callable[[list[T]], Sequence[H]], *, key: Callable[[T], Hashable] = lambda _: None,
-                 idle: float = DEFAULT_IDLE, window: float = DEFAULT_WINDOW, max_size: int = 10_000):
+    def __init__(
+        self,
+        submit_many: Callable[[list[T]], Sequence[H]],
+        *,
+        key: Callable[[T], Hashable] = lambda _: None,
+        idle: float = DEFAULT_IDLE,
+        window: float = DEFAULT_WINDOW,
+        max_size: int = 10_000,
+    ):
         if idle <= 0 or window < idle or max_size < 1:
             raise ValueError("Batcher needs 0 < idle <= window and max_size >= 1")
         self._submit_many = submit_many

@@ -41,7 +41,7 @@ def move_outputs(source: Path, dest: Path) -> None:
 def drop_outward_links(root: Path) -> None:
     """Remove the symbolic links under ``root`` that resolve outside it (or nowhere)."""
     top = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):   # never descends into linked folders
+    for dirpath, dirnames, filenames in os.walk(root):  # never descends into linked folders
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             if path.is_symlink():
@@ -141,15 +141,23 @@ class LocalTarget(Target):
         if job.runconfig.framework == "PySpark":
             from amlrun.targets.cluster.localmaster import submission
 
-            submit = submission(self.project, job, spark_submit=prepared.details["spark_submit"],
-                                python=_which(prepared.python))
-            return execute_here(self, job, prepared.python, sink, command=submit.argv(),
-                                extra={"spark_submit": submit.command_line(), "spark_master": submit.master})
+            submit = submission(
+                self.project, job, spark_submit=prepared.details["spark_submit"], python=_which(prepared.python)
+            )
+            return execute_here(
+                self,
+                job,
+                prepared.python,
+                sink,
+                command=submit.argv(),
+                extra={"spark_submit": submit.command_line(), "spark_master": submit.master},
+            )
         return execute_here(self, job, prepared.python, sink)
 
 
-def execute_here(target: Target, job, python: str, sink, *, command: list[str] | None = None,
-                 extra: dict | None = None) -> ExecResult:
+def execute_here(
+    target: Target, job, python: str, sink, *, command: list[str] | None = None, extra: dict | None = None
+) -> ExecResult:
     """Run ``job`` (or ``command`` for it) as a local process group in its working copy
     (local and plain-Python targets)."""
     outputs = job.workdir / "outputs"
@@ -157,9 +165,15 @@ def execute_here(target: Target, job, python: str, sink, *, command: list[str] |
     env = os.environ.copy()
     env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(target)))
     try:
-        outcome = run_streaming(command or job.command(python), cwd=job.workdir, env=env, sink=sink,
-                                group_file=job.workdir.parent / f"{job.run_id}.pgid",
-                                cancel=job.cancel, timeout=job.timeout)
+        outcome = run_streaming(
+            command or job.command(python),
+            cwd=job.workdir,
+            env=env,
+            sink=sink,
+            group_file=job.workdir.parent / f"{job.run_id}.pgid",
+            cancel=job.cancel,
+            timeout=job.timeout,
+        )
     except FileNotFoundError as exc:
         return ExecResult("failed", None, f"cannot start {exc.filename}: not found")
     except PermissionError as exc:
@@ -199,4 +213,3 @@ def _interpreter_identity(python: str) -> str:
     except OSError:
         return found
     return f"{found}\0{st.st_size}\0{st.st_mtime_ns}"
-

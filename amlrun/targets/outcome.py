@@ -18,8 +18,14 @@ OOM_REASON = "killed: out of memory (the container's memory limit)"
 NO_EXIT_CODE = "the process ended without an exit code (killed on the host?)"
 
 
-def finished(exit_code: int | None, *, stopped: str | None = None, oom: bool = False,
-             extra: dict[str, object] | None = None, no_code_reason: str = NO_EXIT_CODE) -> ExecResult:
+def finished(
+    exit_code: int | None,
+    *,
+    stopped: str | None = None,
+    oom: bool = False,
+    extra: dict[str, object] | None = None,
+    no_code_reason: str = NO_EXIT_CODE,
+) -> ExecResult:
     """The result of a run that ended with ``exit_code`` (None: unknown), or was stopped
     because of ``stopped`` (a :class:`StopWatch` reason), or was killed for memory."""
     extra = dict(extra or {})

@@ -52,23 +52,26 @@ def _import(spec: str, plugin: str, name: str) -> type[Target]:
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise UsageError(f"plugin '{plugin}' registers target type '{name}' as {spec!r}, "
-                         f"which cannot be imported: {exc}") from None
+        raise UsageError(
+            f"plugin '{plugin}' registers target type '{name}' as {spec!r}, which cannot be imported: {exc}"
+        ) from None
     _check(cls, plugin, name)
     return cls
 
 
 def _check(cls: object, plugin: str, name: str) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Target)):
-        raise UsageError(f"plugin '{plugin}' registers target type '{name}' as {cls!r}, "
-                         "which is not a subclass of amlrun.targets.base.Target")
+        raise UsageError(
+            f"plugin '{plugin}' registers target type '{name}' as {cls!r}, "
+            "which is not a subclass of amlrun.targets.base.Target"
+        )
 
 
 def collect_target_types(pm: pluggy.PluginManager) -> TargetTypes:
     """Every registered target type, by name and alias (lazy ones not imported yet)."""
     types: dict[str, Registered] = {}
     owners: dict[str, str] = {}
-    for impl in pm.hook.amlrun_register_targets.get_hookimpls():   # in registration order
+    for impl in pm.hook.amlrun_register_targets.get_hookimpls():  # in registration order
         if impl.hookwrapper or impl.wrapper:
             continue
         plugin = impl.plugin_name
@@ -76,8 +79,10 @@ def collect_target_types(pm: pluggy.PluginManager) -> TargetTypes:
         for name, found in registered.items():
             if isinstance(found, str):
                 if ":" not in found:
-                    raise UsageError(f"plugin '{plugin}' registers target type '{name}' as {found!r}; "
-                                     "expected a class or 'module:Class'")
+                    raise UsageError(
+                        f"plugin '{plugin}' registers target type '{name}' as {found!r}; "
+                        "expected a class or 'module:Class'"
+                    )
                 keys: tuple[str, ...] = (name,)
             else:
                 _check(found, plugin, name)
@@ -86,6 +91,7 @@ def collect_target_types(pm: pluggy.PluginManager) -> TargetTypes:
                 if key in owners and types[key] != found:
                     raise UsageError(
                         f"target type '{key}' is registered twice: by plugin '{owners[key]}' and by plugin "
-                        f"'{plugin}'; keep one of them: -p no:{owners[key]} or -p no:{plugin}")
+                        f"'{plugin}'; keep one of them: -p no:{owners[key]} or -p no:{plugin}"
+                    )
                 types[key], owners[key] = found, plugin
     return TargetTypes(types, owners)

@@ -71,9 +71,12 @@ class RemoteTarget(SSHTargetMixin, Target):
         if deps is None:
             return PreparedEnvironment(digest, python=self._python())
         if deps.conda_packages:
-            raise ConfigError("conda packages " + ", ".join(deps.conda_packages) + " need conda, which a managed "
-                              "remote environment does not use; list them under 'pip:' or set "
-                              "userManagedEnvironment: true", deps.source)
+            raise ConfigError(
+                "conda packages " + ", ".join(deps.conda_packages) + " need conda, which a managed "
+                "remote environment does not use; list them under 'pip:' or set "
+                "userManagedEnvironment: true",
+                deps.source,
+            )
         venv = self.venv_dir(runconfig)
         python = self._python()
         pip = " ".join(q(p) for p in deps.pip_packages)
@@ -95,8 +98,10 @@ class RemoteTarget(SSHTargetMixin, Target):
             if not line.startswith("amlrun-"):
                 progress.line(line)
         if not result.ok:
-            raise EnvironmentBuildError(f"building the environment on {self.compute.address} failed "
-                                        f"(exit {result.exit_code})", "\n".join(lines[-20:]))
+            raise EnvironmentBuildError(
+                f"building the environment on {self.compute.address} failed (exit {result.exit_code})",
+                "\n".join(lines[-20:]),
+            )
         built = "amlrun-built" in lines
         if built:
             progress.status(f"built environment {digest} on the VM in {time.monotonic() - started:.1f}s")
@@ -111,16 +116,25 @@ class RemoteTarget(SSHTargetMixin, Target):
         share = self.remote_share()
         env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
         prelude = f"mkdir -p {q(work)}/outputs" + (f" {q(share)}" if share else "")
-        pgid = retrying(session, lambda: start_detached(session, run_dir, job.command(prepared.python), cwd=work,
-                                                        env=env, prelude=prelude, owner=owner_line()))
-        extra = {"remote_host": session.settings.label, "remote_run_dir": run_dir, "remote_pgid": pgid,
-                 "transfer": stats.to_json()}
+        pgid = retrying(
+            session,
+            lambda: start_detached(
+                session, run_dir, job.command(prepared.python), cwd=work, env=env, prelude=prelude, owner=owner_line()
+            ),
+        )
+        extra = {
+            "remote_host": session.settings.label,
+            "remote_run_dir": run_dir,
+            "remote_pgid": pgid,
+            "transfer": stats.to_json(),
+        }
         result = follow(session, run_dir, job, sink, extra, kill=lambda: kill_run(session, run_dir))
         fetch_outputs(self, job, f"{work}/outputs", sink, extra)
         if result.status != "failed" or not result.infrastructure_error:
             cleanup(session, run_dir)
-        return ExecResult(result.status, result.exit_code, result.reason, result.infrastructure_error,
-                          {**extra, **result.extra})
+        return ExecResult(
+            result.status, result.exit_code, result.reason, result.infrastructure_error, {**extra, **result.extra}
+        )
 
     def doctor(self) -> list[Check]:
         checks = self.ssh_checks()
@@ -128,7 +142,13 @@ class RemoteTarget(SSHTargetMixin, Target):
             return checks
         python = self._python()
         found = self.ssh().run(f"command -v {q(python)} && {q(python)} --version 2>&1", timeout=30)
-        checks.append(Check("python", found.ok, " ".join(found.stdout.split()) if found.ok else
-                            f"'{python}' is not found by the non-interactive shell (set pythonLocation)"))
+        checks.append(
+            Check(
+                "python",
+                found.ok,
+                " ".join(found.stdout.split())
+                if found.ok
+                else f"'{python}' is not found by the non-interactive shell (set pythonLocation)",
+            )
+        )
         return checks
-

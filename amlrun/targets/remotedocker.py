@@ -28,9 +28,11 @@ def dial_script(socket_path: str | None) -> str:
     """sh that connects stdin/stdout to the VM's Docker engine."""
     path = socket_path or "/var/run/docker.sock"
     host = f"DOCKER_HOST={q('unix://' + socket_path)} " if socket_path else ""
-    return (f"if command -v docker >/dev/null 2>&1; then {host}exec docker system dial-stdio; "
-            f"elif command -v socat >/dev/null 2>&1; then exec socat - UNIX-CONNECT:{q(path)}; "
-            f"else echo 'neither the docker CLI nor socat is on the VM (non-interactive PATH)' >&2; exit 127; fi")
+    return (
+        f"if command -v docker >/dev/null 2>&1; then {host}exec docker system dial-stdio; "
+        f"elif command -v socat >/dev/null 2>&1; then exec socat - UNIX-CONNECT:{q(path)}; "
+        f"else echo 'neither the docker CLI nor socat is on the VM (non-interactive PATH)' >&2; exit 127; fi"
+    )
 
 
 class SSHEngine(Engine):
@@ -49,14 +51,19 @@ class SSHEngine(Engine):
 
         session = self.host.ssh()
         socket_path = self.host.compute.get("dockerSocket")
-        probe = session.run("command -v docker >/dev/null 2>&1 || exit 0; "
-                            + (f"DOCKER_HOST={q('unix://' + str(socket_path))} " if socket_path else "")
-                            + "docker version --format '{{.Server.Version}}' 2>&1", timeout=60)
+        probe = session.run(
+            "command -v docker >/dev/null 2>&1 || exit 0; "
+            + (f"DOCKER_HOST={q('unix://' + str(socket_path))} " if socket_path else "")
+            + "docker version --format '{{.Server.Version}}' 2>&1",
+            timeout=60,
+        )
         if not probe.ok:
             lines = probe.stdout.strip().splitlines()
-            raise TargetUnavailable(f"target '{self.host.name}': the Docker engine on {self.host.compute.address} "
-                                    f"does not answer {session.settings.username}: "
-                                    f"{lines[-1] if lines else probe.exit_code}")
+            raise TargetUnavailable(
+                f"target '{self.host.name}': the Docker engine on {self.host.compute.address} "
+                f"does not answer {session.settings.username}: "
+                f"{lines[-1] if lines else probe.exit_code}"
+            )
         if self._relay is None:
             self._relay = SocketRelay(session, sh(dial_script(str(socket_path) if socket_path else None)))
         return docker.DockerClient(base_url=self._relay.url, timeout=300, version="auto")
@@ -126,4 +133,3 @@ class RemoteDockerTarget(SSHTargetMixin, DockerTarget):
     def teardown(self) -> None:
         DockerTarget.teardown(self)
         SSHTargetMixin.teardown(self)
-

@@ -22,7 +22,7 @@ OUTSIDE_TEXT = "kit: this file is outside outputs/ and must not come back throug
 SNAPSHOT_FILE = "kitdata/snapshot.txt"
 SNAPSHOT_TEXT = "kit: the user's copy of this file must stay as it is\n"
 
-PROBE = r'''
+PROBE = r"""
 import hashlib, json, os, sys
 
 AMLRUN_PARAMS = [{"msg": PARAM_VALUE, "count": 3}]
@@ -97,23 +97,23 @@ sys.stdout.flush()
 sys.stdout.buffer.write(b"kit-bytes \xff\xfe\xfd end\n")
 sys.stdout.buffer.flush()
 print(REPORT_PREFIX + json.dumps(report, ensure_ascii=True), flush=True)
-'''
+"""
 
-FAIL = r'''
+FAIL = r"""
 import sys
 print("kit: exiting with EXIT_CODE on purpose", flush=True)
 sys.exit(EXIT_CODE)
-'''
+"""
 
 #: sleeps (with a child process) until stopped; its file name holds a marker, so the argv
 #: of both does (whatever the target does with parameters)
-SLEEPER = r'''
+SLEEPER = r"""
 import subprocess, sys, time
 
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)", __file__])
 print("kit-sleeper started", flush=True)
 time.sleep(900)
-'''
+"""
 
 
 def _fill(template: str, **values: Any) -> str:
@@ -124,8 +124,15 @@ def _fill(template: str, **values: Any) -> str:
 
 
 def probe_script(big_mb: int) -> str:
-    return _fill(PROBE, PARAM_VALUE=HOSTILE, BIG_MB=big_mb, OUTSIDE_TEXT=OUTSIDE_TEXT, ORDER_LINES=ORDER_LINES,
-                 REPORT_PREFIX=REPORT_PREFIX, SNAPSHOT_FILE=SNAPSHOT_FILE)
+    return _fill(
+        PROBE,
+        PARAM_VALUE=HOSTILE,
+        BIG_MB=big_mb,
+        OUTSIDE_TEXT=OUTSIDE_TEXT,
+        ORDER_LINES=ORDER_LINES,
+        REPORT_PREFIX=REPORT_PREFIX,
+        SNAPSHOT_FILE=SNAPSHOT_FILE,
+    )
 
 
 def fail_script() -> str:
@@ -141,7 +148,7 @@ def read_report(log: str) -> dict[str, Any] | None:
     for line in reversed(log.splitlines()):
         if line.startswith(REPORT_PREFIX):
             try:
-                found = json.loads(line[len(REPORT_PREFIX):])
+                found = json.loads(line[len(REPORT_PREFIX) :])
             except ValueError:
                 return None
             return found if isinstance(found, dict) else None

@@ -34,8 +34,10 @@ class KitRun:
 
     def describe(self) -> str:
         r = self.record
-        return f"run {r.get('run_id')} of {r.get('cell_id')}: {r.get('status')} (exit {r.get('exit_code')}) " \
-               f"{r.get('reason') or ''}".rstrip()
+        return (
+            f"run {r.get('run_id')} of {r.get('cell_id')}: {r.get('status')} (exit {r.get('exit_code')}) "
+            f"{r.get('reason') or ''}".rstrip()
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,16 @@ def run_amlrun(root: Path, args: list[str], env: dict[str, str], timeout: float)
     started = time.monotonic()
     before = {run.folder for run in read_runs(root)}
     try:
-        proc = subprocess.run(amlrun_command(args), cwd=root, env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, errors="replace", timeout=timeout)
+        proc = subprocess.run(
+            amlrun_command(args),
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
         code, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         code, output = -1, f"amlrun did not finish within {timeout:g}s\n{_text(exc.stdout)}{_text(exc.stderr)}"
@@ -95,14 +105,23 @@ def run_amlrun(root: Path, args: list[str], env: dict[str, str], timeout: float)
     return KitSession(code, output, runs, time.monotonic() - started)
 
 
-def run_and_interrupt(root: Path, args: list[str], env: dict[str, str], *, when_seen: str,
-                      wait_first: float, timeout: float) -> KitSession:
+def run_and_interrupt(
+    root: Path, args: list[str], env: dict[str, str], *, when_seen: str, wait_first: float, timeout: float
+) -> KitSession:
     """Start amlrun, send it SIGTERM (as a CI job's cancel does) once ``when_seen`` is in its
     output, and wait for it to end: every running job's ``cancel`` event is then set."""
     started = time.monotonic()
     before = {run.folder for run in read_runs(root)}
-    proc = subprocess.Popen(amlrun_command(args), cwd=root, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(
+        amlrun_command(args),
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
     seen: list[str] = []

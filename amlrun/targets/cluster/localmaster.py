@@ -30,20 +30,30 @@ FIND_IN_IMAGE = (
     '{ command -v java >/dev/null 2>&1 || [ -x "${JAVA_HOME:-/nonexistent}/bin/java" ]; } || exit 4; '
     'echo "$c"; '
     '[ -n "${SPARK_HOME:-}" ] || "$1" -c "import os, pyspark; print(os.path.dirname(pyspark.__file__))" 2>/dev/null; '
-    'exit 0'
+    "exit 0"
 )
 
 
-def no_spark_message(target: str, where: str, conda_file: str | None, *, image: str | None = None,
-                     java: bool = False) -> str:
+def no_spark_message(
+    target: str, where: str, conda_file: str | None, *, image: str | None = None, java: bool = False
+) -> str:
     """The one line that says a PySpark run has no Spark and how to get it."""
     place = f"the image {image}" if image else "this machine"
     what = "Java (Spark needs it)" if java else "spark-submit"
-    fixes = (["a base image with Java (baseDockerImage)"] if image else ["install Java"]) if java else (
-        [f"a base image with Spark (baseDockerImage in {where})" if image else f"set sparkSubmitLocation in {where}",
-         f"pyspark in the pip: list of {conda_file or 'the conda dependency file'}"
-         + ("" if image else " with userManagedEnvironment: false"),
-         *([] if image else ["pip install pyspark"])])
+    fixes = (
+        (["a base image with Java (baseDockerImage)"] if image else ["install Java"])
+        if java
+        else (
+            [
+                f"a base image with Spark (baseDockerImage in {where})"
+                if image
+                else f"set sparkSubmitLocation in {where}",
+                f"pyspark in the pip: list of {conda_file or 'the conda dependency file'}"
+                + ("" if image else " with userManagedEnvironment: false"),
+                *([] if image else ["pip install pyspark"]),
+            ]
+        )
+    )
     return f"target '{target}': Framework PySpark needs {what}, and {place} has none; " + " or ".join(fixes)
 
 
@@ -62,8 +72,9 @@ def local_spark_submit(target, python: str, conda_file: str | None) -> str:
         for candidate in candidates:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
-        raise TargetUnavailable(f"target '{target.name}': sparkSubmitLocation {configured} is not an executable "
-                                f"spark-submit ({where})")
+        raise TargetUnavailable(
+            f"target '{target.name}': sparkSubmitLocation {configured} is not an executable spark-submit ({where})"
+        )
     beside = Path(python).parent / "spark-submit"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
@@ -77,24 +88,34 @@ def submission(project, job, *, spark_submit: str, python: str, master: str = LO
     """The spark-submit call of ``job``: driver and workers use the run's ``python``; the
     user's ``configuration`` wins over ours, as on the cluster target."""
     if not job.argv or not job.argv[0].endswith(".py"):
-        raise ConfigError("Framework PySpark needs an ArgumentVector that starts with the script ($file), got "
-                          f"{' '.join(job.argv)!r}", job.runconfig.source or job.runconfig.name)
+        raise ConfigError(
+            "Framework PySpark needs an ArgumentVector that starts with the script ($file), got "
+            f"{' '.join(job.argv)!r}",
+            job.runconfig.source or job.runconfig.name,
+        )
     sdeps = project.spark_dependencies(job.runconfig)
     ours = {"spark.pyspark.python": python, "spark.pyspark.driver.python": python}
     return spark.Submission(
-        spark_submit=spark_submit, master=master, script=job.argv[0], args=tuple(job.argv[1:]),
+        spark_submit=spark_submit,
+        master=master,
+        script=job.argv[0],
+        args=tuple(job.argv[1:]),
         conf=spark.merge_conf(ours, dict(sdeps.configuration) if sdeps else {}),
-        packages=sdeps.packages if sdeps else (), repositories=sdeps.repositories if sdeps else (),
+        packages=sdeps.packages if sdeps else (),
+        repositories=sdeps.repositories if sdeps else (),
     )
 
 
-def find_in_image(client, image: str, python: str, target: str, where: str,
-                  conda_file: str | None) -> tuple[str, str]:
+def find_in_image(client, image: str, python: str, target: str, where: str, conda_file: str | None) -> tuple[str, str]:
     """The spark-submit of the environment image and the SPARK_HOME to give it ("" when the
     image sets its own), found by a short container; or the one line that says the image
     has no Spark (or no Java) and how to fix it."""
-    container = client.containers.create(image, ["sh", "-c", FIND_IN_IMAGE, "sh", python], entrypoint=[],
-                                         labels={"amlrun.managed": "1", "amlrun.probe": "spark"})
+    container = client.containers.create(
+        image,
+        ["sh", "-c", FIND_IN_IMAGE, "sh", python],
+        entrypoint=[],
+        labels={"amlrun.managed": "1", "amlrun.probe": "spark"},
+    )
     try:
         container.start()
         code = container.wait(timeout=120).get("StatusCode")

@@ -34,7 +34,7 @@ class Submission:
     script: str
     args: tuple[str, ...] = ()
     deploy_mode: str | None = None
-    conf: tuple[tuple[str, str], ...] = ()       # ordered; later entries win in Spark too
+    conf: tuple[tuple[str, str], ...] = ()  # ordered; later entries win in Spark too
     packages: tuple[str, ...] = ()
     repositories: tuple[str, ...] = ()
     py_files: tuple[str, ...] = ()
@@ -112,8 +112,9 @@ def pack_environment(venv: Path, dest: Path) -> tuple[Path, bool]:
         partial = dest.with_name(dest.name + f".{os.getpid()}.partial")
         with tarfile.open(partial, "w:gz") as archive:
             for item in sorted(venv.iterdir()):
-                archive.add(item, arcname=item.name,
-                            filter=lambda info: None if "__pycache__" in info.name.split("/") else info)
+                archive.add(
+                    item, arcname=item.name, filter=lambda info: None if "__pycache__" in info.name.split("/") else info
+                )
         os.replace(partial, dest)
     return dest, True
 
@@ -167,10 +168,11 @@ class DriverLog:
 
 # -- masters ---------------------------------------------------------------------------
 
+
 def master_endpoints(master: str) -> list[tuple[str, int]]:
     """The (host, port) pairs a master URL names: ``spark://h1:7077,h2:7077``, ``k8s://https://h:443``."""
     if master.startswith("spark://"):
-        hosts = master[len("spark://"):].split(",")
+        hosts = master[len("spark://") :].split(",")
         found = []
         for item in hosts:
             host, _, port = item.strip().rpartition(":")
@@ -182,7 +184,7 @@ def master_endpoints(master: str) -> list[tuple[str, int]]:
                 continue
         return found
     if master.startswith("k8s://"):
-        url = master[len("k8s://"):]
+        url = master[len("k8s://") :]
         if "://" not in url:
             url = "https://" + url
         parsed = urllib.parse.urlsplit(url)

@@ -66,8 +66,9 @@ class ClusterTarget(SSHTargetMixin, Target):
             return None
         mode = str(value).strip().lower()
         if mode not in spark.DEPLOY_MODES:
-            raise ConfigError(f"'yarnDeployMode' must be client or cluster, got {value!r}",
-                              self.compute.source or self.name)
+            raise ConfigError(
+                f"'yarnDeployMode' must be client or cluster, got {value!r}", self.compute.source or self.name
+            )
         return mode
 
     def master_ui(self) -> str | None:
@@ -113,18 +114,27 @@ class ClusterTarget(SSHTargetMixin, Target):
             loc = str(configured)
             if loc == "~" or loc.startswith("~/"):
                 loc = self.home() + loc[1:]
-            script = (f"for c in {q(loc)} {q(loc + '/spark-submit')} {q(loc + '/bin/spark-submit')}; do "
-                      '[ -f "$c" ] && [ -x "$c" ] && { echo "$c"; exit 0; }; done; exit 1')
+            script = (
+                f"for c in {q(loc)} {q(loc + '/spark-submit')} {q(loc + '/bin/spark-submit')}; do "
+                '[ -f "$c" ] && [ -x "$c" ] && { echo "$c"; exit 0; }; done; exit 1'
+            )
         else:
-            script = ('command -v spark-submit || { [ -n "$SPARK_HOME" ] && [ -x "$SPARK_HOME/bin/spark-submit" ] '
-                      '&& echo "$SPARK_HOME/bin/spark-submit"; } || exit 1')
+            script = (
+                'command -v spark-submit || { [ -n "$SPARK_HOME" ] && [ -x "$SPARK_HOME/bin/spark-submit" ] '
+                '&& echo "$SPARK_HOME/bin/spark-submit"; } || exit 1'
+            )
         found = self.ssh().run(script, timeout=30)
         if found.ok and found.stdout.strip():
             return found.stdout.strip().splitlines()[-1]
-        where = f"sparkSubmitLocation {configured} is not an executable spark-submit on" if configured else \
-            "spark-submit is not found by the non-interactive shell of"
-        raise TargetUnavailable(f"target '{self.name}': {where} {self.compute.address} "
-                                f"(set sparkSubmitLocation in {self.compute.source or self.name})")
+        where = (
+            f"sparkSubmitLocation {configured} is not an executable spark-submit on"
+            if configured
+            else "spark-submit is not found by the non-interactive shell of"
+        )
+        raise TargetUnavailable(
+            f"target '{self.name}': {where} {self.compute.address} "
+            f"(set sparkSubmitLocation in {self.compute.source or self.name})"
+        )
 
     def describe(self) -> str:
         where = f" via {self.compute.address}" if self.remote else ""
@@ -221,15 +231,17 @@ class ClusterTarget(SSHTargetMixin, Target):
             if deps is not None:
                 from amlrun.envs import ensure_venv
 
-                built_python, built = ensure_venv(deps, progress, interpreter=python if self.compute.get(
-                    "pythonLocation") else None)
+                built_python, built = ensure_venv(
+                    deps, progress, interpreter=python if self.compute.get("pythonLocation") else None
+                )
                 python = str(built_python)
                 if runconfig.framework == "PySpark" and self.compute.flag("packEnvironment"):
                     venv = built_python.parent.parent
                     archive, made = spark.pack_environment(venv, venv.with_name(venv.name + ".tar.gz"))
                     if made:
-                        progress.status(f"packed environment {venv.name} for the executors "
-                                        f"({archive.stat().st_size / 1e6:.1f} MB)")
+                        progress.status(
+                            f"packed environment {venv.name} for the executors ({archive.stat().st_size / 1e6:.1f} MB)"
+                        )
                     details["env_archive"] = str(archive)
         return PreparedEnvironment(self.environment_digest(runconfig), python=python, built=built, details=details)
 
@@ -238,8 +250,10 @@ class ClusterTarget(SSHTargetMixin, Target):
         exactly as the ``remote`` target builds it (same cache folder on the node)."""
         digest = self.environment_digest(runconfig)
         if self.compute.flag("packEnvironment"):
-            raise ConfigError("'packEnvironment' works only when submitting from this machine (without 'address')",
-                              self.compute.source or self.name)
+            raise ConfigError(
+                "'packEnvironment' works only when submitting from this machine (without 'address')",
+                self.compute.source or self.name,
+            )
         if not self._managed() or self.project.conda_dependencies(runconfig) is None:
             return PreparedEnvironment(digest, python=self._interpreter(), details=details)
         env = self._remote_env_helper().prepare(runconfig, progress)
@@ -263,14 +277,14 @@ class ClusterTarget(SSHTargetMixin, Target):
         if not job.argv or not job.argv[0].endswith(".py"):
             raise ConfigError(
                 "Framework PySpark needs an ArgumentVector that starts with the script ($file), got "
-                f"{' '.join(job.argv)!r}", job.runconfig.source or job.runconfig.name,
+                f"{' '.join(job.argv)!r}",
+                job.runconfig.source or job.runconfig.name,
             )
         sdeps = self.project.spark_dependencies(job.runconfig)
         user_conf = dict(sdeps.configuration) if sdeps else {}
         # conf, not PYSPARK_PYTHON: pip's spark-submit script locates Spark by running
         # $PYSPARK_DRIVER_PYTHON, and the run's environment need not contain pyspark
-        ours: dict[str, str] = {"spark.pyspark.python": prepared.python,
-                                "spark.pyspark.driver.python": prepared.python}
+        ours: dict[str, str] = {"spark.pyspark.python": prepared.python, "spark.pyspark.driver.python": prepared.python}
         mode = self.deploy_mode()
         archives: tuple[str, ...] = ()
         if prepared.details.get("env_archive"):
@@ -288,11 +302,16 @@ class ClusterTarget(SSHTargetMixin, Target):
         packed = spark.pack_py_files(job.workdir, job.workdir / RUNTIME_DIRNAME / spark.PY_FILES_NAME)
         zipped = f"{node_workdir}/{RUNTIME_DIRNAME}/{spark.PY_FILES_NAME}" if packed and node_workdir else packed
         return spark.Submission(
-            spark_submit=spark_submit, master=master, deploy_mode=mode,
-            script=job.argv[0], args=tuple(job.argv[1:]),
-            conf=spark.merge_conf(ours, user_conf),      # the user's Spark settings win
-            packages=sdeps.packages if sdeps else (), repositories=sdeps.repositories if sdeps else (),
-            py_files=(str(zipped),) if zipped else (), archives=archives,
+            spark_submit=spark_submit,
+            master=master,
+            deploy_mode=mode,
+            script=job.argv[0],
+            args=tuple(job.argv[1:]),
+            conf=spark.merge_conf(ours, user_conf),  # the user's Spark settings win
+            packages=sdeps.packages if sdeps else (),
+            repositories=sdeps.repositories if sdeps else (),
+            py_files=(str(zipped),) if zipped else (),
+            archives=archives,
         )
 
     @staticmethod
@@ -319,8 +338,15 @@ class ClusterTarget(SSHTargetMixin, Target):
         env.update(contract_env(job, workdir=str(job.workdir), outputs=str(outputs), share=share_directory(self)))
         driver = spark.DriverLog(sink)
         try:
-            outcome = run_streaming(submission.argv(), cwd=job.workdir, env=env, sink=driver, cancel=job.cancel,
-                                    timeout=job.timeout, on_stop=lambda: self._stop_cluster_app(driver, submit))
+            outcome = run_streaming(
+                submission.argv(),
+                cwd=job.workdir,
+                env=env,
+                sink=driver,
+                cancel=job.cancel,
+                timeout=job.timeout,
+                on_stop=lambda: self._stop_cluster_app(driver, submit),
+            )
         except (FileNotFoundError, PermissionError) as exc:
             return ExecResult("failed", None, f"cannot start {exc.filename}: {exc.strerror}")
         finally:
@@ -353,10 +379,16 @@ class ClusterTarget(SSHTargetMixin, Target):
         share = self.remote_share()
         env = contract_env(job, workdir=work, outputs=f"{work}/outputs", share=share)
         prelude = f"mkdir -p {q(work)}/outputs" + (f" {q(share)}" if share else "")
-        pgid = retrying(session, lambda: start_detached(session, run_dir, argv, cwd=work, env=env, prelude=prelude,
-                                                        owner=owner_line()))
-        extra = {"remote_host": session.settings.label, "remote_run_dir": run_dir, "remote_pgid": pgid,
-                 "transfer": stats.to_json()}
+        pgid = retrying(
+            session,
+            lambda: start_detached(session, run_dir, argv, cwd=work, env=env, prelude=prelude, owner=owner_line()),
+        )
+        extra = {
+            "remote_host": session.settings.label,
+            "remote_run_dir": run_dir,
+            "remote_pgid": pgid,
+            "transfer": stats.to_json(),
+        }
         driver = spark.DriverLog(sink)
 
         def kill() -> bool:
@@ -437,13 +469,25 @@ class ClusterTarget(SSHTargetMixin, Target):
             try:
                 state = spark.MasterUI(ui).state()
             except Exception as exc:  # the RPC port answers; the UI is only for cancel checks
-                checks.append(Check("master", True, f"{master} answers; its web UI {ui} does not ({exc}); "
-                                                    "set sparkMasterUI so canceled applications can be verified"))
+                checks.append(
+                    Check(
+                        "master",
+                        True,
+                        f"{master} answers; its web UI {ui} does not ({exc}); "
+                        "set sparkMasterUI so canceled applications can be verified",
+                    )
+                )
             else:
                 alive = int(state.get("aliveworkers", 0))
                 if state.get("status") != "ALIVE" or alive == 0:
-                    return checks + [Check("master", False, f"{master} is {state.get('status')} with {alive} alive "
-                                                              "workers: applications would wait forever")]
+                    return checks + [
+                        Check(
+                            "master",
+                            False,
+                            f"{master} is {state.get('status')} with {alive} alive "
+                            "workers: applications would wait forever",
+                        )
+                    ]
                 checks.append(Check("master", True, f"{master} ALIVE, {alive} worker(s), {state.get('cores')} cores"))
         else:
             checks.append(Check("master", True, f"{master} (reachability checked at submission)"))
@@ -462,12 +506,17 @@ class ClusterTarget(SSHTargetMixin, Target):
         if self._managed() and self.project.conda_dependencies(runconfig) is not None and self.is_prepared(runconfig):
             python = self._managed_python(runconfig)
         sdeps = self.project.spark_dependencies(runconfig)
-        conf = spark.merge_conf({"spark.pyspark.python": python, "spark.pyspark.driver.python": python},
-                                dict(sdeps.configuration) if sdeps else {})
+        conf = spark.merge_conf(
+            {"spark.pyspark.python": python, "spark.pyspark.driver.python": python},
+            dict(sdeps.configuration) if sdeps else {},
+        )
         argv = spark.Submission(submit, master, "amlrun_probe.py", deploy_mode=None, conf=conf).argv()
         if self.remote:
-            script = ('d=$(mktemp -d) && cat > "$d/amlrun_probe.py" && cd "$d" && '
-                      + " ".join(q(a) for a in argv) + '; code=$?; rm -rf "$d"; exit $code')
+            script = (
+                'd=$(mktemp -d) && cat > "$d/amlrun_probe.py" && cd "$d" && '
+                + " ".join(q(a) for a in argv)
+                + '; code=$?; rm -rf "$d"; exit $code'
+            )
             try:
                 done = self.ssh().run(script, stdin=spark.PROBE_SCRIPT.encode(), timeout=300)
             except TargetUnavailable as exc:
@@ -506,8 +555,6 @@ def _quiet(cmd: list[str], session=None) -> None:
     if shutil.which(cmd[0]) is None:
         return
     try:
-        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=60)
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         pass
-

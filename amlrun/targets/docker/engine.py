@@ -29,8 +29,8 @@ class Staging:
 
     bind: str | None = None
     user: str | None = None
-    home: str | None = None                     # HOME of a non-root user whose own home is not in the image
-    cleanup: str | None = None                  # a folder on the engine's host to remove after the run
+    home: str | None = None  # HOME of a non-root user whose own home is not in the image
+    cleanup: str | None = None  # a folder on the engine's host to remove after the run
     extra: dict[str, object] = field(default_factory=dict)
 
 

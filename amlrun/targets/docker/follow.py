@@ -50,9 +50,9 @@ def follow(container, job: Job, sink: Sink, *, window: float, engine: str) -> Ex
         stopped, pump = _pump_until_end(container, sink, state, watch)
         if stopped:
             stop_container(container, retry_for=window)
-            pump.join(5)    # the last lines
+            pump.join(5)  # the last lines
             break
-        state.resumed = True    # whatever broke the stream, the next one skips what was delivered
+        state.resumed = True  # whatever broke the stream, the next one skips what was delivered
         running, problem = _running(container)
         if problem is not None:
             if window <= 0:
@@ -62,8 +62,10 @@ def follow(container, job: Job, sink: Sink, *, window: float, engine: str) -> Ex
                 reconnects += 1
                 sink.write(f"[amlrun] connection to {engine} lost ({problem}); reconnecting")
             if time.monotonic() - lost_since > window:
-                return infrastructure_failure(f"connection to {engine} lost and not back within {window:g}s; "
-                                              "the container may still run there", {"reconnects": reconnects})
+                return infrastructure_failure(
+                    f"connection to {engine} lost and not back within {window:g}s; the container may still run there",
+                    {"reconnects": reconnects},
+                )
             time.sleep(1)
             continue
         if lost_since is not None:
@@ -71,7 +73,7 @@ def follow(container, job: Job, sink: Sink, *, window: float, engine: str) -> Ex
             lost_since = None
         if not running:
             break
-        reconnects += 1     # the log stream broke while the container runs: follow it again
+        reconnects += 1  # the log stream broke while the container runs: follow it again
         sink.write("[amlrun] resuming the log")
     code = _exit_code(container)
     oom = not stopped and code not in (0, None) and _oom_killed(container)
@@ -98,8 +100,7 @@ def stop_container(container, *, retry_for: float = 0.0) -> None:
             time.sleep(1)
 
 
-def _pump_until_end(container, sink: Sink, state: LogState,
-                    watch: StopWatch) -> tuple[str | None, threading.Thread]:
+def _pump_until_end(container, sink: Sink, state: LogState, watch: StopWatch) -> tuple[str | None, threading.Thread]:
     """Deliver the log until the stream ends; the stop reason when the job must stop first."""
     pump = threading.Thread(target=_pump, args=(container, sink, state), daemon=True)
     pump.start()
@@ -114,8 +115,14 @@ def _pump_until_end(container, sink: Sink, state: LogState,
 def _pump(container, sink: Sink, state: LogState) -> None:
     lines = LogLines(lambda stamp, text: _deliver(stamp, text, sink, state))
     try:
-        stream = container.logs(stream=True, follow=True, stdout=True, stderr=True, timestamps=True,
-                                since=state.since() if state.resumed else None)
+        stream = container.logs(
+            stream=True,
+            follow=True,
+            stdout=True,
+            stderr=True,
+            timestamps=True,
+            since=state.since() if state.resumed else None,
+        )
         for chunk in stream:
             lines.feed(chunk)
     except Exception:  # the container was removed under us (cancel) or the engine went away
@@ -141,17 +148,22 @@ class LogLines:
         self._buf = bytearray()
         self._line = bytearray()
         self._stamp = b""
-        self._left: int | None = None   # text bytes left in the current entry; None: at a stamp
+        self._left: int | None = None  # text bytes left in the current entry; None: at a stamp
 
     def feed(self, chunk: bytes, final: bool = False) -> None:
         self._buf += chunk
         pos = 0
         while pos < len(self._buf):
-            step = (self._after_full_entry if self._left == 0 else
-                    self._read_stamp if self._left is None else self._read_text)
+            step = (
+                self._after_full_entry
+                if self._left == 0
+                else self._read_stamp
+                if self._left is None
+                else self._read_text
+            )
             moved = step(pos, final)
             if moved is None:
-                break           # the rest of a stamp is still to come
+                break  # the rest of a stamp is still to come
             pos = moved
         del self._buf[:pos]
         if final and (self._line or self._left is not None):
@@ -174,7 +186,7 @@ class LogLines:
         if space < 0:
             if len(self._buf) - pos < STAMP_MAX + 8 and not final:
                 return None
-            space = pos - 1     # no stamp: all of it is text
+            space = pos - 1  # no stamp: all of it is text
         self._stamp = bytes(self._buf[pos:space])
         self._left = ENTRY_BYTES
         return space + 1
@@ -202,7 +214,7 @@ class LogLines:
 
 def _deliver(stamp: bytes, line: bytes, sink: Sink, state: LogState) -> None:
     main, _, frac = stamp.rstrip(b"Z").partition(b".")
-    key = (main, frac.ljust(9, b"0"))      # sortable: the engine trims trailing zeros
+    key = (main, frac.ljust(9, b"0"))  # sortable: the engine trims trailing zeros
     if state.resumed and state.last is not None and key <= state.last:
         return  # delivered before the stream broke
     state.last = key

@@ -29,8 +29,12 @@ def run_labels(run_id: str, cell_id: str, target: str) -> dict[str, str]:
 
     pid = os.getpid()
     return {
-        LABEL_MANAGED: "1", LABEL_OWNER_PID: str(pid), LABEL_OWNER_START: process_start(pid),
-        LABEL_OWNER_HOST: socket.gethostname(), LABEL_RUN_ID: run_id, LABEL_CELL: cell_id[:200],
+        LABEL_MANAGED: "1",
+        LABEL_OWNER_PID: str(pid),
+        LABEL_OWNER_START: process_start(pid),
+        LABEL_OWNER_HOST: socket.gethostname(),
+        LABEL_RUN_ID: run_id,
+        LABEL_CELL: cell_id[:200],
         LABEL_TARGET: target,
     }
 
@@ -89,8 +93,16 @@ def write_owner_marker(cache_dir: Path) -> None:
     path = _marker_path(cache_dir)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": os.getpid(), "start": process_start(os.getpid()),
-                                    "host": socket.gethostname(), "docker_host": os.environ.get("DOCKER_HOST")}))
+        path.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "start": process_start(os.getpid()),
+                    "host": socket.gethostname(),
+                    "docker_host": os.environ.get("DOCKER_HOST"),
+                }
+            )
+        )
 
 
 def drop_owner_marker(cache_dir: Path) -> None:
@@ -116,8 +128,11 @@ def sweep_dead_owners(cache_dir: Path) -> list[str]:
         except (OSError, ValueError):
             marker.unlink(missing_ok=True)
             continue
-        labels = {LABEL_OWNER_PID: str(data.get("pid")), LABEL_OWNER_START: data.get("start") or "",
-                  LABEL_OWNER_HOST: data.get("host") or ""}
+        labels = {
+            LABEL_OWNER_PID: str(data.get("pid")),
+            LABEL_OWNER_START: data.get("start") or "",
+            LABEL_OWNER_HOST: data.get("host") or "",
+        }
         if owner_alive(labels):
             continue
         try:
@@ -127,7 +142,8 @@ def sweep_dead_owners(cache_dir: Path) -> list[str]:
             client = docker.DockerClient(base_url=data.get("docker_host") or DEFAULT_SOCKET, timeout=30)
             try:
                 for container in client.containers.list(
-                        all=True, filters={"label": f"{LABEL_OWNER_PID}={data.get('pid')}"}):
+                    all=True, filters={"label": f"{LABEL_OWNER_PID}={data.get('pid')}"}
+                ):
                     if not owner_alive(container.labels):
                         container.remove(force=True)
                         removed.append(container.name)

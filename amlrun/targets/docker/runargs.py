@@ -13,19 +13,67 @@ from amlrun.targets.docker.image import docker_sdk
 
 _SIZE = re.compile(r"^-?\d+(\.\d+)?\s*[bkmg]?b?$", re.IGNORECASE)  # -1: unlimited swap
 
-_VALUED = frozenset({
-    "--cap-add", "--cap-drop", "--device", "--dns", "--security-opt", "--group-add", "--network", "--net", "--ipc",
-    "--pid", "--hostname", "-h", "--shm-size", "--memory", "-m", "--memory-swap", "--pids-limit", "--user", "-u",
-    "--cpuset-cpus", "--runtime", "--cpus", "-e", "--env", "-v", "--volume", "--add-host", "--tmpfs", "--ulimit",
-    "--label", "-l",
-})
+_VALUED = frozenset(
+    {
+        "--cap-add",
+        "--cap-drop",
+        "--device",
+        "--dns",
+        "--security-opt",
+        "--group-add",
+        "--network",
+        "--net",
+        "--ipc",
+        "--pid",
+        "--hostname",
+        "-h",
+        "--shm-size",
+        "--memory",
+        "-m",
+        "--memory-swap",
+        "--pids-limit",
+        "--user",
+        "-u",
+        "--cpuset-cpus",
+        "--runtime",
+        "--cpus",
+        "-e",
+        "--env",
+        "-v",
+        "--volume",
+        "--add-host",
+        "--tmpfs",
+        "--ulimit",
+        "--label",
+        "-l",
+    }
+)
 _FLAGS = {"--privileged": "privileged", "--init": "init", "--read-only": "read_only"}
-_LISTED = {"--cap-add": "cap_add", "--cap-drop": "cap_drop", "--device": "devices", "--dns": "dns",
-          "--security-opt": "security_opt", "--group-add": "group_add"}
-_SINGLE = {"--network": "network_mode", "--net": "network_mode", "--ipc": "ipc_mode", "--pid": "pid_mode",
-          "--hostname": "hostname", "-h": "hostname", "--shm-size": "shm_size", "--memory": "mem_limit",
-          "-m": "mem_limit", "--memory-swap": "memswap_limit", "--pids-limit": "pids_limit",
-          "--user": "user", "-u": "user", "--cpuset-cpus": "cpuset_cpus", "--runtime": "runtime"}
+_LISTED = {
+    "--cap-add": "cap_add",
+    "--cap-drop": "cap_drop",
+    "--device": "devices",
+    "--dns": "dns",
+    "--security-opt": "security_opt",
+    "--group-add": "group_add",
+}
+_SINGLE = {
+    "--network": "network_mode",
+    "--net": "network_mode",
+    "--ipc": "ipc_mode",
+    "--pid": "pid_mode",
+    "--hostname": "hostname",
+    "-h": "hostname",
+    "--shm-size": "shm_size",
+    "--memory": "mem_limit",
+    "-m": "mem_limit",
+    "--memory-swap": "memswap_limit",
+    "--pids-limit": "pids_limit",
+    "--user": "user",
+    "-u": "user",
+    "--cpuset-cpus": "cpuset_cpus",
+    "--runtime": "runtime",
+}
 
 
 def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
@@ -36,8 +84,9 @@ def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
         args = shlex.split(args)
     if not isinstance(args, list):
         raise ConfigError("'dockerRunArguments' must be a list of docker run options", where)
-    tokens = [part for arg in map(str, args)
-              for part in (arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])]
+    tokens = [
+        part for arg in map(str, args) for part in (arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])
+    ]
     out: dict[str, Any] = {}
     i = 0
     while i < len(tokens):
@@ -47,8 +96,10 @@ def parse_run_arguments(args: Any, where: str) -> dict[str, Any]:
             i += 1
             continue
         if opt not in _VALUED:
-            raise ConfigError(f"'dockerRunArguments': unsupported option {opt} (supported: "
-                              f"{', '.join(sorted([*_FLAGS, *_VALUED]))})", where)
+            raise ConfigError(
+                f"'dockerRunArguments': unsupported option {opt} (supported: {', '.join(sorted([*_FLAGS, *_VALUED]))})",
+                where,
+            )
         if i + 1 >= len(tokens):
             raise ConfigError(f"'dockerRunArguments': {opt} needs a value", where)
         value = tokens[i + 1]
@@ -87,8 +138,7 @@ def _add(out: dict[str, Any], opt: str, value: str) -> None:
         docker = docker_sdk()
         name, _, limits = value.partition("=")
         soft, _, hard = limits.partition(":")
-        out.setdefault("ulimits", []).append(
-            docker.types.Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
+        out.setdefault("ulimits", []).append(docker.types.Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
     elif opt == "--label" or opt == "-l":
         key, _, val = value.partition("=")
         out.setdefault("labels", {})[key] = val

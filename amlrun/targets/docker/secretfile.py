@@ -94,7 +94,7 @@ def _lookup(container: Any, path: str, name: str) -> list[str] | None:
 
 def unwrap(command: list[str]) -> list[str]:
     """The argv :func:`wrap` runs."""
-    return command[len(wrap([])):]
+    return command[len(wrap([])) :]
 
 
 def private_env(job: Any) -> dict[str, str]:

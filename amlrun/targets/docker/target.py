@@ -45,10 +45,19 @@ CONTAINER_WORKDIR = f"{CONTAINER_ROOT}/run"
 CONTAINER_SHARE = f"{CONTAINER_ROOT}/share"
 
 #: compute-file keys of the docker target (besides the common ones in config.COMPUTE_KEYS)
-DOCKER_KEYS = frozenset({
-    "cpus", "memory", "shmSize", "dockerRunArguments",
-    "caBundle", "pipIndexUrl", "pipExtraIndexUrl", "pipTrustedHost", "buildNetwork",
-})
+DOCKER_KEYS = frozenset(
+    {
+        "cpus",
+        "memory",
+        "shmSize",
+        "dockerRunArguments",
+        "caBundle",
+        "pipIndexUrl",
+        "pipExtraIndexUrl",
+        "pipTrustedHost",
+        "buildNetwork",
+    }
+)
 
 
 class DockerTarget(Target):
@@ -87,7 +96,8 @@ class DockerTarget(Target):
                 except Exception as exc:  # docker.errors.DockerException, requests' connection errors
                     raise TargetUnavailable(
                         f"target '{self.name}': no Docker engine answers at {self.engine.describe()} "
-                        f"({short_reason(exc)}); start dockerd or set DOCKER_HOST") from None
+                        f"({short_reason(exc)}); start dockerd or set DOCKER_HOST"
+                    ) from None
                 try:
                     remove_orphans(client)
                 except docker.errors.APIError:
@@ -126,8 +136,9 @@ class DockerTarget(Target):
         return self.compute.flag("sharedVolumes", default=self.engine.mounts_by_default())
 
     def build_settings(self) -> envimage.BuildSettings:
-        return envimage.BuildSettings.resolve(self.compute, dict(self.context.build_settings),
-                                              project_root=self.project.root)
+        return envimage.BuildSettings.resolve(
+            self.compute, dict(self.context.build_settings), project_root=self.project.root
+        )
 
     def describe(self) -> str:
         mode = "mounted" if self.shared_volumes() else "copied"
@@ -165,19 +176,32 @@ class DockerTarget(Target):
         self.check_configuration()
         spec = self.image_spec(runconfig, progress)
         client = self._client()
-        built = envimage.ensure_image(client, spec, progress, self.context.cache_dir / "docker-locks",
-                                      what=self.what, abort=self.context.stopping.is_set)
+        built = envimage.ensure_image(
+            client,
+            spec,
+            progress,
+            self.context.cache_dir / "docker-locks",
+            what=self.what,
+            abort=self.context.stopping.is_set,
+        )
         python = str(self.compute.get("pythonLocation") or envimage.IMAGE_PYTHON)
         details = {"base_image": spec.base_image}
         if runconfig.framework == "PySpark":
             from amlrun.targets.cluster.localmaster import find_in_image
 
             details["spark_submit"], details["spark_home"] = find_in_image(
-                client, spec.tag, python, self.name, self.where, runconfig.conda_dependencies_file)
+                client, spec.tag, python, self.name, self.where, runconfig.conda_dependencies_file
+            )
         # what the image holds can change only with its id (a rebuild of the same spec after
         # `amlrun clean` may resolve newer packages)
-        return PreparedEnvironment(spec.digest[:20], python=python, image=spec.tag,
-                                   image_id=client.images.get(spec.tag).id, built=built, details=details)
+        return PreparedEnvironment(
+            spec.digest[:20],
+            python=python,
+            image=spec.tag,
+            image_id=client.images.get(spec.tag).id,
+            built=built,
+            details=details,
+        )
 
     def command(self, job, prepared) -> list[str]:
         """The container's argv: the script with the image's python, or with ``Framework:
@@ -186,8 +210,9 @@ class DockerTarget(Target):
             return job.command(prepared.python)
         from amlrun.targets.cluster.localmaster import submission
 
-        return submission(self.project, job, spark_submit=prepared.details["spark_submit"],
-                          python=prepared.python).argv()
+        return submission(
+            self.project, job, spark_submit=prepared.details["spark_submit"], python=prepared.python
+        ).argv()
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -207,25 +232,34 @@ class DockerTarget(Target):
             opts["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
         return opts
 
-    def create_options(self, job: Job, prepared: PreparedEnvironment,
-                       staging: Staging | None = None) -> dict[str, Any]:
+    def create_options(self, job: Job, prepared: PreparedEnvironment, staging: Staging | None = None) -> dict[str, Any]:
         """The docker-py ``containers.create`` keyword arguments of ``job`` (no engine call)."""
         if staging is None:
             staging = self.engine.stage(job, self.shared_volumes(), None)
         share = self.engine.share_source(self, staging.bind is not None)
-        env = contract_env(job, workdir=CONTAINER_WORKDIR, outputs=f"{CONTAINER_WORKDIR}/outputs",
-                           share=CONTAINER_SHARE if share else None)
+        env = contract_env(
+            job,
+            workdir=CONTAINER_WORKDIR,
+            outputs=f"{CONTAINER_WORKDIR}/outputs",
+            share=CONTAINER_SHARE if share else None,
+        )
         for name in private_env(job):
-            del env[name]       # in the wrapper's owner-only file, not in the engine's Config.Env
+            del env[name]  # in the wrapper's owner-only file, not in the engine's Config.Env
         if prepared.details.get("spark_home"):
             env.setdefault("SPARK_HOME", prepared.details["spark_home"])  # pip's spark-submit looks for it
         volumes = [f"{staging.bind}:{CONTAINER_WORKDIR}:rw"] if staging.bind else []
         if share:
             volumes.append(f"{share}:{CONTAINER_SHARE}:rw")
         opts: dict[str, Any] = {
-            "image": prepared.image, "command": wrap(self.command(job, prepared)), "working_dir": CONTAINER_WORKDIR,
-            "labels": run_labels(job.run_id, job.cell_id, self.name), "detach": True, "stdin_open": False,
-            "tty": False, "init": True, "name": f"amlrun-{job.run_id}",
+            "image": prepared.image,
+            "command": wrap(self.command(job, prepared)),
+            "working_dir": CONTAINER_WORKDIR,
+            "labels": run_labels(job.run_id, job.cell_id, self.name),
+            "detach": True,
+            "stdin_open": False,
+            "tty": False,
+            "init": True,
+            "name": f"amlrun-{job.run_id}",
         }
         if staging.user:
             opts["user"] = staging.user
@@ -271,13 +305,13 @@ class DockerTarget(Target):
                 container.start()
             except docker.errors.APIError as exc:
                 return infrastructure_failure(f"cannot start the container: {self._start_problem(exc, options)}")
-            result = follow(container, job, sink, window=self.engine.reconnect_window(),
-                            engine=self.engine.describe())
+            result = follow(container, job, sink, window=self.engine.reconnect_window(), engine=self.engine.describe())
             self._fetch_outputs(container, job, staging, sink)
             if job.runconfig.framework == "PySpark":
                 submitted = unwrap(options["command"])
-                result = dataclasses.replace(result, extra={
-                    **result.extra, "spark_submit": shlex.join(submitted), "spark_master": submitted[2]})
+                result = dataclasses.replace(
+                    result, extra={**result.extra, "spark_submit": shlex.join(submitted), "spark_master": submitted[2]}
+                )
             return result
         finally:
             if container is not None:
@@ -359,4 +393,3 @@ class DockerTarget(Target):
             return Check("disk space", free > 2, f"{free:.1f} GiB free under {probe}")
         except OSError as exc:
             return Check("disk space", False, str(exc))
-

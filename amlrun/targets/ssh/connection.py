@@ -66,7 +66,7 @@ class SSHSettings:
     password: str | None = field(default=None, repr=False)
     key_file: str | None = None
     passphrase: str | None = field(default=None, repr=False)
-    known_hosts: str | None = None     # None: $AMLRUN_KNOWN_HOSTS, else ~/.ssh/known_hosts
+    known_hosts: str | None = None  # None: $AMLRUN_KNOWN_HOSTS, else ~/.ssh/known_hosts
     connect_timeout: float = 15.0
 
     @property
@@ -99,7 +99,7 @@ def settings_from_compute(compute, where: str | None = None) -> SSHSettings:
         user_part, host = host.rsplit("@", 1)
     else:
         user_part = None
-    if host.startswith("[") and "]" in host:          # [v6]:port
+    if host.startswith("[") and "]" in host:  # [v6]:port
         inner, _, rest = host[1:].partition("]")
         host, port = inner, (rest.lstrip(":") or port)
     elif host.count(":") == 1:
@@ -128,10 +128,14 @@ def settings_from_compute(compute, where: str | None = None) -> SSHSettings:
             redactor.add(str(value))
             from amlrun.diagnostics import warn
 
-            warn(f"{where}: '{key}' holds the secret itself; move it out of the project with "
-                 f"'amlrun attach ... --force' (it then becomes a secret: reference)")
+            warn(
+                f"{where}: '{key}' holds the secret itself; move it out of the project with "
+                f"'amlrun attach ... --force' (it then becomes a secret: reference)"
+            )
     return SSHSettings(
-        host=host, port=port, username=username,
+        host=host,
+        port=port,
+        username=username,
         password=resolve(password, where) if password else None,
         key_file=key_file or None,
         passphrase=resolve(passphrase, where) if passphrase else None,
@@ -183,8 +187,12 @@ def _silence_paramiko() -> None:
 def _connect_kwargs(settings: SSHSettings) -> dict[str, object]:
     """paramiko's ``connect`` arguments: only the key or password the compute file names,
     never an agent's or ``~/.ssh``'s."""
-    kwargs: dict[str, object] = {"allow_agent": False, "look_for_keys": False,
-                                 "banner_timeout": settings.connect_timeout, "auth_timeout": settings.connect_timeout}
+    kwargs: dict[str, object] = {
+        "allow_agent": False,
+        "look_for_keys": False,
+        "banner_timeout": settings.connect_timeout,
+        "auth_timeout": settings.connect_timeout,
+    }
     if settings.key_file:
         kwargs["key_filename"] = [settings.key_file]
         if settings.passphrase:
@@ -202,8 +210,14 @@ def open_connection(settings: SSHSettings):
     _silence_paramiko()
 
     config = fabric.Config(lazy=True, overrides={"load_ssh_configs": False})
-    conn = fabric.Connection(settings.host, user=settings.username, port=settings.port, config=config,
-                             connect_timeout=settings.connect_timeout, connect_kwargs=_connect_kwargs(settings))
+    conn = fabric.Connection(
+        settings.host,
+        user=settings.username,
+        port=settings.port,
+        config=config,
+        connect_timeout=settings.connect_timeout,
+        connect_kwargs=_connect_kwargs(settings),
+    )
     client = conn.client
     client.set_missing_host_key_policy(_refusing_policy(settings))
     if settings.known_hosts_path.is_file():
@@ -226,8 +240,10 @@ def open_connection(settings: SSHSettings):
         how = "key " + settings.key_file if settings.key_file else "password"
         raise AuthenticationFailed(f"{settings.label}: login refused ({how}): {exc}") from None
     except paramiko.PasswordRequiredException:
-        raise AuthenticationFailed(f"{settings.label}: the private key {settings.key_file} needs a passphrase "
-                                   "('passphrase' in the compute file, a secret reference)") from None
+        raise AuthenticationFailed(
+            f"{settings.label}: the private key {settings.key_file} needs a passphrase "
+            "('passphrase' in the compute file, a secret reference)"
+        ) from None
     except paramiko.SSHException as exc:
         if "private key" in str(exc).lower() or "not a valid" in str(exc).lower():
             raise AuthenticationFailed(f"{settings.label}: cannot use private key {settings.key_file}: {exc}") from None
@@ -241,8 +257,12 @@ class _Transient(TargetUnavailable):
     """A connection failure worth retrying (refused, reset, timed out)."""
 
 
-def connect_with_retry(settings: SSHSettings, attempts: int = DEFAULT_CONNECT_ATTEMPTS,
-                       deadline: float | None = None, on_retry: Callable[[str], None] | None = None):
+def connect_with_retry(
+    settings: SSHSettings,
+    attempts: int = DEFAULT_CONNECT_ATTEMPTS,
+    deadline: float | None = None,
+    on_retry: Callable[[str], None] | None = None,
+):
     """:func:`open_connection`, retried with backoff for connection failures only
     (never for a refused login or an unknown host key)."""
     tries = 0
@@ -337,8 +357,9 @@ class SSHSession:
                     raise ConnectionLost(f"{self.settings.label}: cannot open a channel: {exc}") from None
         raise AssertionError("unreachable")
 
-    def run(self, script: str, *, stdin: bytes | Iterable[bytes] | None = None, timeout: float | None = 120,
-            stdout_to=None) -> CommandResult:
+    def run(
+        self, script: str, *, stdin: bytes | Iterable[bytes] | None = None, timeout: float | None = 120, stdout_to=None
+    ) -> CommandResult:
         """Run a POSIX sh ``script`` and capture its output (``stdout_to``: a binary file
         receiving stdout instead). ``stdin``: bytes or an iterable of byte chunks."""
         import paramiko
@@ -355,8 +376,10 @@ class SSHSession:
         result = self.run(script, **kwargs)
         if not result.ok:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise TargetUnavailable(f"{self.settings.label}: {what} failed (exit {result.exit_code})"
-                                    + (f": {detail[-1]}" if detail else ""))
+            raise TargetUnavailable(
+                f"{self.settings.label}: {what} failed (exit {result.exit_code})"
+                + (f": {detail[-1]}" if detail else "")
+            )
         return result
 
 
@@ -387,7 +410,7 @@ def _communicate(channel, stdin, timeout, stdout_to) -> CommandResult:
     t_err.start()
     try:
         if stdin is not None:
-            for chunk in ([stdin] if isinstance(stdin, (bytes, bytearray)) else stdin):
+            for chunk in [stdin] if isinstance(stdin, (bytes, bytearray)) else stdin:
                 if chunk:
                     channel.sendall(chunk)
         channel.shutdown_write()
@@ -412,8 +435,13 @@ def _communicate(channel, stdin, timeout, stdout_to) -> CommandResult:
     return CommandResult(status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace"))
 
 
-def retrying(session: SSHSession, step: Callable[[], T], *, window: float | None = None,
-             on_note: Callable[[str], None] | None = None) -> T:
+def retrying(
+    session: SSHSession,
+    step: Callable[[], T],
+    *,
+    window: float | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> T:
     """Run an idempotent ``step`` (a sync, a fetch, starting a detached command for a run
     folder), again after a dropped connection, until ``window`` seconds (default
     :func:`reconnect_seconds`) have passed.

@@ -42,8 +42,16 @@ def env_file_text(env: dict[str, str]) -> bytes:
     return "".join(lines).encode("utf-8")
 
 
-def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: str,
-                   env: dict[str, str] | None = None, prelude: str = "", owner: str = "") -> int:
+def start_detached(
+    session: SSHSession,
+    run_dir: str,
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str] | None = None,
+    prelude: str = "",
+    owner: str = "",
+) -> int:
     """Start ``argv`` on the host in its own session, detached from this connection.
 
     ``run_dir`` (created) receives ``log`` (stdout+stderr), ``pid`` (the process group)
@@ -59,7 +67,7 @@ def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: s
         f"if [ -f {rd}/{ENV} ]; then . {rd}/{ENV}; rm -f {rd}/{ENV}; fi; "
         f"{prelude}\n"
         f"cd {q(cwd)} || exit 127; "
-        f"\"$@\"; code=$?; echo $code > {rd}/{EXIT}.tmp && mv {rd}/{EXIT}.tmp {rd}/{EXIT}"
+        f'"$@"; code=$?; echo $code > {rd}/{EXIT}.tmp && mv {rd}/{EXIT}.tmp {rd}/{EXIT}'
     )
     script = (
         # idempotent per run folder: a retry after a dropped connection does not start it twice
@@ -74,18 +82,23 @@ def start_detached(session: SSHSession, run_dir: str, argv: list[str], *, cwd: s
     )
     result = session.run(script, stdin=env_file_text(env or {}), timeout=60)
     if not result.ok or not result.stdout.strip().isdigit():
-        raise TargetUnavailable(f"{session.settings.label}: could not start the command: "
-                                f"{(result.stderr or result.stdout).strip()[-300:]}")
+        raise TargetUnavailable(
+            f"{session.settings.label}: could not start the command: {(result.stderr or result.stdout).strip()[-300:]}"
+        )
     return int(result.stdout.strip())
 
 
 #: sh function: is process $1 alive (a zombie is not)? ``kill -0`` where there is no /proc
-_ALIVE = ('alive() { kill -0 "$1" 2>/dev/null || return 1; [ -r /proc/$1/stat ] || return 0; '
-          '{ read -r l < /proc/$1/stat; } 2>/dev/null || return 1; set -- ${l##*) }; [ "$1" != Z ]; }; ')
+_ALIVE = (
+    'alive() { kill -0 "$1" 2>/dev/null || return 1; [ -r /proc/$1/stat ] || return 0; '
+    '{ read -r l < /proc/$1/stat; } 2>/dev/null || return 1; set -- ${l##*) }; [ "$1" != Z ]; }; '
+)
 #: sh function: does any live (non-zombie) process remain in process group $1?
-_GROUP_ALIVE = ('group_alive() { [ -d /proc/self ] || { kill -0 -"$1" 2>/dev/null; return; }; '
-                'for f in /proc/[0-9]*/stat; do { read -r l < "$f"; } 2>/dev/null || continue; '
-                'set -- "$1" ${l##*) }; [ "$4" = "$1" ] && [ "$2" != Z ] && return 0; done; return 1; }; ')
+_GROUP_ALIVE = (
+    'group_alive() { [ -d /proc/self ] || { kill -0 -"$1" 2>/dev/null; return; }; '
+    'for f in /proc/[0-9]*/stat; do { read -r l < "$f"; } 2>/dev/null || continue; '
+    'set -- "$1" ${l##*) }; [ "$4" = "$1" ] && [ "$2" != Z ] && return 0; done; return 1; }; '
+)
 #: the stream loop writes a byte to stderr this often, so it dies (EPIPE) once the channel is gone
 HEARTBEAT_TICKS = 10
 
@@ -97,10 +110,10 @@ def _stream_script(run_dir: str, offset: int) -> str:
         "while :; do "
         f"  [ -e {EXIT} ] && done=1; "
         f"  size=$(wc -c < {LOG} 2>/dev/null || echo 0); size=$((size+0)); "
-        "  if [ \"$size\" -gt \"$off\" ]; then "
+        '  if [ "$size" -gt "$off" ]; then '
         f"    tail -c +$((off+1)) {LOG} | head -c $((size-off)) || exit 5; off=$size; "
         "  fi; "
-        "  [ -n \"$done\" ] && exit 0; "
+        '  [ -n "$done" ] && exit 0; '
         f"  if [ -s {PID} ] && ! alive $(cat {PID}) && [ ! -e {EXIT} ]; then "
         "    sleep 0.5; [ -e " + EXIT + " ] || exit 4; fi; "
         f"  tick=$((tick+1)); if [ $tick -ge {HEARTBEAT_TICKS} ]; then tick=0; printf . >&2 || exit 5; fi; "
@@ -139,8 +152,10 @@ class _Outage:
     def check(self) -> None:
         """ConnectionLost once the outage has outlasted the window."""
         if self.since is not None and time.monotonic() - self.since > self.window:
-            raise ConnectionLost(f"{self.label}: connection lost and not back within "
-                                 f"{self.window:g}s; the run may still be going on the host") from None
+            raise ConnectionLost(
+                f"{self.label}: connection lost and not back within "
+                f"{self.window:g}s; the run may still be going on the host"
+            ) from None
 
     def restored(self, state: StreamState) -> None:
         """The connection is back: count the reconnect and end the outage."""
@@ -151,9 +166,16 @@ class _Outage:
             self.since = None
 
 
-def stream_log(session: SSHSession, run_dir: str, on_line: Callable[[str], None], *,
-               state: StreamState | None = None, should_stop: Callable[[], bool] = lambda: False,
-               window: float | None = None, on_note: Callable[[str], None] | None = None) -> str:
+def stream_log(
+    session: SSHSession,
+    run_dir: str,
+    on_line: Callable[[str], None],
+    *,
+    state: StreamState | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    window: float | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> str:
     """Deliver the log of a :func:`start_detached` command line by line until it ends.
 
     Returns ``"exited"`` (the exit file exists), ``"vanished"`` (the process is gone without
@@ -186,8 +208,9 @@ def stream_log(session: SSHSession, run_dir: str, on_line: Callable[[str], None]
 def _open_stream(session: SSHSession, run_dir: str, state: StreamState, outage: _Outage) -> Channel | None:
     """A channel streaming the log from ``state.offset``; None (after a pause) while the host is unreachable."""
     try:
-        channel = session.open_channel(sh(_stream_script(run_dir, state.offset)), deadline=outage.deadline(),
-                                       on_retry=outage.on_note)
+        channel = session.open_channel(
+            sh(_stream_script(run_dir, state.offset)), deadline=outage.deadline(), on_retry=outage.on_note
+        )
     except (TargetUnavailable, OSError, EOFError) as exc:
         if isinstance(exc, (HostKeyUnknown, AuthenticationFailed)):
             raise
@@ -200,15 +223,16 @@ def _open_stream(session: SSHSession, run_dir: str, state: StreamState, outage: 
     return channel
 
 
-def _pump(channel: Channel, state: StreamState, on_line: Callable[[str], None],
-          should_stop: Callable[[], bool]) -> bool:
+def _pump(
+    channel: Channel, state: StreamState, on_line: Callable[[str], None], should_stop: Callable[[], bool]
+) -> bool:
     """Deliver whole lines until the channel ends or drops; True when ``should_stop()`` ended it."""
     try:
         while True:
             if should_stop():
                 return True
             while channel.recv_stderr_ready():
-                channel.recv_stderr(1 << 16)      # heartbeats
+                channel.recv_stderr(1 << 16)  # heartbeats
             try:
                 data = channel.recv(1 << 16)
             except TimeoutError:
@@ -259,17 +283,17 @@ def kill_group(session: SSHSession, run_dir: str, grace: float = 5.0) -> bool:
     return session.run(script, timeout=grace + 30).ok
 
 
-
-
 def sweep_orphans(session: SSHSession, runs_root: str, is_dead: Callable[[str], bool]) -> list[str]:
     """Stop and remove the detached commands under ``runs_root/*`` whose owner line (see
     :func:`start_detached`) ``is_dead`` says belongs to a local process that is gone (an
     amlrun killed with -9, a laptop that crashed): the counterpart of the Docker target's
     orphan-container cleanup. Returns the run folders removed."""
     root = q(runs_root)
-    listing = session.run(f"for d in {root}/*/; do [ -s \"${{d}}{OWNER}\" ] || continue; "
-                          f"printf '%s\\t%s\\n' \"$d\" \"$(head -1 \"${{d}}{OWNER}\")\"; done 2>/dev/null; true",
-                          timeout=60)
+    listing = session.run(
+        f'for d in {root}/*/; do [ -s "${{d}}{OWNER}" ] || continue; '
+        f'printf \'%s\\t%s\\n\' "$d" "$(head -1 "${{d}}{OWNER}")"; done 2>/dev/null; true',
+        timeout=60,
+    )
     removed = []
     for line in listing.stdout.splitlines():
         folder, _, owner = line.partition("\t")

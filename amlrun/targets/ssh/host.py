@@ -48,8 +48,10 @@ class SSHTargetMixin(_TargetBase):
     def __init__(self, compute: ComputeTarget, context: TargetContext):
         super().__init__(compute, context)
         if self.requires_address and not str(compute.address or "").strip():
-            raise ConfigError(f"'address' is missing: a {compute.type} target is reached over SSH "
-                              "(address: host or IP of the VM)", compute.source or compute.name)
+            raise ConfigError(
+                f"'address' is missing: a {compute.type} target is reached over SSH (address: host or IP of the VM)",
+                compute.source or compute.name,
+            )
 
     def ssh(self):
         """The session's connection to the VM (opened on first use, reused by every cell)."""
@@ -75,8 +77,9 @@ class SSHTargetMixin(_TargetBase):
         if base == "~" or base.startswith("~/"):
             base = self.home() + base[1:]
         if not base.startswith("/"):
-            raise ConfigError(f"'remoteWorkspace' must be an absolute path or start with ~/, got {base!r}",
-                              self.compute.source)
+            raise ConfigError(
+                f"'remoteWorkspace' must be an absolute path or start with ~/, got {base!r}", self.compute.source
+            )
         return base.rstrip("/")
 
     def workspace(self) -> str:
@@ -106,26 +109,41 @@ class SSHTargetMixin(_TargetBase):
             session = self.ssh()
             started = time.monotonic()
             session.connection()
-            checks.append(Check("ssh login", True, f"{settings.label} "
-                                f"({'key' if settings.key_file else 'password'}, {time.monotonic() - started:.1f}s)"))
+            checks.append(
+                Check(
+                    "ssh login",
+                    True,
+                    f"{settings.label} "
+                    f"({'key' if settings.key_file else 'password'}, {time.monotonic() - started:.1f}s)",
+                )
+            )
         except TargetUnavailable as exc:
             return [Check("ssh login", False, str(exc))]
         assert isinstance(session, SSHSession)
         path = session.run('printf %s "$PATH"', timeout=30)
-        checks.append(Check("PATH (non-interactive shell)", path.ok and bool(path.stdout),
-                            path.stdout or "empty PATH"))
+        checks.append(Check("PATH (non-interactive shell)", path.ok and bool(path.stdout), path.stdout or "empty PATH"))
         try:
             base = self.remote_base()
             disk = session.run(f"mkdir -p {q(base)} && df -Pk {q(base)} | tail -1", timeout=30)
             fields = disk.stdout.split()
             free = int(fields[3]) * 1024 if disk.ok and len(fields) >= 4 and fields[3].isdigit() else None
             if free is None:
-                checks.append(Check("free disk", False, f"cannot create or measure {base}: "
-                                    f"{(disk.stderr or disk.stdout).strip()[-200:]}"))
+                checks.append(
+                    Check(
+                        "free disk",
+                        False,
+                        f"cannot create or measure {base}: {(disk.stderr or disk.stdout).strip()[-200:]}",
+                    )
+                )
             else:
-                checks.append(Check("free disk", free >= MIN_FREE_BYTES,
-                                    f"{free / (1 << 30):.1f} GiB free in {base}"
-                                    + ("" if free >= MIN_FREE_BYTES else " (less than 1 GiB)")))
+                checks.append(
+                    Check(
+                        "free disk",
+                        free >= MIN_FREE_BYTES,
+                        f"{free / (1 << 30):.1f} GiB free in {base}"
+                        + ("" if free >= MIN_FREE_BYTES else " (less than 1 GiB)"),
+                    )
+                )
         except TargetUnavailable as exc:
             checks.append(Check("free disk", False, str(exc)))
         return checks
@@ -199,14 +217,21 @@ def kill_run(session, run_dir: str) -> bool:
     return retrying(session, lambda: kill_group(session, run_dir), window=60)
 
 
-def follow(session: SSHSession, run_dir: str, job: Job, sink: Sink, extra: dict[str, object],
-           kill: Callable[[], bool]) -> ExecResult:
+def follow(
+    session: SSHSession, run_dir: str, job: Job, sink: Sink, extra: dict[str, object], kill: Callable[[], bool]
+) -> ExecResult:
     """Stream a detached run's log until it ends, is canceled or times out; stop it for real."""
     watch = StopWatch(job)
     state = StreamState()
     try:
-        how = stream_log(session, run_dir, sink.write, state=state, should_stop=watch.should_stop,
-                         on_note=lambda text: sink.write(f"[amlrun] {text}"))
+        how = stream_log(
+            session,
+            run_dir,
+            sink.write,
+            state=state,
+            should_stop=watch.should_stop,
+            on_note=lambda text: sink.write(f"[amlrun] {text}"),
+        )
     except ConnectionLost as exc:
         return infrastructure_failure(str(exc), {"reconnects": state.reconnects})
     extra["reconnects"] = state.reconnects

@@ -42,13 +42,17 @@ class TransferStats:
     files_total: int
     files_sent: int
     files_absent: int
-    bytes_sent: int          # payload bytes over the channel (the compressed tar)
+    bytes_sent: int  # payload bytes over the channel (the compressed tar)
     seconds: float
 
     def to_json(self) -> dict:
-        return {"files_total": self.files_total, "files_sent": self.files_sent,
-                "files_absent": self.files_absent, "bytes_sent": self.bytes_sent,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "files_total": self.files_total,
+            "files_sent": self.files_sent,
+            "files_absent": self.files_absent,
+            "bytes_sent": self.bytes_sent,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _sha256(path: Path) -> str:
@@ -106,7 +110,7 @@ class _BytesReader:
 
     def read(self, size: int = -1) -> bytes:
         end = len(self._data) if size < 0 else self._pos + size
-        chunk, self._pos = self._data[self._pos:end], min(end, len(self._data))
+        chunk, self._pos = self._data[self._pos : end], min(end, len(self._data))
         return chunk
 
 
@@ -155,11 +159,15 @@ def _copy_script(ws: str, copy_to: str, plan: _Plan, local: dict, lists: dict[st
     if len(plan.absent) > len(local):
         # most of the mirror is other trees': copy just this tree's paths
         lists["tree.list"] = sorted(local)
-        return (f"rm -rf {dest}; mkdir -p {dest}; (cd {ws}/files && tar -cf {ws}/tree.tar --null "
-                f"--verbatim-files-from -T {ws}/tree.list); (cd {dest} && tar -xpf {ws}/tree.tar); "
-                f"rm -f {ws}/tree.tar; ")
-    return (f"rm -rf {dest}; mkdir -p {parent}; cp -a {ws}/files {dest}; "
-            f"if [ -s absent.list ]; then (cd {dest} && xargs -0 rm -f -- < {ws}/absent.list); fi; ")
+        return (
+            f"rm -rf {dest}; mkdir -p {dest}; (cd {ws}/files && tar -cf {ws}/tree.tar --null "
+            f"--verbatim-files-from -T {ws}/tree.list); (cd {dest} && tar -xpf {ws}/tree.tar); "
+            f"rm -f {ws}/tree.tar; "
+        )
+    return (
+        f"rm -rf {dest}; mkdir -p {parent}; cp -a {ws}/files {dest}; "
+        f"if [ -s absent.list ]; then (cd {dest} && xargs -0 rm -f -- < {ws}/absent.list); fi; "
+    )
 
 
 def _sync_script(ws: str, expected: str, copy: str) -> str:
@@ -169,8 +177,10 @@ def _sync_script(ws: str, expected: str, copy: str) -> str:
         guard = ""
     else:
         reset = ""
-        guard = (f"cur=$(sha256sum {MANIFEST} 2>/dev/null | cut -c1-64); "
-                 f"if [ \"$cur\" != {q(expected)} ]; then cat > /dev/null; exit {_CONFLICT}; fi; ")
+        guard = (
+            f"cur=$(sha256sum {MANIFEST} 2>/dev/null | cut -c1-64); "
+            f'if [ "$cur" != {q(expected)} ]; then cat > /dev/null; exit {_CONFLICT}; fi; '
+        )
     return (
         f"set -e; mkdir -p {ws}/files; cd {ws}; exec 9>>lock; "
         "if command -v flock >/dev/null 2>&1; then flock 9; fi; "
@@ -181,8 +191,9 @@ def _sync_script(ws: str, expected: str, copy: str) -> str:
     )
 
 
-def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str | None = None,
-              attempts: int = 5) -> TransferStats:
+def sync_tree(
+    session: SSHSession, root: Path, workspace: str, *, copy_to: str | None = None, attempts: int = 5
+) -> TransferStats:
     """Bring local ``root`` into ``<workspace>/files`` on the host, sending only changes.
 
     ``workspace`` is an absolute path on the host. ``copy_to`` (absolute): also put
@@ -203,8 +214,10 @@ def sync_tree(session: SSHSession, root: Path, workspace: str, *, copy_to: str |
         if result.exit_code == _CONFLICT:
             continue
         if not result.ok:
-            raise TargetUnavailable(f"{session.settings.label}: sending the project to {workspace} failed: "
-                                    f"{(result.stderr or result.stdout).strip()[-300:]}")
+            raise TargetUnavailable(
+                f"{session.settings.label}: sending the project to {workspace} failed: "
+                f"{(result.stderr or result.stdout).strip()[-300:]}"
+            )
         return TransferStats(len(local), len(plan.changed), len(plan.absent), size, time.monotonic() - started)
     raise TargetUnavailable(f"{session.settings.label}: {workspace} kept changing under concurrent syncs")
 
@@ -251,12 +264,14 @@ def safe_extract(archive: Path | str, dest: Path) -> list[str]:
             else:
                 accepted.append(member)
         if hasattr(tarfile, "data_filter"):
+
             def _filter(member, path):
                 try:
                     return tarfile.data_filter(member, path)
                 except tarfile.FilterError as exc:
                     refused.append(f"{member.name}: {exc}")
                     return None
+
             tar.extractall(dest, members=accepted, filter=_filter)
         else:  # pragma: no cover - Python < 3.11.4
             tar.extractall(dest, members=accepted)
@@ -272,8 +287,9 @@ def fetch_tree(session: SSHSession, remote_dir: str, dest: Path) -> tuple[int, l
     with tempfile.TemporaryFile() as archive:
         result = session.run(script, timeout=3600, stdout_to=archive)
         if not result.ok:
-            raise TargetUnavailable(f"{session.settings.label}: fetching {remote_dir} failed: "
-                                    f"{result.stderr.strip()[-300:]}")
+            raise TargetUnavailable(
+                f"{session.settings.label}: fetching {remote_dir} failed: {result.stderr.strip()[-300:]}"
+            )
         size = archive.tell()
         if size == 0:
             return 0, []

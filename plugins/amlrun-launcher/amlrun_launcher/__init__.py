@@ -39,10 +39,11 @@ def parse_prefix(value, where: str) -> tuple[str, ...]:
     elif isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
         parts = [str(v) for v in value]
     else:
-        raise ConfigError("'launcher' must be a list of strings, e.g. [\"nice\", \"-n\", \"10\"]", where)
+        raise ConfigError('\'launcher\' must be a list of strings, e.g. ["nice", "-n", "10"]', where)
     if not parts:
-        raise ConfigError("'launcher' is empty: name the command runs start through, e.g. [\"nice\", \"-n\", \"10\"]",
-                          where)
+        raise ConfigError(
+            '\'launcher\' is empty: name the command runs start through, e.g. ["nice", "-n", "10"]', where
+        )
     return tuple(parts)
 
 
@@ -56,8 +57,9 @@ class LauncherTarget(LocalTarget):
         super().__init__(compute, context)
         where = compute.source or compute.name
         if "launcher" not in compute.settings:
-            raise ConfigError("a 'launcher' target needs a 'launcher' key, e.g. launcher: [\"nice\", \"-n\", \"10\"]",
-                              where)
+            raise ConfigError(
+                'a \'launcher\' target needs a \'launcher\' key, e.g. launcher: ["nice", "-n", "10"]', where
+            )
         self.prefix = parse_prefix(compute.settings["launcher"], where)
 
     def describe(self) -> str:
@@ -81,8 +83,14 @@ class LauncherTarget(LocalTarget):
     def doctor(self) -> list[Check]:
         program = self.prefix[0]
         found = shutil.which(program)
-        return [*super().doctor(), Check(f"launcher command '{program}'", found is not None,
-                                         found or f"'{program}' is not on PATH of this machine")]
+        return [
+            *super().doctor(),
+            Check(
+                f"launcher command '{program}'",
+                found is not None,
+                found or f"'{program}' is not on PATH of this machine",
+            ),
+        ]
 
 
 @hookimpl

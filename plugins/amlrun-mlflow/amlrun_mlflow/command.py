@@ -13,8 +13,10 @@ def export_runs(config, store, records) -> int:
 
     settings = read_settings(config.project)
     if settings is None:
-        raise UsageError("history export mlflow: MLflow export is off; set MLFLOW_TRACKING_URI or "
-                         "[tool.amlrun.mlflow] tracking_uri in pyproject.toml")
+        raise UsageError(
+            "history export mlflow: MLflow export is off; set MLFLOW_TRACKING_URI or "
+            "[tool.amlrun.mlflow] tracking_uri in pyproject.toml"
+        )
     register_secrets()
     try:
         check_reachable(settings)
@@ -29,8 +31,9 @@ def export_runs(config, store, records) -> int:
             skipped += 1
             continue
         try:
-            mlflow_run_id = exporter.finish(record, store.run_dir(record.run_id),
-                                            found[0] if found else None, resumed=found is not None)
+            mlflow_run_id = exporter.finish(
+                record, store.run_dir(record.run_id), found[0] if found else None, resumed=found is not None
+            )
         except Exception as exc:  # one run's problem is reported, the others still go
             failed += 1
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -39,6 +42,8 @@ def export_runs(config, store, records) -> int:
         exported += 1
         shown = exporter.run_url(mlflow_run_id) if settings.is_http else mlflow_run_id
         print(f"{record.run_id} {record.cell_id} -> {shown}")
-    print(f"exported {exported} run{'s' * (exported != 1)} to MLflow experiment '{settings.experiment}' at "
-          f"{settings.shown_uri}; {skipped} already there" + (f"; {failed} failed" if failed else ""))
+    print(
+        f"exported {exported} run{'s' * (exported != 1)} to MLflow experiment '{settings.experiment}' at "
+        f"{settings.shown_uri}; {skipped} already there" + (f"; {failed} failed" if failed else "")
+    )
     return 1 if failed else 0

@@ -33,9 +33,9 @@ EXPORTED_TAG = "amlrun.exported"
 STATUS = {"completed": "FINISHED", "failed": "FAILED", "canceled": "KILLED"}
 LEFT_OUT_FILE = "amlrun-left-out.txt"
 ROOT_FILES = ("log.txt", "environment.txt")
-MAX_PARAM = 6000   # MLflow's limit for a param value
-MAX_TAG = 5000     # kept below MLflow's limit for a tag value
-BATCH = 1000       # MLflow's limit of metrics in one log_batch
+MAX_PARAM = 6000  # MLflow's limit for a param value
+MAX_TAG = 5000  # kept below MLflow's limit for a tag value
+BATCH = 1000  # MLflow's limit of metrics in one log_batch
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -98,15 +98,24 @@ def param_text(value: Any) -> str:
 
 def tags_for(record: RunRecord) -> dict[str, str]:
     tags = {
-        RUN_ID_TAG: record.run_id, "amlrun.cell_id": record.cell_id, "amlrun.script": record.script,
-        "amlrun.target": record.target, "amlrun.target_type": record.target_type,
-        "amlrun.runconfig": record.runconfig, "amlrun.version": record.amlrun_version, "amlrun.host": record.host,
-        "amlrun.status": record.status, "mlflow.source.name": record.script, "mlflow.source.type": "LOCAL",
+        RUN_ID_TAG: record.run_id,
+        "amlrun.cell_id": record.cell_id,
+        "amlrun.script": record.script,
+        "amlrun.target": record.target,
+        "amlrun.target_type": record.target_type,
+        "amlrun.runconfig": record.runconfig,
+        "amlrun.version": record.amlrun_version,
+        "amlrun.host": record.host,
+        "amlrun.status": record.status,
+        "mlflow.source.name": record.script,
+        "mlflow.source.type": "LOCAL",
     }
     optional = {
-        "amlrun.git_commit": record.git_commit, "mlflow.source.git.commit": record.git_commit,
+        "amlrun.git_commit": record.git_commit,
+        "mlflow.source.git.commit": record.git_commit,
         "amlrun.git_dirty": None if record.git_dirty is None else str(record.git_dirty).lower(),
-        "amlrun.snapshot_digest": record.snapshot_digest, "amlrun.environment_digest": record.environment_digest,
+        "amlrun.snapshot_digest": record.snapshot_digest,
+        "amlrun.environment_digest": record.environment_digest,
         "amlrun.environment_packages": (record.extra or {}).get("environment_packages"),
         "amlrun.exit_code": None if record.exit_code is None else str(record.exit_code),
         "amlrun.reason": record.reason or None,
@@ -132,8 +141,11 @@ def metric_points(run_dir: Path) -> list[tuple[str, float, int, int]]:
         index = counts.get(name, 0)
         counts[name] = index + 1
         step = row.get("step")
-        step = int(step) if isinstance(step, (int, float)) and not isinstance(step,
-                                                                              bool) and math.isfinite(step) else index
+        step = (
+            int(step)
+            if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step)
+            else index
+        )
         stamp = row.get("time")
         millis = int(float(stamp) * 1000) if isinstance(stamp, (int, float)) else int(time.time() * 1000)
         points.append((name, value, millis, step))
@@ -188,7 +200,10 @@ def stage(run_dir: Path, limit: int, into: Path) -> Staged:
     if left_out:
         (into / LEFT_OUT_FILE).write_text(
             f"left out: over the per-run limit of {limit} bytes (max_artifact_size in [tool.amlrun.mlflow])\n"
-            + "\n".join(left_out) + "\n", encoding="utf-8")
+            + "\n".join(left_out)
+            + "\n",
+            encoding="utf-8",
+        )
     return Staged(into, count, total, tuple(left_out))
 
 
@@ -231,11 +246,15 @@ class Exporter:
         mlflow calls see them) and return its id."""
         from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id, start_time=int(time.time() * 1000),
-                                     tags=tags_for(record), run_name=_clip(record.cell_id, 250))
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=int(time.time() * 1000),
+            tags=tags_for(record),
+            run_name=_clip(record.cell_id, 250),
+        )
         params = [Param(key(k), param_text(v)) for k, v in record.params.items()]
         for i in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[i:i + 100])
+            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
         return run.info.run_id
 
     def existing(self, run_ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
@@ -244,8 +263,9 @@ class Exporter:
         found: dict[str, tuple[str, bool]] = {}
         token = None
         while wanted:
-            page = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` != ''",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` != ''", max_results=1000, page_token=token
+            )
             for run in page:
                 amlrun_id = run.data.tags.get(RUN_ID_TAG)
                 if amlrun_id in wanted:
@@ -257,8 +277,7 @@ class Exporter:
                 break
         return found
 
-    def finish(self, record: RunRecord, run_dir: Path, mlflow_run_id: str | None = None,
-               resumed: bool = False) -> str:
+    def finish(self, record: RunRecord, run_dir: Path, mlflow_run_id: str | None = None, resumed: bool = False) -> str:
         """Send the run's metrics, tags and artifacts and close it with its status."""
         from mlflow.entities import Metric, Param, RunTag
 
@@ -268,17 +287,18 @@ class Exporter:
             have = self.client.get_run(mlflow_run_id).data.params
             params = [Param(key(k), param_text(v)) for k, v in record.params.items() if key(k) not in have]
             for i in range(0, len(params), 100):
-                self.client.log_batch(mlflow_run_id, params=params[i:i + 100])
+                self.client.log_batch(mlflow_run_id, params=params[i : i + 100])
         points = metric_points(run_dir)
         if resumed:  # what an interrupted export already sent is not sent twice
             seen = set()
             for name in {p[0] for p in points}:
-                seen |= {(m.key, m.timestamp, m.step, m.value)
-                         for m in self.client.get_metric_history(mlflow_run_id, name)}
+                seen |= {
+                    (m.key, m.timestamp, m.step, m.value) for m in self.client.get_metric_history(mlflow_run_id, name)
+                }
             points = [p for p in points if (p[0], p[2], p[3], p[1]) not in seen]
         metrics = [Metric(name, value, millis, step) for name, value, millis, step in points]
         for i in range(0, len(metrics), BATCH):
-            self.client.log_batch(mlflow_run_id, metrics=metrics[i:i + BATCH])
+            self.client.log_batch(mlflow_run_id, metrics=metrics[i : i + BATCH])
         with tempfile.TemporaryDirectory(prefix="amlrun-mlflow-") as tmp:
             staged = stage(run_dir, self.settings.max_artifact_size, Path(tmp))
             if staged.files or staged.left_out:
@@ -293,4 +313,3 @@ class Exporter:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.client.set_terminated(mlflow_run_id, status=STATUS.get(record.status, "FAILED"), end_time=end)
         return mlflow_run_id
-

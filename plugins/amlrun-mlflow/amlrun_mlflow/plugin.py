@@ -29,7 +29,7 @@ class MlflowSession:
         self._problem: str | None = None
         self._warned = False
         self._terminal: Any = None
-        self._runs: dict[str, str] = {}        # amlrun run id → MLflow run id
+        self._runs: dict[str, str] = {}  # amlrun run id → MLflow run id
         self.exported = 0
 
     def _connect(self) -> None:
@@ -104,8 +104,11 @@ class MlflowSession:
             self._runs[record.run_id] = mlflow_run_id
         if not self.reachable_from(target):
             return None
-        return {"MLFLOW_TRACKING_URI": self.settings.tracking_uri, "MLFLOW_RUN_ID": mlflow_run_id,
-                "MLFLOW_EXPERIMENT_ID": experiment_id}
+        return {
+            "MLFLOW_TRACKING_URI": self.settings.tracking_uri,
+            "MLFLOW_RUN_ID": mlflow_run_id,
+            "MLFLOW_EXPERIMENT_ID": experiment_id,
+        }
 
     def reachable_from(self, target) -> bool:
         """A run sees the server when it runs on this machine's filesystem, or when the

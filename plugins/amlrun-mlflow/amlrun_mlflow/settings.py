@@ -24,7 +24,7 @@ _UNITS = {None: 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024
 class MlflowSettings:
     tracking_uri: str
     experiment: str
-    max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE   # bytes uploaded per run; what does not fit is listed
+    max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE  # bytes uploaded per run; what does not fit is listed
 
     @property
     def is_http(self) -> bool:
@@ -87,7 +87,8 @@ def read_settings(project) -> MlflowSettings | None:
         return None
     if "://" not in uri and ":" not in uri:  # a bare folder: what mlflow itself would read as file:
         uri = (project.root / uri).resolve().as_uri()
-    experiment = (os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or _string(table, "experiment")
-                  or project.root.name)
+    experiment = (
+        os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or _string(table, "experiment") or project.root.name
+    )
     size = parse_size(table.get("max_artifact_size", DEFAULT_MAX_ARTIFACT_SIZE), "max_artifact_size")
     return MlflowSettings(tracking_uri=uri, experiment=experiment, max_artifact_size=size)

@@ -25,8 +25,21 @@ from amlrun.targets.base import Status
 q = shlex.quote
 
 #: SLURM job states that end a job; and those meaning SLURM itself stopped it
-TERMINAL_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                             "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"})
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
 #: state → (what the user reads, infrastructure error: eligible for --retries)
 KILLED_BY_SLURM = {
     "TIMEOUT": ("time limit", False),
@@ -81,7 +94,7 @@ def command_file(argv: list[str], work: str, share: str | None) -> str:
 class Ending:
     """How a task ended, as the target reports it."""
 
-    status: Status                # completed | failed | canceled
+    status: Status  # completed | failed | canceled
     exit_code: int | None
     reason: str = ""
     infrastructure_error: bool = False
@@ -104,5 +117,6 @@ def classify(state: str | None, exit_code: int | None, canceled_by_us: bool, slu
     if state is None:
         return Ending("failed", None, "the SLURM job left the queue without an exit code (purged, or lost)", True)
     why = f", {slurm_reason}" if slurm_reason and slurm_reason not in ("None", "(null)") else ""
-    return Ending("failed", None, f"the SLURM job ended {state}{why} before the script wrote its exit code",
-                  state == "BOOT_FAIL")
+    return Ending(
+        "failed", None, f"the SLURM job ended {state}{why} before the script wrote its exit code", state == "BOOT_FAIL"
+    )

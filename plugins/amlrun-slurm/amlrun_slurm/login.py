@@ -28,14 +28,20 @@ class LocalShell:
     def __init__(self) -> None:
         self.settings = LocalLabel()
 
-    def run(self, script: str, *, stdin: bytes | Iterable[bytes] | None = None, timeout: float | None = 120,
-            stdout_to=None):
+    def run(
+        self, script: str, *, stdin: bytes | Iterable[bytes] | None = None, timeout: float | None = 120, stdout_to=None
+    ):
         from amlrun.targets.ssh.connection import CommandResult
 
         data = stdin if stdin is None or isinstance(stdin, (bytes, bytearray)) else b"".join(stdin)
         try:
-            proc = subprocess.run(["sh", "-c", script], input=data if data is not None else b"",
-                                  capture_output=True, timeout=timeout, env=local_environment())
+            proc = subprocess.run(
+                ["sh", "-c", script],
+                input=data if data is not None else b"",
+                capture_output=True,
+                timeout=timeout,
+                env=local_environment(),
+            )
         except subprocess.TimeoutExpired:
             raise TargetUnavailable(f"{self.settings.label}: a command did not finish within {timeout:g}s") from None
         out = proc.stdout
@@ -48,8 +54,10 @@ class LocalShell:
         result = self.run(script, **kwargs)
         if not result.ok:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise TargetUnavailable(f"{self.settings.label}: {what} failed (exit {result.exit_code})"
-                                    + (f": {detail[-1]}" if detail else ""))
+            raise TargetUnavailable(
+                f"{self.settings.label}: {what} failed (exit {result.exit_code})"
+                + (f": {detail[-1]}" if detail else "")
+            )
         return result
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ class _Pending:
     job: Job
     prepared: PreparedEnvironment
     sink: Sink
-    snapshot: str        # its working tree's folder on the cluster (synced before the batch closes)
+    snapshot: str  # its working tree's folder on the cluster (synced before the batch closes)
 
 
 class SlurmTarget(Target):
@@ -62,7 +62,7 @@ class SlurmTarget(Target):
     type_name = "slurm"
     compute_keys = COMPUTE_KEYS
     default_parallel = DEFAULT_PARALLEL
-    queue_backed = True     # a sweep's cells go to the queue together (one array) without -n
+    queue_backed = True  # a sweep's cells go to the queue together (one array) without -n
 
     def __init__(self, compute, context):
         super().__init__(compute, context)
@@ -70,7 +70,7 @@ class SlurmTarget(Target):
         if self.settings.over_ssh:
             from amlrun.targets.ssh.connection import settings_from_compute
 
-            self._ssh_settings = settings_from_compute(compute)   # validates address/username/key now
+            self._ssh_settings = settings_from_compute(compute)  # validates address/username/key now
         self._login = None
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -83,8 +83,12 @@ class SlurmTarget(Target):
         self._batch_left: dict[str, int] = {}
         limit = min(self.settings.max_parallel, MAX_ARRAY)
         self._batcher: Batcher[_Pending, Task] = Batcher(
-            self._submit, key=lambda p: p.job.argv[0] if p.job.argv else "", idle=BATCH_IDLE, window=BATCH_WINDOW,
-            max_size=limit)
+            self._submit,
+            key=lambda p: p.job.argv[0] if p.job.argv else "",
+            idle=BATCH_IDLE,
+            window=BATCH_WINDOW,
+            max_size=limit,
+        )
         self.slurm_prefix = "".join(f"export {k}={q(v)}; " for k, v in self.settings.slurm_environment.items())
 
     # -- where things are ---------------------------------------------------------------
@@ -140,8 +144,11 @@ class SlurmTarget(Target):
     def _tracker_for(self) -> Tracker:
         with self._lock:
             if self._tracker is None:
-                self._tracker = Tracker(lambda script, stdin=b"": run_capturing(self.login(), script, stdin),
-                                        f"{self.project_dir()}/runs", self.slurm_prefix)
+                self._tracker = Tracker(
+                    lambda script, stdin=b"": run_capturing(self.login(), script, stdin),
+                    f"{self.project_dir()}/runs",
+                    self.slurm_prefix,
+                )
             return self._tracker
 
     # -- environments -------------------------------------------------------------------
@@ -171,9 +178,12 @@ class SlurmTarget(Target):
         if deps is None:
             return PreparedEnvironment(digest, python=self.settings.python)
         if deps.conda_packages:
-            raise ConfigError("conda packages " + ", ".join(deps.conda_packages) + " need conda, which a managed "
-                              "slurm environment does not use; list them under 'pip:' or set "
-                              "userManagedEnvironment: true", deps.source)
+            raise ConfigError(
+                "conda packages " + ", ".join(deps.conda_packages) + " need conda, which a managed "
+                "slurm environment does not use; list them under 'pip:' or set "
+                "userManagedEnvironment: true",
+                deps.source,
+            )
         venv = self._venv(runconfig)
         v = q(venv)
         pip = " ".join(q(p) for p in deps.pip_packages)
@@ -193,10 +203,12 @@ class SlurmTarget(Target):
             if not line.startswith("amlrun-"):
                 progress.line(line)
         if not result.ok:
-            raise EnvironmentBuildError(f"building the environment in {venv} failed (exit {result.exit_code})",
-                                        "\n".join(lines[-20:]))
-        return PreparedEnvironment(digest, python=f"{venv}/bin/python", built="amlrun-built" in lines,
-                                   details={"venv": venv})
+            raise EnvironmentBuildError(
+                f"building the environment in {venv} failed (exit {result.exit_code})", "\n".join(lines[-20:])
+            )
+        return PreparedEnvironment(
+            digest, python=f"{venv}/bin/python", built="amlrun-built" in lines, details={"venv": venv}
+        )
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -222,7 +234,9 @@ class SlurmTarget(Target):
                     f"if [ -f {q(final)}/{COMPLETE_MARKER} ]; then rm -rf {q(tmp)}; "
                     f"else rm -rf {q(final)}; mv {q(tmp)} {q(final)}; fi; "
                     f"find {q(pd)}/snapshots -mindepth 1 -maxdepth 1 -mtime +{SNAPSHOT_KEEP_DAYS} "
-                    "-exec rm -rf {} + 2>/dev/null; true", "placing the snapshot")
+                    "-exec rm -rf {} + 2>/dev/null; true",
+                    "placing the snapshot",
+                )
             self._synced[digest] = final
             return final
 
@@ -236,23 +250,29 @@ class SlurmTarget(Target):
         batch_dir = f"{pd}/batches/{batch}"
         owner = owner_line()
         payload, tasks = self._batch_payload(items, batch, owner)
-        args = ["--parsable", f"--array=0-{len(items) - 1}%{self.settings.max_parallel}",
-                f"--job-name={_job_name(items[0].job)}", f"--comment={COMMENT_PREFIX}{owner}",
-                f"--output={batch_dir}/slurm-%a.out"]
+        args = [
+            "--parsable",
+            f"--array=0-{len(items) - 1}%{self.settings.max_parallel}",
+            f"--job-name={_job_name(items[0].job)}",
+            f"--comment={COMMENT_PREFIX}{owner}",
+            f"--output={batch_dir}/slurm-%a.out",
+        ]
         if self.settings.partition:
             args.append(f"--partition={self.settings.partition}")
         if not any(a.split("=")[0] == "--requeue" for a in self.settings.sbatch_arguments):
-            args.append("--no-requeue")   # amlrun's --retries decide, with a fresh run record
+            args.append("--no-requeue")  # amlrun's --retries decide, with a fresh run record
         args += self.settings.sbatch_arguments
-        script = (f"set -e; umask 077; mkdir -p {q(pd)}/runs {q(pd)}/batches; cd {q(pd)}; "
-                  f"tar -xf - --no-same-owner; cd {q(batch_dir)}; date +%s.%N; "
-                  f"{self.slurm_prefix}sbatch {' '.join(q(a) for a in args)} {q(batch_dir + '/job.sh')}")
+        script = (
+            f"set -e; umask 077; mkdir -p {q(pd)}/runs {q(pd)}/batches; cd {q(pd)}; "
+            f"tar -xf - --no-same-owner; cd {q(batch_dir)}; date +%s.%N; "
+            f"{self.slurm_prefix}sbatch {' '.join(q(a) for a in args)} {q(batch_dir + '/job.sh')}"
+        )
         result = login.run(script, stdin=payload, timeout=300)
         out = result.stdout.split()
         if not result.ok or len(out) < 2 or not out[1].split(";")[0].isdigit():
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
             message = detail[-1] if detail else f"exit {result.exit_code}"
-            login.run(f"rm -rf {q(batch_dir)} " + " ".join(q(f'{pd}/runs/{i.job.run_id}') for i in items), timeout=60)
+            login.run(f"rm -rf {q(batch_dir)} " + " ".join(q(f"{pd}/runs/{i.job.run_id}") for i in items), timeout=60)
             if "sbatch:" in message or "error:" in message:
                 raise SubmitRefused(f"sbatch refused the job ({self.compute.source}): {message.strip()}")
             raise TargetUnavailable(f"{login.settings.label}: submitting to SLURM failed: {message}")
@@ -298,10 +318,9 @@ class SlurmTarget(Target):
         task = self._batcher.submit(_Pending(job, prepared, sink, self._snapshot_for(job.workdir)))
         tracker = self._tracker_for()
         size = sum(1 for t in tracker.active() if t.array_id == task.array_id) or 1
-        sink.write(f"[amlrun] submitted as SLURM job {task.job_id}"
-                   + (f" (array of {size})" if size > 1 else ""))
+        sink.write(f"[amlrun] submitted as SLURM job {task.job_id}" + (f" (array of {size})" if size > 1 else ""))
         canceled_at = None
-        while not task.ended.wait(1.0):   # set by the tracker the moment the task ends
+        while not task.ended.wait(1.0):  # set by the tracker the moment the task ends
             now = time.monotonic()
             if canceled_at is None:
                 if job.cancel.is_set():
@@ -316,21 +335,29 @@ class SlurmTarget(Target):
         ending = task.ending or jobscript.Ending("canceled", None, task.cancel_reason or "canceled")
         extra = self._record(task, ending)
         queued, ran = extra.get("slurm_queue_seconds"), extra.get("slurm_run_seconds")
-        sink.write(f"[amlrun] SLURM job {task.job_id} {extra.get('slurm_state') or ending.status}"
-                   + (f" on {task.node}" if task.node else "")
-                   + (f": {queued:.1f}s in the queue" if queued is not None else "")
-                   + (f", {ran:.1f}s running" if ran is not None else ""))
+        sink.write(
+            f"[amlrun] SLURM job {task.job_id} {extra.get('slurm_state') or ending.status}"
+            + (f" on {task.node}" if task.node else "")
+            + (f": {queued:.1f}s in the queue" if queued is not None else "")
+            + (f", {ran:.1f}s running" if ran is not None else "")
+        )
         if task.has_outputs is not False:
             self._fetch_outputs(job, sink, extra)
         self._cleanup(task)
         return ExecResult(ending.status, ending.exit_code, ending.reason, ending.infrastructure_error, extra)
 
     def _record(self, task: Task, ending) -> dict:
-        extra: dict = {"slurm_job_id": task.job_id, "slurm_array_job_id": task.array_id,
-                       "slurm_array_index": task.index, "slurm_partition": task.partition or self.settings.partition,
-                       "slurm_node": task.node, "slurm_state": task.state if task.state in jobscript.TERMINAL_STATES
-                       else ("COMPLETED" if ending.status == "completed" else (task.state or "")),
-                       "slurm_login": self.login().settings.label}
+        extra: dict = {
+            "slurm_job_id": task.job_id,
+            "slurm_array_job_id": task.array_id,
+            "slurm_array_index": task.index,
+            "slurm_partition": task.partition or self.settings.partition,
+            "slurm_node": task.node,
+            "slurm_state": task.state
+            if task.state in jobscript.TERMINAL_STATES
+            else ("COMPLETED" if ending.status == "completed" else (task.state or "")),
+            "slurm_login": self.login().settings.label,
+        }
         if task.started is not None:
             extra["slurm_task_job_id"] = task.started[3]
             if task.submitted:
@@ -381,8 +408,9 @@ class SlurmTarget(Target):
             except TargetUnavailable:
                 canceled = []
             if canceled:
-                self._sweep_note = (f"[amlrun] canceled SLURM job(s) {', '.join(canceled)} left by an amlrun "
-                                    "that is gone")
+                self._sweep_note = (
+                    f"[amlrun] canceled SLURM job(s) {', '.join(canceled)} left by an amlrun that is gone"
+                )
 
     def _show_sweep_note(self, job, sink) -> None:
         """The sweep's note goes to the log of the session's first run (the environment
@@ -399,9 +427,15 @@ class SlurmTarget(Target):
 
         login = self.login()
         listing = login.run(f"{self.slurm_prefix}squeue -h -u \"$(id -un)\" -o '%F|%k' 2>/dev/null", timeout=60)
-        dead = sorted({line.split("|", 1)[0] for line in listing.stdout.splitlines()
-                       if "|" in line and line.split("|", 1)[1].startswith(COMMENT_PREFIX)
-                       and owner_dead(line.split("|", 1)[1][len(COMMENT_PREFIX):].strip())})
+        dead = sorted(
+            {
+                line.split("|", 1)[0]
+                for line in listing.stdout.splitlines()
+                if "|" in line
+                and line.split("|", 1)[1].startswith(COMMENT_PREFIX)
+                and owner_dead(line.split("|", 1)[1][len(COMMENT_PREFIX) :].strip())
+            }
+        )
         if dead:
             login.run(f"{self.slurm_prefix}scancel {' '.join(q(j) for j in dead)}", timeout=60)
         pd = self.project_dir()
@@ -422,11 +456,18 @@ class SlurmTarget(Target):
         except TargetUnavailable as exc:
             return [Check("ssh login", False, str(exc))]
         prefix = self.slurm_prefix
-        tools = login.run(prefix + "for t in sbatch squeue scancel sinfo; do command -v $t >/dev/null 2>&1 "
-                          "|| echo $t; done", timeout=30)
+        tools = login.run(
+            prefix + "for t in sbatch squeue scancel sinfo; do command -v $t >/dev/null 2>&1 || echo $t; done",
+            timeout=30,
+        )
         missing = tools.stdout.split()
-        checks.append(Check("sbatch, squeue, scancel", not missing and tools.ok,
-                            "found" if not missing else f"not on the login node's PATH: {', '.join(missing)}"))
+        checks.append(
+            Check(
+                "sbatch, squeue, scancel",
+                not missing and tools.ok,
+                "found" if not missing else f"not on the login node's PATH: {', '.join(missing)}",
+            )
+        )
         if missing:
             return checks
         checks += self._partition_checks(login)
@@ -434,8 +475,15 @@ class SlurmTarget(Target):
             base = self.base()
             probe = f"{base}/.amlrun-doctor-{pysecrets.token_hex(4)}"
             writable = login.run(f"mkdir -p {q(base)} && touch {q(probe)} && rm -f {q(probe)}", timeout=60)
-            checks.append(Check("workspace writable", writable.ok, base if writable.ok else
-                                f"cannot write in {base}: {(writable.stderr or writable.stdout).strip()[-200:]}"))
+            checks.append(
+                Check(
+                    "workspace writable",
+                    writable.ok,
+                    base
+                    if writable.ok
+                    else f"cannot write in {base}: {(writable.stderr or writable.stdout).strip()[-200:]}",
+                )
+            )
         except TargetUnavailable as exc:
             checks.append(Check("workspace writable", False, str(exc)))
             return checks
@@ -453,11 +501,17 @@ class SlurmTarget(Target):
         else:
             names = {p.rstrip("*"): a for p, a in parts.items()}
             shown = (wanted or "").rstrip("*")
-            for name in (shown.split(",") if shown else []):
+            for name in shown.split(",") if shown else []:
                 state = names.get(name)
-                checks.append(Check(f"partition {name}", state == "up",
-                                    "up" if state == "up" else (f"is {state}" if state else
-                                                                f"does not exist (known: {', '.join(sorted(names))})")))
+                checks.append(
+                    Check(
+                        f"partition {name}",
+                        state == "up",
+                        "up"
+                        if state == "up"
+                        else (f"is {state}" if state else f"does not exist (known: {', '.join(sorted(names))})"),
+                    )
+                )
             if not shown:
                 checks.append(Check("partition", False, "no 'partition' set and the cluster has no default partition"))
         return checks
@@ -471,15 +525,21 @@ class SlurmTarget(Target):
         args += self.settings.sbatch_arguments
         python = self.settings.python
         wrap = f"{q(python)} -c 'import sys, platform; print(sys.version.split()[0], platform.node())'"
-        result = login.run(f"{self.slurm_prefix}sbatch {' '.join(q(a) for a in args)} --wrap={q(wrap)}; code=$?; "
-                           f"cat {q(out)} 2>/dev/null; rm -f {q(out)}; exit $code", timeout=300)
+        result = login.run(
+            f"{self.slurm_prefix}sbatch {' '.join(q(a) for a in args)} --wrap={q(wrap)}; code=$?; "
+            f"cat {q(out)} 2>/dev/null; rm -f {q(out)}; exit $code",
+            timeout=300,
+        )
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         if result.ok and len(lines) >= 2:
             version, _, node = lines[-1].partition(" ")
             return Check("python on a compute node", True, f"{python}: Python {version} on {node}")
         detail = (result.stderr.strip() or "\n".join(lines)).splitlines()
-        return Check("python on a compute node", False,
-                     f"a test job running {python} failed: {detail[-1] if detail else result.exit_code}")
+        return Check(
+            "python on a compute node",
+            False,
+            f"a test job running {python} failed: {detail[-1] if detail else result.exit_code}",
+        )
 
     def teardown(self) -> None:
         tracker = self._tracker

@@ -38,10 +38,10 @@ SQUEUE_FORMAT = "%F|%K|%T|%r|%N|%P"
 LOG_READER = (
     "{ printf '%s\\n' \"$tab\"; echo @@; printf '%s\\n' \"$tab\" | awk '{print $1 \"/log\"}' "
     "| xargs stat -c '%s %n' /dev/null 2>/dev/null; } | "
-    f"awk -v chunk={CHUNK} -v sq=\"'\" "
-    "'s == 0 && $0 == \"@@\" { s = 1; next } s == 0 { o[$1 \"/log\"] = $2 + 0; next } "
+    f'awk -v chunk={CHUNK} -v sq="\'" '
+    '\'s == 0 && $0 == "@@" { s = 1; next } s == 0 { o[$1 "/log"] = $2 + 0; next } '
     "($2 in o) && $1 + 0 > o[$2] { c = $1 - o[$2]; if (c > chunk) c = chunk; d = substr($2, 1, length($2) - 4); "
-    "printf \"printf %s\\\\n@L %s %.0f %.0f\\\\n%s; tail -c +%.0f %s | head -c %.0f\\n\", sq, d, c, $1, sq, "
+    'printf "printf %s\\\\n@L %s %.0f %.0f\\\\n%s; tail -c +%.0f %s | head -c %.0f\\n", sq, d, c, $1, sq, '
     "o[$2] + 1, "
     "sq $2 sq, c }' | sh"
 )
@@ -53,21 +53,21 @@ class Task:
     """One array task: one cell's run on the cluster."""
 
     run_id: str
-    run_dir: str                       # relative to the runs root (= run_id)
+    run_dir: str  # relative to the runs root (= run_id)
     on_line: Callable[[str], None]
     on_note: Callable[[str], None]
     array_id: str = ""
     index: int = 0
-    submitted: float = 0.0             # epoch on the login node's clock
+    submitted: float = 0.0  # epoch on the login node's clock
     batch: str = ""
     offset: int = 0
     partial: bytes = b""
-    more: bool = False                 # the last read was capped: more log is waiting
-    started: tuple[float, str, str, str] | None = None   # epoch, node, partition, task's own job id
-    started_local: float | None = None                   # monotonic, when amlrun saw it start
-    exit: tuple[int, float] | None = None                # exit code, epoch
+    more: bool = False  # the last read was capped: more log is waiting
+    started: tuple[float, str, str, str] | None = None  # epoch, node, partition, task's own job id
+    started_local: float | None = None  # monotonic, when amlrun saw it start
+    exit: tuple[int, float] | None = None  # exit code, epoch
     exit_seen: float | None = None
-    has_outputs: bool | None = None                      # None: unknown (the script did not finish)
+    has_outputs: bool | None = None  # None: unknown (the script did not finish)
     state: str | None = None
     slurm_reason: str = ""
     node: str = ""
@@ -93,9 +93,9 @@ class Tracker:
     """Polls the tasks of one target until each has ended."""
 
     def __init__(self, run: Callable[..., bytes], runs_root: str, slurm_prefix: str = ""):
-        self._run = run                      # runs a sh script (and its stdin) on the login node: its stdout
+        self._run = run  # runs a sh script (and its stdin) on the login node: its stdout
         self.runs_root = runs_root
-        self.slurm_prefix = slurm_prefix     # "export SLURM_CONF=...; " etc.
+        self.slurm_prefix = slurm_prefix  # "export SLURM_CONF=...; " etc.
         self._lock = threading.Lock()
         self._tasks: list[Task] = []
         self._thread: threading.Thread | None = None
@@ -176,7 +176,7 @@ class Tracker:
             try:
                 self._tick(tasks)
                 self._lost_since = None
-            except Exception as exc:   # a bug here must end the runs, not leave them waiting forever
+            except Exception as exc:  # a bug here must end the runs, not leave them waiting forever
                 if not isinstance(exc, TargetUnavailable):
                     self._scancel(tasks)
                     for task in tasks:
@@ -197,8 +197,11 @@ class Tracker:
 
     def _tick(self, tasks: list[Task]) -> None:
         now = time.monotonic()
-        query = now - self._last_query >= QUEUE_EVERY or any(t.exit and t.exit[0] != 0 for t in tasks) \
+        query = (
+            now - self._last_query >= QUEUE_EVERY
+            or any(t.exit and t.exit[0] != 0 for t in tasks)
             or any(t.cancel_reason for t in tasks)
+        )
         to_cancel = [t for t in tasks if t.cancel_reason and not t.cancel_sent]
         with self._lock:
             garbage, self._garbage = self._garbage, []
@@ -208,11 +211,15 @@ class Tracker:
         if to_cancel:
             parts.append(self.slurm_prefix + "scancel " + " ".join(q(t.job_id) for t in to_cancel) + " 2>/dev/null")
         parts.append("tab=$(cat); echo @F")
-        parts.append("printf '%s\\n' \"$tab\" | awk '$3 ~ /s/ {print $1 \"/started\"} $3 ~ /e/ {print $1 \"/exit\"}' "
-                     "| xargs grep -H . /dev/null 2>/dev/null")
+        parts.append(
+            'printf \'%s\\n\' "$tab" | awk \'$3 ~ /s/ {print $1 "/started"} $3 ~ /e/ {print $1 "/exit"}\' '
+            "| xargs grep -H . /dev/null 2>/dev/null"
+        )
         if query:
-            parts.append("echo @Q; " + self.slurm_prefix + f"squeue -h -r -t all -u \"$(id -un)\" -o {q(SQUEUE_FORMAT)}"
-                         " 2>/dev/null || echo @QFAIL")
+            parts.append(
+                "echo @Q; " + self.slurm_prefix + f'squeue -h -r -t all -u "$(id -un)" -o {q(SQUEUE_FORMAT)}'
+                " 2>/dev/null || echo @QFAIL"
+            )
         # every task's log, after its exit file: an exit seen above has its whole log read below
         parts.append(LOG_READER)
         out = self._run("; ".join(parts) + "; true", _table(tasks))
@@ -226,7 +233,7 @@ class Tracker:
     def _parse(self, out: bytes, tasks: list[Task], queried: bool) -> None:
         by_dir = {t.run_dir: t for t in tasks}
         cut = out.find(b"\n@L ")
-        head, chunks = (out, b"") if cut < 0 else (out[:cut], out[cut + 1:])
+        head, chunks = (out, b"") if cut < 0 else (out[:cut], out[cut + 1 :])
         section = None
         rows: dict[tuple[str, str], list[str]] = {}
         query_failed = False
@@ -256,8 +263,8 @@ class Tracker:
             if len(header) != 4 or header[0] != "@L" or not header[2].isdigit():
                 break
             count, size = int(header[2]), int(header[3])
-            data = chunks[end + 1:end + 1 + count]
-            pos = end + 1 + count + 1          # the chunk, then the next header's leading newline
+            data = chunks[end + 1 : end + 1 + count]
+            pos = end + 1 + count + 1  # the chunk, then the next header's leading newline
             task = by_dir.get(header[1])
             if task is None:
                 continue
@@ -296,9 +303,11 @@ class Tracker:
             if task.started_local is None:
                 task.started_local = time.monotonic()
             queued = max(0.0, epoch - task.submitted) if task.submitted else None
-            task.on_note(f"[amlrun] SLURM job {task.job_id} started on {node}"
-                         + (f" (partition {partition})" if partition else "")
-                         + (f" after {queued:.1f}s in the queue" if queued is not None else ""))
+            task.on_note(
+                f"[amlrun] SLURM job {task.job_id} started on {node}"
+                + (f" (partition {partition})" if partition else "")
+                + (f" after {queued:.1f}s in the queue" if queued is not None else "")
+            )
         elif name == "exit" and values and values[0].lstrip("-").isdigit() and task.exit is None:
             try:
                 when = float(values[1]) if len(values) > 1 else time.time()
@@ -325,7 +334,7 @@ class Tracker:
         if terminal and task.terminal_query is not None and task.terminal_query < self._queries:
             self._end(task, classify(task.state, None, canceled, task.slurm_reason))
         elif terminal and task.terminal_query is not None and task.terminal_query == self._queries:
-            self._wake.set()   # one more look at the files, right away
+            self._wake.set()  # one more look at the files, right away
         elif task.missing >= MISSING_QUERIES:
             self._end(task, classify(None, None, canceled))
 
@@ -355,6 +364,7 @@ def run_capturing(login, script: str, stdin: bytes = b"", timeout: float = 120) 
     buffer = io.BytesIO()
     result = login.run(script, stdin=stdin, timeout=timeout, stdout_to=buffer)
     if result.exit_code != 0:
-        raise TargetUnavailable(f"{login.settings.label}: polling SLURM failed (exit {result.exit_code}): "
-                                f"{result.stderr.strip()[-200:]}")
+        raise TargetUnavailable(
+            f"{login.settings.label}: polling SLURM failed (exit {result.exit_code}): {result.stderr.strip()[-200:]}"
+        )
     return buffer.getvalue()
