@@ -131,6 +131,17 @@ def contract_env(job: Job, *, workdir: str, outputs: str, share: str | None, pat
     return env
 
 
+def remote_folder_name(project_root: Path) -> str:
+    """The project's folder name on a shared machine: its own name, made safe, and a key of
+    (this machine, its path), so two checkouts of one project never share a folder."""
+    import hashlib
+    import socket
+
+    key = hashlib.sha256(f"{socket.gethostname()}\0{project_root}".encode()).hexdigest()[:10]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in project_root.name) or "project"
+    return f"{name}-{key}"
+
+
 class Target(ABC):
     """Base class of a compute target type.
 

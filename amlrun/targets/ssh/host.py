@@ -8,7 +8,6 @@ each run's folder (its copy of the job's files in ``work``, its log, pid and exi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from amlrun.errors import ConfigError, TargetUnavailable
 from amlrun.process import alive, process_start
-from amlrun.targets.base import Check, ExecResult, Job, Sink, Target
+from amlrun.targets.base import Check, ExecResult, Job, Sink, Target, remote_folder_name
 from amlrun.targets.outcome import ConnectionLost, StopWatch, finished, infrastructure_failure
 from amlrun.targets.ssh.connection import SSHSession, q, retrying, settings_from_compute
 from amlrun.targets.ssh.detached import StreamState, exit_code, kill_group, stream_log, sweep_orphans
@@ -84,10 +83,7 @@ class SSHTargetMixin(_TargetBase):
 
     def workspace(self) -> str:
         """This project's folder on the VM: one per (project folder, local machine)."""
-        root = str(self.project.root)
-        key = hashlib.sha256(f"{socket.gethostname()}\0{root}".encode()).hexdigest()[:10]
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.project.root.name) or "project"
-        return f"{self.remote_base()}/workspaces/{name}-{key}"
+        return f"{self.remote_base()}/workspaces/{remote_folder_name(self.project.root)}"
 
     def remote_share(self) -> str | None:
         base = self.compute.get("nativeSharedDirectory")

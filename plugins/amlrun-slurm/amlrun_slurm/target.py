@@ -16,7 +16,6 @@ import os
 import re
 import secrets as pysecrets
 import shlex
-import socket
 import tarfile
 import threading
 import time
@@ -24,7 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from amlrun.errors import AmlrunError, ConfigError, EnvironmentBuildError, TargetUnavailable
-from amlrun.targets.base import Check, ExecResult, Job, PreparedEnvironment, Sink, Target, contract_env
+from amlrun.targets.base import (
+    Check,
+    ExecResult,
+    Job,
+    PreparedEnvironment,
+    Sink,
+    Target,
+    contract_env,
+    remote_folder_name,
+)
 from amlrun.targets.batching import Batcher
 from amlrun_slurm import jobscript
 from amlrun_slurm.settings import COMPUTE_KEYS, DEFAULT_PARALLEL, read_settings
@@ -130,10 +138,7 @@ class SlurmTarget(Target):
 
     def project_dir(self) -> str:
         """This project's folder in the workspace: one per (project folder, machine amlrun runs on)."""
-        root = str(self.project.root)
-        key = hashlib.sha256(f"{socket.gethostname()}\0{root}".encode()).hexdigest()[:10]
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.project.root.name) or "project"
-        return f"{self.base()}/projects/{name}-{key}"
+        return f"{self.base()}/projects/{remote_folder_name(self.project.root)}"
 
     def share(self) -> str | None:
         base = self.compute.get("nativeSharedDirectory")
