@@ -64,21 +64,23 @@ def env() -> dict:
 
 
 def timed(cmd: list[str], cwd: Path, repeat: int) -> dict:
-    """Median wall time and median CPU time (user + system) of ``cmd`` as a whole process,
-    after one warm-up run. On a busy machine wall time mostly measures the queue for a
-    core; CPU time is what the command itself costs."""
-    import resource
-
+    """Median wall time, median CPU time (user + system) and peak memory of ``cmd`` as a
+    whole process, after one warm-up run. On a busy machine wall time mostly measures the
+    queue for a core; CPU time is what the command itself costs."""
     subprocess.run(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, check=True)
-    walls, cpus = [], []
+    walls, cpus, peaks = [], [], []
     for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, check=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
         walls.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return {"wall": round(statistics.median(walls), 4), "cpu": round(statistics.median(cpus), 4)}
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}")
+        cpus.append(usage.ru_utime + usage.ru_stime)
+        peaks.append(usage.ru_maxrss / 1024)
+    return {"wall": round(statistics.median(walls), 4), "cpu": round(statistics.median(cpus), 4),
+            "peak_mb": round(max(peaks), 1)}
 
 
 def writers(state: Path, processes: int, runs_each: int) -> float:
@@ -116,6 +118,8 @@ def bench_list(work: Path, runs: int, repeat: int) -> dict:
             timed([PY, "-m", "amlrun", "history", "list", "--format", "json"], full, repeat),
         f"history list --param depth=1 ({runs} runs)":
             timed([PY, "-m", "amlrun", "history", "list", "--param", "depth=1"], full, repeat),
+        f"history list --limit 0 ({runs} runs)":
+            timed([PY, "-m", "amlrun", "history", "list", "--limit", "0"], full, max(1, repeat // 3)),
         f"history list --limit 0 --format json ({runs} runs)":
             timed([PY, "-m", "amlrun", "history", "list", "--limit", "0", "--format", "json"], full, max(1, repeat // 3)),
         f"history show last ({runs} runs)": timed([PY, "-m", "amlrun", "history", "show", "last"], full, repeat),
@@ -204,7 +208,8 @@ def main() -> int:
             report["list"] = bench_list(work / "list", 1000 if args.quick else 10000, args.repeat)
             print(f"history list (whole process, median seconds; load average {os.getloadavg()[0]:.1f}):")
             for key, value in report["list"].items():
-                shown = f"wall {value['wall']:.3f}  cpu {value['cpu']:.3f}" if isinstance(value, dict) else value
+                shown = (f"wall {value['wall']:.3f}  cpu {value['cpu']:.3f}  peak {value['peak_mb']:.0f} MB"
+                         if isinstance(value, dict) else value)
                 print(f"  {key:<52} {shown}")
         if "writers" in only:
             report["writers"] = bench_writers(work / "writers", 4, 50 if args.quick else 250)

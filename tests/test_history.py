@@ -109,6 +109,26 @@ def test_list_filters_and_limit(swept):
     bad = history(swept, "list", "--param", "lr")
     assert bad.returncode == 4 and "NAME=VALUE" in bad.stderr
     assert "no runs match" in history(swept, "list", "--param", "lr=9").stdout
+    rows = history(swept, "list", "--param", "lr=0.1").stdout.splitlines()[2:]  # the table filters alike
+    assert len(rows) == 2 and all("lr=0.1-" in row for row in rows)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [["20261202-1", "completed", "a.py::local[lr=0.1]", 0.25, None, True, 3], ["r2", " padded ", "", "", 7, "", ""]],
+        [],
+        [["wide: 学习率", "ok", "x", "", "", "", ""], ["tab\there", "é", "\x1b[31mred", "", "", "", ""]],
+    ],
+    ids=["ascii", "empty", "wide-and-escapes"],
+)
+def test_tables_are_laid_out_as_tabulate_lays_them_out(rows):
+    from tabulate import tabulate
+
+    from amlrun.commands.history import table
+
+    headers = ["run", "status", "cell", "loss", "", "flag", "n"]
+    assert table(rows, headers) == tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def test_show_by_prefix_and_last(swept):
