@@ -32,7 +32,6 @@ from typing import Any
 
 from amlrun.errors import ConfigError
 
-DEFAULT_FILE = "amlrun-baseline.yml"
 ANY = "any"
 NONDETERMINISTIC = "nondeterministic"
 _REPEAT_SUFFIX = re.compile(r"#\d+$")
@@ -386,13 +385,6 @@ class Baseline:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(self.dumps(), encoding="utf-8")
         os.replace(tmp, self.path)
-
-
-def baseline_path(project) -> Path:
-    name = project.settings.extra.get("baseline_file") or DEFAULT_FILE
-    if not isinstance(name, str):
-        raise ConfigError("[tool.amlrun] 'baseline_file' must be a path (a string)", "pyproject.toml")
-    return project.root / name
 
 
 def project_tolerances(project) -> Tolerances:

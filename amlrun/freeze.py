@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,7 +203,7 @@ class EnvironmentRecorder:
     def _run(self, target, prepared, runconfig, cancel=None) -> Freeze | str:
         from amlrun.protocol import RUNTIME_SOURCE
 
-        workdir = self.work_root / f"freeze-{uuid.uuid4().hex[:10]}"
+        workdir = self.work_root / f"freeze-{os.urandom(5).hex()}"
         try:
             workdir.mkdir(parents=True)
             shutil.copytree(RUNTIME_SOURCE, workdir / RUNTIME_DIRNAME, ignore=shutil.ignore_patterns("__pycache__"))

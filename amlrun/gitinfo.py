@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -15,8 +16,17 @@ class GitInfo:
     diff: str = ""
 
 
+def in_repository(root: Path) -> bool:
+    """Whether git could find a repository for ``root``: a ``.git`` in it or above it, or
+    ``GIT_DIR`` set. Most projects outside git pay no git process this way."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    root = Path(os.path.abspath(root))
+    return any((folder / ".git").exists() for folder in (root, *root.parents))
+
+
 def read_git(root: Path) -> GitInfo:
-    if not shutil.which("git"):
+    if not in_repository(root) or not shutil.which("git"):
         return GitInfo()
 
     def git(*args: str) -> subprocess.CompletedProcess:

@@ -45,7 +45,7 @@ def remember(project, path: Path) -> None:
 
 def own_files(project) -> frozenset[str]:
     """Project-relative paths of the files amlrun wrote or keeps in the project."""
-    from amlrun.baseline import baseline_path
+    from amlrun.project import baseline_path
 
     found = set(_recorded(project))
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import pluggy
 
@@ -48,12 +47,14 @@ def _load(spec: str):
     return getattr(module, attr)() if attr else module
 
 
-def _declaring_distributions(group: str):
-    """The installed distributions whose ``entry_points.txt`` declares ``group``, or None
-    when that cannot be told cheaply (a zip file on ``sys.path``, a custom finder).
+def _declared_entry_points(group: str) -> list[tuple[str, str]] | None:
+    """``(name, "module:attr")`` of every ``group`` entry point the installed distributions
+    declare, or None when that cannot be told cheaply (a zip file on ``sys.path``, a custom
+    finder).
 
-    importlib.metadata would parse every installed distribution's entry points: about
-    40 ms with a hundred installed, a third of amlrun's start-up, to find usually none.
+    importlib.metadata would import itself (email, zipfile, ...) and parse every installed
+    distribution's entry points: about 40 ms with a hundred installed, a third of amlrun's
+    start-up, to find usually a handful. ``entry_points.txt`` is read here as it does.
     """
     import sys
     from importlib.machinery import PathFinder
@@ -61,43 +62,57 @@ def _declaring_distributions(group: str):
     if any(hasattr(finder, "find_distributions") and finder is not PathFinder for finder in sys.meta_path):
         return None
     header = f"[{group}]"
-    found = []
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for entry in sys.path:
         folder = entry or "."
         try:
-            names = os.listdir(folder)
+            names = sorted(os.listdir(folder))
         except NotADirectoryError:
             return None
         except OSError:
             continue
         for name in names:
-            if name.endswith((".dist-info", ".egg-info")):
-                path = os.path.join(folder, name)
-                try:
-                    with open(os.path.join(path, "entry_points.txt"), encoding="utf-8") as fh:
-                        declares = header in fh.read()
-                except OSError:
-                    continue
-                if declares:
-                    found.append(path)
+            if not name.endswith((".dist-info", ".egg-info")) or name.split("-")[0].lower() in seen:
+                continue
+            try:
+                with open(os.path.join(folder, name, "entry_points.txt"), encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError:
+                continue
+            seen.add(name.split("-")[0].lower())  # the first on sys.path wins, as importlib.metadata has it
+            if header in text:
+                found += _section(text, header)
     return found
+
+
+def _section(text: str, header: str) -> list[tuple[str, str]]:
+    """The ``name = value`` lines of one ``[section]`` of an INI-style ``entry_points.txt``."""
+    items, inside = [], False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            inside = line == header
+        elif inside and "=" in line and not line.startswith(("#", ";")):
+            name, _, value = line.partition("=")
+            items.append((name.strip(), value.split("[", 1)[0].strip()))  # "mod:attr [extra]"
+    return items
 
 
 def load_entry_points(pm: pluggy.PluginManager, group: str = ENTRY_POINT_GROUP) -> None:
     """Register the plugins of the ``group`` entry points, as pluggy's loader does, faster."""
-    paths = _declaring_distributions(group)
-    if paths is None:
+    declared = _declared_entry_points(group)
+    if declared is None:
         pm.load_setuptools_entrypoints(group)
         return
-    if not paths:
-        return
-    import importlib.metadata
-
-    for path in paths:
-        for ep in importlib.metadata.PathDistribution(Path(path)).entry_points.select(group=group):
-            if pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
-                continue
-            pm.register(ep.load(), name=ep.name)
+    for name, value in declared:
+        if pm.get_plugin(name) or pm.is_blocked(name):
+            continue
+        module_name, _, attr = value.partition(":")
+        plugin = importlib.import_module(module_name.strip())
+        for part in filter(None, attr.strip().split(".")):
+            plugin = getattr(plugin, part)
+        pm.register(plugin, name=name)
 
 
 def build_pluginmanager(plugin_options: Sequence[str] = ()) -> pluggy.PluginManager:

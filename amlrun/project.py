@@ -23,12 +23,8 @@ from amlrun.config import (
 from amlrun.diagnostics import warn_unknown_keys
 from amlrun.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 STATE_DIR = ".amlrun"
+DEFAULT_BASELINE_FILE = "amlrun-baseline.yml"
 CONFIG_DIR = "aml_config"
 
 
@@ -68,11 +64,24 @@ def _str_tuple(value: Any, key: str, where: str) -> tuple[str, ...]:
     raise ConfigError(f"[tool.amlrun] '{key}' must be a list of strings", where)
 
 
+def toml_parser():
+    """tomllib, or tomli on Python 3.10; imported only when a pyproject.toml mentions amlrun."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    return tomllib
+
+
 def load_settings(pyproject: Path) -> Settings | None:
     if not pyproject.is_file():
         return None
+    text = pyproject.read_text(encoding="utf-8")
+    if "amlrun" not in text:  # no [tool.amlrun] in any spelling: not worth a TOML parser's import
+        return None
+    tomllib = toml_parser()
     try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", pyproject.name) from None
     table = data.get("tool", {}).get("amlrun")
@@ -202,3 +211,11 @@ class Project:
         if not path.is_file():
             return None
         return load_spark_dependencies(path, self.root)
+
+
+def baseline_path(project: Project) -> Path:
+    """The project's baseline file (``[tool.amlrun] baseline_file``), kept out of its snapshots."""
+    name = project.settings.extra.get("baseline_file") or DEFAULT_BASELINE_FILE
+    if not isinstance(name, str):
+        raise ConfigError("[tool.amlrun] 'baseline_file' must be a path (a string)", "pyproject.toml")
+    return project.root / name

@@ -9,20 +9,21 @@ offline and can be archived as a CI artifact.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
-import socket
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amlrun import strictjson
 from amlrun.errors import UsageError
 from amlrun.hookspec import hookimpl
 from amlrun.ownfiles import remember as remember_own_file
 from amlrun.protocol import CANCELED, ERROR, FAILED, REUSED, SKIPPED
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 DEFAULT_EMBED_LIMIT = 10 * 1024 * 1024
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|b|kb|mb|gb)\s*$", re.IGNORECASE)
@@ -114,27 +115,25 @@ def case_name(cell) -> str:
 
 
 def junit_tree(session, duration: float) -> ET.Element:
+    import socket
+    import xml.etree.ElementTree as ET
+
     reports = session.reports
-    count = lambda *outcomes: sum(1 for r in reports if r.outcome in outcomes)  # noqa: E731
-    suites = ET.Element(
-        "testsuites",
-        name="amlrun",
-        tests=str(len(reports)),
-        failures=str(count(FAILED)),
-        errors=str(count(ERROR, CANCELED)),
-        skipped=str(count(SKIPPED)),
-        time=f"{duration:.3f}",
-    )
+    count = lambda *outcomes: str(sum(1 for r in reports if r.outcome in outcomes))  # noqa: E731
+    totals = {
+        "tests": str(len(reports)),
+        "failures": count(FAILED),
+        "errors": count(ERROR, CANCELED),
+        "skipped": count(SKIPPED),
+        "time": f"{duration:.3f}",
+    }
+    suites = ET.Element("testsuites", name="amlrun", **totals)
     suite = ET.SubElement(
         suites,
         "testsuite",
         name="amlrun",
-        tests=str(len(reports)),
-        failures=str(count(FAILED)),
-        errors=str(count(ERROR, CANCELED)),
-        skipped=str(count(SKIPPED)),
-        time=f"{duration:.3f}",
-        timestamp=datetime.datetime.now().isoformat(timespec="seconds"),
+        **totals,
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
         hostname=socket.gethostname(),
     )
     props = ET.SubElement(suite, "properties")
@@ -174,6 +173,8 @@ def junit_tree(session, duration: float) -> ET.Element:
 
 
 def write_junitxml(session, path: Path, duration: float, exitstatus: int) -> None:
+    import xml.etree.ElementTree as ET
+
     tree = junit_tree(session, duration)
     ET.indent(tree)
     _write(path, '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(tree, encoding="unicode") + "\n")

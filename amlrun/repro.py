@@ -20,14 +20,16 @@ import argparse
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from amlrun import baseline as bl
 from amlrun.errors import UsageError
 from amlrun.freeze import RUN_FILE, EnvironmentRecorder, Freeze, describe_change
 from amlrun.hookspec import hookimpl
 from amlrun.matrix import Cell
 from amlrun.protocol import FAILED, PASSED, RunReport
+
+if TYPE_CHECKING:
+    from amlrun import baseline as bl
 
 PLUGIN_NAME = "repro-session"
 TABLE_ROWS = 12  # rows of the moved-values table kept in the failure's log tail
@@ -99,13 +101,15 @@ class Observed:
 
 
 def resolve_baseline_path(config):
+    from pathlib import Path
+
+    from amlrun.project import baseline_path
+
     given = config.getoption("baseline_file")
     if given:
-        from pathlib import Path
-
         path = Path(given)
         return path if path.is_absolute() else Path.cwd() / path
-    return bl.baseline_path(config.project)
+    return baseline_path(config.project)
 
 
 class Repro:
@@ -123,7 +127,7 @@ class Repro:
                 "--reuse or --resume (a reused run would not be checked)"
             )
         self.baseline: bl.Baseline | None = None
-        self.project_tolerances = bl.Tolerances()
+        self.project_tolerances: bl.Tolerances | None = None  # read with the baseline
         self._items: list[Cell] = []
         self._cells: dict[str, Cell] | None = None
         self.references: dict[tuple[str, str], Observed] = {}
@@ -136,6 +140,8 @@ class Repro:
     # -- set-up ----------------------------------------------------------------------------
 
     def _load_baseline(self) -> None:
+        from amlrun import baseline as bl  # only for --check-baseline / --repeat
+
         path = resolve_baseline_path(self.config)
         self.project_tolerances = bl.project_tolerances(self.config.project)
         self.baseline = bl.load(path, display=self.config.project.relative(path))
@@ -248,11 +254,16 @@ class Repro:
         return Observed(job.cell_id, job.run_id, dict(getattr(sink, "metrics", {}) or {}), artifacts)
 
     def _layers(self, cell_id: str) -> tuple[bl.Tolerances, ...]:
+        from amlrun import baseline as bl  # only for --check-baseline / --repeat
+
         entry = self.baseline.get(cell_id) if self.baseline is not None else None
         file_level = self.baseline.tolerances if self.baseline is not None else bl.Tolerances()
-        return ((entry.tolerances if entry else bl.Tolerances()), file_level, self.project_tolerances)
+        project_level = self.project_tolerances or bl.Tolerances()
+        return ((entry.tolerances if entry else bl.Tolerances()), file_level, project_level)
 
     def _check_baseline(self, cell, observed: Observed, sink, failures: list, details: dict) -> None:
+        from amlrun import baseline as bl  # only for --check-baseline / --repeat
+
         entry = self.baseline.get(cell.id) if self.baseline is not None else None
         shown = self.config.project.relative(self.baseline.path) if self.baseline is not None else "baseline"
         if entry is None:
@@ -290,6 +301,8 @@ class Repro:
         failures.append(bl.reason_line("baseline", moved))
 
     def _check_repeat(self, cell, observed: Observed, sink, failures: list, details: dict) -> None:
+        from amlrun import baseline as bl  # only for --check-baseline / --repeat
+
         key = (cell.script, cell.params.id)
         with self._lock:
             reference = self.references.setdefault(key, observed)
@@ -322,6 +335,8 @@ class Repro:
         failures.append(bl.reason_line(f"first run {reference.cell_id}", moved))
 
     def _write_table(self, sink, title: str, moved: list, label: str) -> None:
+        from amlrun import baseline as bl  # only for --check-baseline / --repeat
+
         _write(sink, f"[amlrun repro] {len(moved)} value{'s' * (len(moved) != 1)} {title}:")
         lines = bl.table(moved, label)
         shown = lines[: TABLE_ROWS + 2]
@@ -339,6 +354,8 @@ class Repro:
         for outcome in [*self.baseline_outcomes.values(), *self.repeat_outcomes.values()]:
             counts[outcome] = counts.get(outcome, 0) + 1
         if self.check and self.baseline_outcomes:
+            from amlrun import baseline as bl
+
             missing = sorted(bl.base_cell_id(c) for c, o in self.baseline_outcomes.items() if o == "missing")
             for cell_id in dict.fromkeys(missing):
                 verdict = "FAILED" if self.missing_mode == "fail" else "warning"

@@ -73,6 +73,8 @@ def run_session(config, session: Session | None = None) -> int:
     :class:`amlrun.session.Config`; ``session``, when given, is the caller's to read
     afterwards (:func:`amlrun.api.run_command` makes its results from it)."""
     session = session if session is not None else Session(config)
+    if not config.getoption("collect_only"):
+        session.start_reading_git()
     build_matrix(session)
     config.hook.amlrun_collection_finish(session=session)
     if config.getoption("collect_only"):

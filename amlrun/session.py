@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from amlrun import secrets
 from amlrun.config import RunConfig
 from amlrun.errors import AmlrunError, ConfigError, TargetUnavailable, UsageError
-from amlrun.gitinfo import GitInfo, read_git
+from amlrun.gitinfo import GitInfo, in_repository, read_git
 from amlrun.protocol import CANCELED, ERROR, FAILED, RunReport
 from amlrun.snapshot import SnapshotStore
 from amlrun.store import RunStore
@@ -167,6 +167,7 @@ class Session:
         self.seed = int(config.getoption("seed") or os.environ.get("AMLRUN_SEED") or 0)
         self._snapshot: Snapshot | None = None
         self._git: GitInfo | None = None
+        self._git_thread: threading.Thread | None = None
         self._environments: EnvironmentRecorder | None = None
         self._workdirs: WorkdirPool | None = None
         self._prepared: dict[str, PreparedEnvironment | AmlrunError] = {}
@@ -225,9 +226,21 @@ class Session:
                 self._environments = EnvironmentRecorder(self.project.state_dir, self.work_root)
             return self._environments
 
+    def start_reading_git(self) -> None:
+        """Read the project's git state on a thread while the matrix is collected, so that
+        ``git status`` and the diff of a large repository are not on the first cell's path."""
+        if self._git is None and self._git_thread is None and in_repository(self.project.root):
+            self._git_thread = threading.Thread(target=self._read_git, name="amlrun-git", daemon=True)
+            self._git_thread.start()
+
+    def _read_git(self) -> None:
+        self._git = read_git(self.project.root)
+
     @property
     def git(self) -> GitInfo:
-        if self._git is None:
+        if self._git_thread is not None:
+            self._git_thread.join()
+        if self._git is None:  # not started, or it failed: read here, where an error belongs
             self._git = read_git(self.project.root)
         return self._git
 

@@ -97,7 +97,9 @@ def test_init_extends_existing_pyproject_and_gitignore(tmp_path):
     assert result.returncode == 0, result.output
     pyproject = (tmp_path / "pyproject.toml").read_text()
     assert pyproject.startswith('[project]\nname = "mine"') and "[tool.amlrun]" in pyproject
-    from amlrun.project import tomllib  # tomllib, or tomli on Python 3.10
+    from amlrun.project import toml_parser
+
+    tomllib = toml_parser()  # tomllib, or tomli on Python 3.10
 
     assert tomllib.loads(pyproject)["tool"]["amlrun"]["experiment_paths"] == ["experiments"]
     lines = (tmp_path / ".gitignore").read_text().splitlines()
@@ -112,7 +114,9 @@ def test_init_folder_with_spaces_and_non_ascii(tmp_path):
     result = Project(tmp_path).run("init", "my prøj")
     assert result.returncode == 0, result.output
     assert "cd 'my prøj' && amlrun" in result.stdout
-    from amlrun.project import tomllib
+    from amlrun.project import toml_parser
+
+    tomllib = toml_parser()
 
     assert tomllib.loads((tmp_path / "my prøj/pyproject.toml").read_text())["project"]["name"] == "my-pr-j"
     run = Project(tmp_path / "my prøj").run("-q")

@@ -15,6 +15,7 @@ from pathlib import Path
 from amlrun import baseline as bl
 from amlrun.errors import UsageError
 from amlrun.options import ArgumentParser
+from amlrun.project import baseline_path
 
 
 def build_parser(prog: str) -> ArgumentParser:
@@ -79,7 +80,7 @@ def _baseline_file(project, given: str | None) -> Path:
     if given:
         path = Path(given)
         return path if path.is_absolute() else Path.cwd() / path
-    return bl.baseline_path(project)
+    return baseline_path(project)
 
 
 # -- save -----------------------------------------------------------------------------------

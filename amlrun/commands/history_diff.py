@@ -78,7 +78,7 @@ def main(argv: list[str], prog: str = "amlrun history diff") -> int:
     project = Project.discover(start, start)
     store = RunStore(project.state_dir)
     a, b = (store.resolve(ref) for ref in options.runs)
-    from amlrun.baseline import baseline_path
+    from amlrun.project import baseline_path
 
     ignored = {project.relative(baseline_path(project))}
     diff = compare(

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 from amlrun.errors import TargetUnavailable
@@ -73,7 +72,7 @@ class ConnectionLost(TargetUnavailable):
 
 def lost_connection(exc: BaseException) -> bool:
     """Whether ``exc`` says the connection to the target dropped (not a bug, not the script)."""
-    if isinstance(exc, (ConnectionLost, ConnectionError, EOFError, socket.timeout, TimeoutError)):
+    if isinstance(exc, (ConnectionLost, ConnectionError, EOFError, TimeoutError)):  # socket.timeout is TimeoutError
         return True
     if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError)):
         return True

@@ -9,7 +9,6 @@ start-up removes containers whose amlrun process is gone. Importing this module 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from amlrun.process import alive, process_start
@@ -32,7 +31,7 @@ def run_labels(run_id: str, cell_id: str, target: str) -> dict[str, str]:
         LABEL_MANAGED: "1",
         LABEL_OWNER_PID: str(pid),
         LABEL_OWNER_START: process_start(pid),
-        LABEL_OWNER_HOST: socket.gethostname(),
+        LABEL_OWNER_HOST: _host(),
         LABEL_RUN_ID: run_id,
         LABEL_CELL: cell_id[:200],
         LABEL_TARGET: target,
@@ -41,7 +40,7 @@ def run_labels(run_id: str, cell_id: str, target: str) -> dict[str, str]:
 
 def owner_alive(labels: dict[str, str]) -> bool:
     """Whether the amlrun process that started a container (per its labels) still runs."""
-    if labels.get(LABEL_OWNER_HOST) not in (None, "", socket.gethostname()):
+    if labels.get(LABEL_OWNER_HOST) not in (None, "", _host()):
         return True  # another machine's amlrun: not ours to judge
     try:
         pid = int(labels.get(LABEL_OWNER_PID, ""))
@@ -84,7 +83,7 @@ def _markers_dir(cache_dir: Path) -> Path:
 
 def _marker_path(cache_dir: Path) -> Path:
     pid = os.getpid()
-    return _markers_dir(cache_dir) / f"{socket.gethostname()}-{pid}-{process_start(pid) or 0}.json"
+    return _markers_dir(cache_dir) / f"{_host()}-{pid}-{process_start(pid) or 0}.json"
 
 
 def write_owner_marker(cache_dir: Path) -> None:
@@ -98,7 +97,7 @@ def write_owner_marker(cache_dir: Path) -> None:
                 {
                     "pid": os.getpid(),
                     "start": process_start(os.getpid()),
-                    "host": socket.gethostname(),
+                    "host": _host(),
                     "docker_host": os.environ.get("DOCKER_HOST"),
                 }
             )
@@ -153,3 +152,9 @@ def sweep_dead_owners(cache_dir: Path) -> list[str]:
             continue  # engine unreachable: try again next time
         marker.unlink(missing_ok=True)
     return removed
+
+
+def _host() -> str:
+    import socket  # not at import: every amlrun command sweeps, few have markers to read
+
+    return socket.gethostname()
