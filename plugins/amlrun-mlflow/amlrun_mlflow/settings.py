@@ -4,7 +4,6 @@ a session with export off must not pay for importing mlflow."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ class MlflowSettings:
         host = urlsplit(self.tracking_uri).hostname or ""
         if host == "localhost":
             return True
+        import ipaddress  # only when export is on: this module loads with every amlrun command
+
         try:
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
