@@ -55,8 +55,6 @@ def ensure_venv(
     deps: CondaDependencies, progress, *, interpreter: str | None = None, root: Path | None = None
 ) -> tuple[Path, bool]:
     """Return (python of the environment, whether it was built now)."""
-    from filelock import FileLock
-
     if deps.conda_packages:
         raise ConfigError(
             "conda packages " + ", ".join(deps.conda_packages) + " need conda, which a managed local "
@@ -69,6 +67,8 @@ def ensure_venv(
     location = root / venv_key(deps, interpreter)
     if (location / COMPLETE_MARKER).exists():
         return venv_python(location), False
+    from filelock import FileLock  # 20 ms of imports (asyncio): only when there is something to build
+
     with FileLock(str(location) + ".lock"):
         if (location / COMPLETE_MARKER).exists():
             return venv_python(location), False

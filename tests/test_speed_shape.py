@@ -19,8 +19,10 @@ HEAVY = ("docker", "paramiko", "fabric", "invoke", "amlrun.targets.cluster.spark
          "amlrun.targets.docker.target", "amlrun.targets.ssh.connection")
 #: what a plain local run in a project without [tool.amlrun] has no use for: the entry-point
 #: machinery (amlrun reads entry_points.txt itself), a TOML parser, the JUnit writer, the
-#: baseline checker, socket
-UNUSED_BY_A_LOCAL_RUN = ("importlib.metadata", "tomllib", "tomli", "xml.etree.ElementTree", "amlrun.baseline", "socket")
+#: baseline checker, socket, filelock (which imports asyncio)
+UNUSED_BY_A_LOCAL_RUN = (
+    "importlib.metadata", "tomllib", "tomli", "xml.etree.ElementTree", "amlrun.baseline", "socket", "filelock", "asyncio"
+)
 
 
 def imported_modules(cwd, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:

@@ -376,10 +376,10 @@ def ensure_image(client, spec: ImageSpec, progress, lock_dir: Path, *, what: str
     A file lock per digest keeps two amlrun processes from building the same image at
     once: the second waits, then finds the image built.
     """
-    from filelock import FileLock, Timeout
-
     if image_exists(client, spec.tag):
         return False
+    from filelock import FileLock, Timeout  # 20 ms of imports (asyncio): not for a warm run
+
     lock_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_dir / f"{spec.digest[:32]}.lock"))
     try:
