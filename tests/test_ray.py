@@ -111,6 +111,25 @@ def test_hostile_argument_values_arrive_byte_for_byte(project, ray_head):
     assert not os.path.exists("/tmp/amlrun-pwned")
 
 
+ENV_HOSTILE = "$HOME ${PATH} $AMLRUN_RUN_ID 'q' \"d\" `x` ; ü\nnext"
+
+
+def test_environment_values_arrive_byte_for_byte(project, ray_head):
+    """Ray expands $VAR and ${VAR} in a runtime env's variables on the node: a parameter's and
+    a run configuration's values must reach the script as written, not expanded."""
+    _ray_project(project, ray_head,
+                 runconfig="Target: ray\nEnvironmentVariables:\n  WEIRD: " + json.dumps(ENV_HOSTILE) + "\n")
+    project.write({"env.py": "import json, os\nos.makedirs('outputs', exist_ok=True)\n"
+                             "open('outputs/env.json', 'w').write(json.dumps("
+                             "[os.environ['WEIRD'], os.environ['AMLRUN_PARAM_V']]))\n"})
+    result = project.run("-c", "ray", "env.py", "-p", "v=" + ENV_HOSTILE.replace(",", "\\,"), timeout=300)
+    (record,) = _records(project)
+    assert result.returncode == 0, result.output
+    assert record["params"]["v"] == ENV_HOSTILE
+    seen = json.loads((project.root / ".amlrun" / "runs" / record["run_id"] / "outputs" / "env.json").read_text())
+    assert seen == [ENV_HOSTILE, ENV_HOSTILE]
+
+
 def test_resources_reach_the_job(project, ray_head):
     """num_cpus/memory/custom resources become the job's entrypoint resources: the cluster
     holds the CPU and memory while the job runs (its usage report shows no custom

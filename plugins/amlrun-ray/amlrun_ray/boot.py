@@ -6,6 +6,8 @@ run in it; this program
 
 - copies it into a folder of the run's own beside it and runs there, so runs never see
   each other's files or ``outputs/`` (the folder is removed when the run ends);
+- puts the run's variables in place: they come base64-encoded in ``AMLRUN_RAY_ENV``, since
+  Ray would expand ``$VAR`` in the runtime env's own variables;
 - completes the run's environment with paths only known here (``@AMLRUN_WORKDIR@`` in a
   variable's value is the working directory; ``AMLRUN_RAY_PYTHONPATH`` goes before
   ``PYTHONPATH``);
@@ -19,6 +21,7 @@ run in it; this program
   system (written only if it exists here), or an ``outputsStorage`` location.
 """
 
+import base64
 import codecs
 import json
 import os
@@ -49,6 +52,13 @@ def complete_environment(env, workdir):
                 os.makedirs(env[name], exist_ok=True)
             except OSError as exc:
                 say("cannot create %s=%s: %s" % (name, env[name], exc))
+
+
+def load_environment(env):
+    encoded = env.pop("AMLRUN_RAY_ENV", "")
+    if encoded:
+        values = json.loads(base64.b64decode(encoded).decode("ascii"))
+        env.update(dict((str(k), str(v)) for k, v in values.items()))
 
 
 def load_secrets(env):
@@ -154,6 +164,7 @@ def main(argv):
         say("no command given")
         return 64
     env = os.environ
+    load_environment(env)
     load_secrets(env)
     shared = os.getcwd()
     workdir = private_copy(shared)

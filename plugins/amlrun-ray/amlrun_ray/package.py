@@ -23,6 +23,8 @@ from amlrun.targets.base import RUNTIME_DIRNAME
 BOOT_NAME = "amlrun_ray_boot.py"
 BOOT_SOURCE = Path(__file__).with_name("boot.py")
 SECRETS_FILE = "amlrun_secrets.json"
+#: the run contract's variables, base64-encoded JSON, read by the boot script
+ENV_VARIABLE = "AMLRUN_RAY_ENV"
 #: Ray refuses packages of its gRPC message size or more (512 MiB by default)
 MAX_PACKAGE_BYTES = 500 * 1024 * 1024
 _EPOCH = (1980, 1, 1, 0, 0, 0)

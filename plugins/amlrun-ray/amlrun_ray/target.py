@@ -3,12 +3,14 @@
 The job's working directory is the project's snapshot, uploaded once per session and code
 content (``package.py``); its entrypoint is ``python .amlrun_runtime/amlrun_ray_boot.py
 ARGV`` with ARGV quoted for the shell Ray runs it with; the contract's variables travel in
-the runtime env's ``env_vars``, except secret ones, which travel in a package of the job's
-own (job descriptions, runtime env included, are readable by anyone who can list jobs).
+one runtime env variable, base64-encoded JSON (Ray expands ``$VAR`` in ``env_vars``), except
+secret ones, which travel in a package of the job's own (job descriptions, runtime env
+included, are readable by anyone who can list jobs).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -35,7 +37,15 @@ from amlrun.targets.base import (
     contract_env,
 )
 from amlrun_ray.client import ACTIVE, TERMINAL, JobServer, JobServerError
-from amlrun_ray.package import BOOT_NAME, MAX_PACKAGE_BYTES, Package, fingerprint, secrets_package, working_dir_package
+from amlrun_ray.package import (
+    BOOT_NAME,
+    ENV_VARIABLE,
+    MAX_PACKAGE_BYTES,
+    Package,
+    fingerprint,
+    secrets_package,
+    working_dir_package,
+)
 from amlrun_ray.reaper import Reaper
 from amlrun_ray.settings import RAY_KEYS, RaySettings, parse_settings
 
@@ -249,7 +259,11 @@ class RayTarget(Target):
             env["AMLRUN_RAY_SECRETS"] = package.name
         spec, landing = self.outputs_spec(job, token)
         env["AMLRUN_RAY_OUTPUTS"] = spec
-        runtime_env["env_vars"] = {**{k: str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}, **env}
+        # Ray expands $VAR and ${VAR} in env_vars on the node: the contract's values travel
+        # base64-encoded (no '$' in that alphabet) and the boot script puts them in place
+        encoded = base64.b64encode(json.dumps(env).encode("ascii")).decode("ascii")
+        runtime_env["env_vars"] = {**{k: str(v) for k, v in (runtime_env.get("env_vars") or {}).items()},
+                                   ENV_VARIABLE: encoded}
         runtime_env["working_dir"] = self.working_dir(job, sink).uri
         python = prepared.python or self.settings.python
         entrypoint = shlex.join([python, f"{RUNTIME_DIRNAME}/{BOOT_NAME}", *job.command(python)])
