@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -276,6 +277,105 @@ def test_jobs_of_a_killed_amlrun_are_stopped_by_the_next_session(project, ray_he
     assert f"stopped 1 Ray job(s) left by an amlrun that is gone: {orphan['submission_id']}" in log, log
     _wait_for(lambda: ray_head.get(f"/api/jobs/{orphan['submission_id']}")["status"] == "STOPPED", 60,
               "the orphan to be STOPPED")
+
+
+class Proxy:
+    """A TCP relay on 127.0.0.1 to the head's job server that can be cut (listener and every
+    connection closed, new ones refused) and restored on the same port: a job server that
+    the network loses while a job runs."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = 0
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        for conn in self._conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_a_job_server_lost_longer_than_server_lost_seconds_fails_the_run_as_infrastructure(project, ray_head):
+    """The job server stops answering while a job runs: after ``serverLostSeconds`` the cell is
+    an ERROR naming the lost server (``--retries`` material), and the job left running there
+    is stopped once the server answers again."""
+    host, port = ray_head.address.removeprefix("http://").rsplit(":", 1)
+    proxy = Proxy((host, int(port)))
+    try:
+        project.write({"aml_config/ray.compute": f"type: ray\naddress: http://127.0.0.1:{proxy.port}\n"
+                                                 "serverLostSeconds: 5\n",
+                       "aml_config/ray.runconfig": "Target: ray\n",
+                       "sleep.py": "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"})
+        proc = project.popen("-c", "ray", "sleep.py")
+        try:
+            (job,) = _wait_for(lambda: [j for j in _cell_jobs(ray_head, proc.pid) if j["status"] == "RUNNING"],
+                               120, "a RUNNING job")
+            time.sleep(1)  # its log followed at least once
+            proxy.cut()
+            cut_at = time.monotonic()
+            out, _ = proc.communicate(timeout=120)
+            ended_after = time.monotonic() - cut_at
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 1, out
+        assert 5 <= ended_after < 5 + 40, (ended_after, out)   # the window, a poll timeout, the session's end
+        (record,) = [r for r in _records(project) if r["script"] == "sleep.py"]
+        assert record["status"] == "failed", record
+        assert f"lost the Ray job server http://127.0.0.1:{proxy.port}" in record["reason"], record["reason"]
+        assert "ERROR sleep.py::ray" in out, out
+        # the job still runs on the cluster; once the server answers, the next session stops it
+        assert ray_head.get(f"/api/jobs/{job['submission_id']}")["status"] == "RUNNING"
+        proxy.restore()
+        project.write({"quick.py": "print('quick')\n"})
+        result = project.run("-c", "ray", "quick.py", timeout=300)
+        assert result.returncode == 0, result.output
+        _wait_for(lambda: ray_head.get(f"/api/jobs/{job['submission_id']}")["status"] == "STOPPED", 60,
+                  "the given-up job to be STOPPED")
+    finally:
+        proxy.cut()
 
 
 def test_doctor_checks_server_version_resources_and_a_test_job(project, ray_head):
