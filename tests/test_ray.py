@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-
 SECRET = "ray-s3cret-Value-91"
 HOSTILE = "a b;$(touch /tmp/amlrun-pwned) 'q' \"d\" `x` \\ \t ü\nnext"
 
