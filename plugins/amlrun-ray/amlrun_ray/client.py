@@ -37,11 +37,19 @@ class JobServer:
     """One Ray cluster's job server: ``base`` (``http(s)://host:port``) and request headers."""
 
     base: str
-    headers: dict[str, str] = field(default_factory=dict, repr=False)   # may hold resolved secrets
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold resolved secrets
     timeout: float = 30.0
 
-    def _request(self, method: str, path: str, *, data: bytes | None = None, body: Any = None,
-                 ok_missing: bool = False, timeout: float | None = None) -> tuple[int, bytes]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        body: Any = None,
+        ok_missing: bool = False,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes]:
         headers = dict(self.headers)
         if body is not None:
             data = json.dumps(body).encode()
@@ -59,8 +67,9 @@ class JobServer:
             detail = text[-1] if text else exc.reason
             if exc.code in (401, 403):
                 detail = f"not authorized ({detail}); set 'headers' in the compute file"
-            raise JobServerError(f"Ray job server {self.base}: {method} {path.split('?')[0]} -> HTTP {exc.code}: "
-                                 f"{detail}", exc.code) from None
+            raise JobServerError(
+                f"Ray job server {self.base}: {method} {path.split('?')[0]} -> HTTP {exc.code}: {detail}", exc.code
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise JobServerError(f"Ray job server {self.base} does not answer: {reason}") from None
@@ -72,8 +81,10 @@ class JobServer:
         try:
             return json.loads(payload) if payload else None
         except ValueError:
-            raise JobServerError(f"Ray job server {self.base}: {path} answered something that is not JSON "
-                                 "(is 'address' the dashboard port, usually 8265?)") from None
+            raise JobServerError(
+                f"Ray job server {self.base}: {path} answered something that is not JSON "
+                "(is 'address' the dashboard port, usually 8265?)"
+            ) from None
 
     # -- the API ----------------------------------------------------------------------
 
@@ -91,7 +102,7 @@ class JobServer:
         self._request("PUT", "/api/packages/" + _uri_path(uri), data=data, timeout=max(self.timeout, 300.0))
 
     def submit(self, request: dict[str, Any]) -> dict[str, Any]:
-        body = {k: v for k, v in request.items() if v is not None}   # as the SDK: new fields stay optional
+        body = {k: v for k, v in request.items() if v is not None}  # as the SDK: new fields stay optional
         found = self._json("POST", "/api/jobs/", body=body)
         if not isinstance(found, dict) or "submission_id" not in found:
             raise JobServerError(f"Ray job server {self.base}: unexpected answer to the submission: {found!r}")

@@ -57,9 +57,9 @@ class Reaper:
         server = dataclasses.replace(self._server(), timeout=REQUEST_SECONDS)
         for sid in self.pending():
             try:
-                server.stop(sid)            # a job that already ended (or is unknown) is fine too
+                server.stop(sid)  # a job that already ended (or is unknown) is fine too
             except JobServerError:
-                return self.pending()       # still lost: all of them wait for the next try
+                return self.pending()  # still lost: all of them wait for the next try
             with self._lock:
                 self._pending.discard(sid)
                 self.stopped.append(sid)

@@ -19,8 +19,22 @@ RAY_KEYS = frozenset({"resources", "runtimeEnv", "headers", "outputsStorage", "s
 DEFAULT_LOST_SECONDS = 60.0
 #: runtime-env keys amlrun sets itself
 OWN_RUNTIME_ENV_KEYS = ("working_dir", "py_modules")
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+}
 
 
 @dataclass(frozen=True)
@@ -29,21 +43,25 @@ class Resources:
 
     num_cpus: float | None = None
     num_gpus: float | None = None
-    memory: int | None = None                       # bytes
+    memory: int | None = None  # bytes
     custom: dict[str, float] = field(default_factory=dict)
 
     def request_fields(self) -> dict[str, Any]:
-        return {"entrypoint_num_cpus": self.num_cpus, "entrypoint_num_gpus": self.num_gpus,
-                "entrypoint_memory": self.memory, "entrypoint_resources": dict(self.custom) or None}
+        return {
+            "entrypoint_num_cpus": self.num_cpus,
+            "entrypoint_num_gpus": self.num_gpus,
+            "entrypoint_memory": self.memory,
+            "entrypoint_resources": dict(self.custom) or None,
+        }
 
 
 @dataclass(frozen=True)
 class RaySettings:
-    address: str                                    # http(s)://host:port of the job server
+    address: str  # http(s)://host:port of the job server
     given_address: str
     resources: Resources = Resources()
     runtime_env: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)   # values: literal or secret references
+    headers: dict[str, str] = field(default_factory=dict)  # values: literal or secret references
     outputs_storage: str | None = None
     python: str = "python"
     share: str | None = None
@@ -73,10 +91,15 @@ def parse_settings(compute: ComputeTarget) -> RaySettings:
     if isinstance(lost, bool) or not isinstance(lost, (int, float)) or lost <= 0:
         raise ConfigError(f"'serverLostSeconds' must be a number of seconds above 0, got {lost!r}", where)
     return RaySettings(
-        address=job_server_url(address, where), given_address=address,
-        resources=parse_resources(get("resources"), where), runtime_env=parse_runtime_env(get("runtimeEnv"), where),
-        headers=parse_headers(get("headers"), where), outputs_storage=storage.strip() if storage else None,
-        python=python, share=share.rstrip("/") if share else None, lost_seconds=float(lost),
+        address=job_server_url(address, where),
+        given_address=address,
+        resources=parse_resources(get("resources"), where),
+        runtime_env=parse_runtime_env(get("runtimeEnv"), where),
+        headers=parse_headers(get("headers"), where),
+        outputs_storage=storage.strip() if storage else None,
+        python=python,
+        share=share.rstrip("/") if share else None,
+        lost_seconds=float(lost),
     )
 
 
@@ -100,7 +123,7 @@ def job_server_url(address: str, where: str) -> str:
         return f"http://{host}:{DEFAULT_DASHBOARD_PORT}"
     path = parts.path.rstrip("/")
     if scheme == "https" and port is None:
-        return f"https://{host}{path}"          # a TLS proxy in front of the dashboard: port 443
+        return f"https://{host}{path}"  # a TLS proxy in front of the dashboard: port 443
     return f"{scheme}://{host}:{port or DEFAULT_DASHBOARD_PORT}{path}"
 
 
@@ -153,19 +176,28 @@ def parse_runtime_env(value: Any, where: str) -> dict[str, Any]:
         if key in OWN_RUNTIME_ENV_KEYS:
             raise ConfigError(f"'runtimeEnv.{key}' is set by amlrun (the project's snapshot); remove it", where)
     env_vars = value.get("env_vars")
-    if env_vars is not None and (not isinstance(env_vars, dict) or not all(
-            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in env_vars.values())):
+    if env_vars is not None and (
+        not isinstance(env_vars, dict)
+        or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in env_vars.values())
+    ):
         raise ConfigError("'runtimeEnv.env_vars' must map names to text", where)
     pip = value.get("pip")
-    if pip is not None and not (isinstance(pip, list) and all(isinstance(p, str) for p in pip)
-                                or isinstance(pip, dict) and isinstance(pip.get("packages"), list)):
+    if pip is not None and not (
+        isinstance(pip, list)
+        and all(isinstance(p, str) for p in pip)
+        or isinstance(pip, dict)
+        and isinstance(pip.get("packages"), list)
+    ):
         raise ConfigError("'runtimeEnv.pip' must be a list of requirements (or {packages: [...]})", where)
     for key, item in (env_vars or {}).items():
         from amlrun.secrets import is_reference
 
         if is_reference(item):
-            raise ConfigError(f"'runtimeEnv.env_vars.{key}' is a secret reference: put it in the run "
-                              "configuration's EnvironmentVariables (job descriptions are readable)", where)
+            raise ConfigError(
+                f"'runtimeEnv.env_vars.{key}' is a secret reference: put it in the run "
+                "configuration's EnvironmentVariables (job descriptions are readable)",
+                where,
+            )
     return {str(k): v for k, v in value.items()}
 
 
@@ -174,8 +206,9 @@ def parse_headers(value: Any, where: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError("'headers' must map header names to text or secret references "
-                          "(Authorization: secret:RAY_TOKEN)", where)
+        raise ConfigError(
+            "'headers' must map header names to text or secret references (Authorization: secret:RAY_TOKEN)", where
+        )
     for name in value:
         if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", str(name)):
             raise ConfigError(f"'headers': {name!r} is not a valid header name", where)

@@ -22,7 +22,7 @@ def fetch(location: str, dest: Path, note: Callable[[str], None]) -> None:
         return
     base = dest.resolve()
     for remote in fs.find(root):
-        rel = remote[len(root):].lstrip("/")
+        rel = remote[len(root) :].lstrip("/")
         local = (dest / rel).resolve()
         if not rel or base not in local.parents:
             note(f"refused an output entry: {rel}")

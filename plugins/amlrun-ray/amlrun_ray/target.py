@@ -88,8 +88,10 @@ class _Outage:
             self.since = now
             self.sink.write(f"[amlrun] {exc}; waiting up to {self.settings.lost_seconds:g} s for it")
         elif now - self.since > self.settings.lost_seconds:
-            raise ServerLost(f"lost the Ray job server {self.settings.address} for {now - self.since:.0f} s while "
-                             f"job {self.sid} ran ({exc}); the job is asked to stop once the server answers again")
+            raise ServerLost(
+                f"lost the Ray job server {self.settings.address} for {now - self.since:.0f} s while "
+                f"job {self.sid} ran ({exc}); the job is asked to stop once the server answers again"
+            )
 
     def over(self) -> None:
         if self.since is not None:
@@ -149,9 +151,12 @@ class RayTarget(Target):
             return env
         if deps.conda_packages:
             if "pip" in env:
-                raise ConfigError("'runtimeEnv.pip' cannot be combined with the conda packages of "
-                                  f"{deps.source}: Ray takes either pip or conda", self.where)
-            dependencies: list[Any] = ([f"python={deps.python_version}"] if deps.python_version else [])
+                raise ConfigError(
+                    "'runtimeEnv.pip' cannot be combined with the conda packages of "
+                    f"{deps.source}: Ray takes either pip or conda",
+                    self.where,
+                )
+            dependencies: list[Any] = [f"python={deps.python_version}"] if deps.python_version else []
             dependencies += list(deps.conda_packages)
             if deps.pip_packages:
                 dependencies.append({"pip": list(deps.pip_packages)})
@@ -166,8 +171,9 @@ class RayTarget(Target):
         return env
 
     def environment_digest(self, runconfig) -> str:
-        spec = json.dumps([self.settings.address, self.settings.python, self.runtime_env_base(runconfig)],
-                          sort_keys=True)
+        spec = json.dumps(
+            [self.settings.address, self.settings.python, self.runtime_env_base(runconfig)], sort_keys=True
+        )
         return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
     # -- prepare ----------------------------------------------------------------------
@@ -211,13 +217,17 @@ class RayTarget(Target):
                 return found
             package = working_dir_package(job.workdir)
             if len(package.data) >= MAX_PACKAGE_BYTES:
-                raise ConfigError(f"the project's snapshot zips to {len(package.data) / 2**20:.0f} MiB, more than a "
-                                  "Ray package may hold: keep data out of the project (.gitignore) and read it "
-                                  "from storage", self.where)
+                raise ConfigError(
+                    f"the project's snapshot zips to {len(package.data) / 2**20:.0f} MiB, more than a "
+                    "Ray package may hold: keep data out of the project (.gitignore) and read it "
+                    "from storage",
+                    self.where,
+                )
             server = self.server()
             if not server.package_exists(package.uri):
-                sink.write(f"[amlrun] uploading the snapshot to Ray as {package.uri} "
-                           f"({len(package.data) / 1e6:.2f} MB)")
+                sink.write(
+                    f"[amlrun] uploading the snapshot to Ray as {package.uri} ({len(package.data) / 1e6:.2f} MB)"
+                )
                 server.upload_package(package.uri, package.data)
             self._packages[key] = found = Package(package.uri)
             return found
@@ -248,8 +258,9 @@ class RayTarget(Target):
 
     def submission(self, job, prepared, sink) -> tuple[dict[str, Any], str, Path | None, list[Package]]:
         token = _random.token_hex(4)
-        runtime_env = json.loads(json.dumps(prepared.details.get("runtime_env") or
-                                            self.runtime_env_base(job.runconfig)))
+        runtime_env = json.loads(
+            json.dumps(prepared.details.get("runtime_env") or self.runtime_env_base(job.runconfig))
+        )
         env, secret = self.job_environment(job)
         uploads = []
         if secret:
@@ -262,15 +273,24 @@ class RayTarget(Target):
         # Ray expands $VAR and ${VAR} in env_vars on the node: the contract's values travel
         # base64-encoded (no '$' in that alphabet) and the boot script puts them in place
         encoded = base64.b64encode(json.dumps(env).encode("ascii")).decode("ascii")
-        runtime_env["env_vars"] = {**{k: str(v) for k, v in (runtime_env.get("env_vars") or {}).items()},
-                                   ENV_VARIABLE: encoded}
+        runtime_env["env_vars"] = {
+            **{k: str(v) for k, v in (runtime_env.get("env_vars") or {}).items()},
+            ENV_VARIABLE: encoded,
+        }
         runtime_env["working_dir"] = self.working_dir(job, sink).uri
         python = prepared.python or self.settings.python
         entrypoint = shlex.join([python, f"{RUNTIME_DIRNAME}/{BOOT_NAME}", *job.command(python)])
         request = {
-            "entrypoint": entrypoint, "submission_id": f"amlrun-{job.run_id}-{token}", "runtime_env": runtime_env,
-            "metadata": {OWNER_KEY: owner_label(), "amlrun_run_id": job.run_id, "amlrun_cell_id": job.cell_id,
-                         "amlrun_project": self.project.root.name, "amlrun_target": self.name},
+            "entrypoint": entrypoint,
+            "submission_id": f"amlrun-{job.run_id}-{token}",
+            "runtime_env": runtime_env,
+            "metadata": {
+                OWNER_KEY: owner_label(),
+                "amlrun_run_id": job.run_id,
+                "amlrun_cell_id": job.cell_id,
+                "amlrun_project": self.project.root.name,
+                "amlrun_target": self.name,
+            },
             **self.settings.resources.request_fields(),
         }
         return request, spec, landing, uploads
@@ -280,19 +300,22 @@ class RayTarget(Target):
         self.sweep_orphans(lambda text: sink.write(f"[amlrun] {text}"))
         request, spec, landing, uploads = self.submission(job, prepared, sink)
         for package in uploads:
-            server.package_exists(package.uri)     # pins it until the job holds it, as Ray's client does
+            server.package_exists(package.uri)  # pins it until the job holds it, as Ray's client does
             server.upload_package(package.uri, package.data)
         sid = request["submission_id"]
-        extra: dict[str, Any] = {"ray_address": self.settings.address, "ray_submission_id": sid,
-                                 "ray_dashboard": f"{self.settings.address}/#/jobs/{sid}",
-                                 "ray_working_dir": request["runtime_env"]["working_dir"],
-                                 "ray_entrypoint": request["entrypoint"]}
+        extra: dict[str, Any] = {
+            "ray_address": self.settings.address,
+            "ray_submission_id": sid,
+            "ray_dashboard": f"{self.settings.address}/#/jobs/{sid}",
+            "ray_working_dir": request["runtime_env"]["working_dir"],
+            "ray_entrypoint": request["entrypoint"],
+        }
         if job.cancel.is_set():
             return ExecResult("canceled", None, "canceled", extra=extra)
         try:
             server.submit(request)
         except JobServerError as exc:
-            if exc.status is None:      # no answer: the job may exist all the same
+            if exc.status is None:  # no answer: the job may exist all the same
                 self.reaper.add(sid)
             raise
         try:
@@ -331,7 +354,7 @@ class RayTarget(Target):
                     log.fetch(server, final=status in TERMINAL)
                 lost.over()
             except JobServerError as exc:
-                lost.still(exc)             # raises ServerLost once the bound is passed
+                lost.still(exc)  # raises ServerLost once the bound is passed
                 status = None
             if status in TERMINAL:
                 return info, why
@@ -359,8 +382,11 @@ class RayTarget(Target):
             time.sleep(0.2)
         if not asked:
             self.reaper.add(sid)
-            return dict(info, amlrun_stop_problem=f"the Ray job server did not answer: job {sid} is asked to stop "
-                                                  "once it answers again")
+            return dict(
+                info,
+                amlrun_stop_problem=f"the Ray job server did not answer: job {sid} is asked to stop "
+                "once it answers again",
+            )
         return dict(info, amlrun_stop_problem=f"job {sid} was asked to stop but is still {info.get('status')}")
 
     def teardown(self) -> None:
@@ -369,8 +395,10 @@ class RayTarget(Target):
             return
         left = self.reaper.finish(within=FINAL_STOP_SECONDS)
         if left:
-            raise TargetUnavailable(f"the Ray job server {self.settings.address} still does not answer: job(s) "
-                                    f"{', '.join(left)} may still run (the next session stops them)")
+            raise TargetUnavailable(
+                f"the Ray job server {self.settings.address} still does not answer: job(s) "
+                f"{', '.join(left)} may still run (the next session stops them)"
+            )
 
     def _result(self, job, info: dict[str, Any], why: str, extra: dict[str, Any]) -> ExecResult:
         status = info.get("status")
@@ -387,16 +415,22 @@ class RayTarget(Target):
         node = extra.get("ray_node_ip") or extra.get("ray_node_id") or "?"
         if error == "JOB_ENTRYPOINT_COMMAND_ERROR" and isinstance(code, int):
             if code == -9 or code == 137:
-                return ExecResult("failed", code, f"killed by SIGKILL on Ray node {node} (out of memory?)",
-                                  infrastructure_error=True, extra=extra)
+                return ExecResult(
+                    "failed",
+                    code,
+                    f"killed by SIGKILL on Ray node {node} (out of memory?)",
+                    infrastructure_error=True,
+                    extra=extra,
+                )
             if code < 0:
                 return ExecResult("failed", code, f"killed by signal {-code}", extra=extra)
             return ExecResult("failed", code, f"exited with code {code}", extra=extra)
         if error == "JOB_ENTRYPOINT_COMMAND_START_ERROR":
             return ExecResult("failed", code, f"the entrypoint could not start: {message}", extra=extra)
         reason = INFRA_ERRORS.get(error, f"the Ray job failed ({error or 'no error type'})")
-        return ExecResult("failed", code, f"{reason}: {message}" if message else reason,
-                          infrastructure_error=True, extra=extra)
+        return ExecResult(
+            "failed", code, f"{reason}: {message}" if message else reason, infrastructure_error=True, extra=extra
+        )
 
     def _collect_outputs(self, job, spec: str, landing: Path | None, sink) -> None:
         """Bring what the job delivered into ``job.outputs_dir`` and clean the way it took."""
@@ -438,8 +472,9 @@ class RayTarget(Target):
                 if not name.startswith("node:"):
                     total[name] = total.get(name, 0) + float(amount)
         shown = ", ".join(_resource_text(k, v) for k, v in sorted(total.items()))
-        checks.append(Check("cluster", bool(nodes), f"{len(nodes)} node(s) alive: {shown}" if nodes
-                            else "no node is alive"))
+        checks.append(
+            Check("cluster", bool(nodes), f"{len(nodes)} node(s) alive: {shown}" if nodes else "no node is alive")
+        )
         checks.append(self._probe(server))
         return checks
 
@@ -450,8 +485,14 @@ class RayTarget(Target):
         code = f"import sys, time; time.sleep(1); print({marker!r}, sys.version.split()[0])"
         started = time.monotonic()
         try:
-            server.submit({"entrypoint": shlex.join([self.settings.python, "-c", code]), "submission_id": sid,
-                           "metadata": {OWNER_KEY: owner_label()}, **self.settings.resources.request_fields()})
+            server.submit(
+                {
+                    "entrypoint": shlex.join([self.settings.python, "-c", code]),
+                    "submission_id": sid,
+                    "metadata": {OWNER_KEY: owner_label()},
+                    **self.settings.resources.request_fields(),
+                }
+            )
             info: dict[str, Any] = {}
             while time.monotonic() - started < 180:
                 info = server.info(sid) or {}
@@ -460,16 +501,22 @@ class RayTarget(Target):
                 time.sleep(0.25)
             else:
                 server.stop(sid)
-                return Check("test job", False, f"a one-second job did not end in 180 s (still {info.get('status')}: "
-                                                "not enough free resources?)")
+                return Check(
+                    "test job",
+                    False,
+                    f"a one-second job did not end in 180 s (still {info.get('status')}: not enough free resources?)",
+                )
             logs = server.logs(sid)
         except TargetUnavailable as exc:
             return Check("test job", False, str(exc))
         found = [line for line in logs.splitlines() if line.startswith(marker)]
         if info.get("status") != "SUCCEEDED" or not found:
             return Check("test job", False, f"{info.get('status')}: {_last_line(info.get('message') or '')}")
-        return Check("test job", True, f"ran in {time.monotonic() - started:.1f} s, Python "
-                                       f"{found[-1].split()[-1]} ({self.settings.python})")
+        return Check(
+            "test job",
+            True,
+            f"ran in {time.monotonic() - started:.1f} s, Python {found[-1].split()[-1]} ({self.settings.python})",
+        )
 
 
 class _LogFollower:
@@ -500,13 +547,13 @@ class _LogFollower:
 
     def feed(self, text: str, final: bool) -> None:
         if len(text) < self.seen:
-            self.seen = 0           # the log was replaced (the job restarted): start over
-        fresh = text[self.seen:]
+            self.seen = 0  # the log was replaced (the job restarted): start over
+        fresh = text[self.seen :]
         if not final:
             cut = fresh.rfind("\n")
             if cut < 0:
                 return
-            fresh = fresh[:cut + 1]
+            fresh = fresh[: cut + 1]
         self.seen += len(fresh)
         for line in fresh.splitlines():
             if not self.started:
