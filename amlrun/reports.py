@@ -127,15 +127,9 @@ def junit_tree(session, duration: float) -> ET.Element:
         "skipped": count(SKIPPED),
         "time": f"{duration:.3f}",
     }
-    suites = ET.Element("testsuites", name="amlrun", **totals)
-    suite = ET.SubElement(
-        suites,
-        "testsuite",
-        name="amlrun",
-        **totals,
-        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        hostname=socket.gethostname(),
-    )
+    suites = ET.Element("testsuites", {"name": "amlrun", **totals})
+    stamp = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "hostname": socket.gethostname()}
+    suite = ET.SubElement(suites, "testsuite", {"name": "amlrun", **totals, **stamp})
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="project", value=str(session.project.root))
     for name, target in session.targets.items():

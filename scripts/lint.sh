@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Lint and type-check amlrun/ and plugins/ with the configuration in pyproject.toml
-# ([tool.ruff], [tool.mypy]). Installs the pinned tools into the current Python
-# environment first. `scripts/lint.sh` runs both; `scripts/lint.sh ruff` or
-# `scripts/lint.sh mypy` runs one (CI runs both: both are at zero).
+# Lint, format-check and type-check amlrun/ and plugins/ with the configuration in
+# pyproject.toml ([tool.ruff], [tool.ruff.format], [tool.mypy]). Installs the pinned tools
+# into the current Python environment first. `scripts/lint.sh` runs all; `scripts/lint.sh
+# ruff` (lint and format) or `scripts/lint.sh mypy` runs one (CI runs all: all at zero).
+# `python3 -m ruff format amlrun plugins` applies the formatting.
 # Exits non-zero if a checker found anything.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ status=0
 if [ "$which" = all ] || [ "$which" = ruff ]; then
   echo "== ruff check amlrun plugins"
   python3 -m ruff check amlrun plugins || status=1
+  echo "== ruff format --check amlrun plugins"
+  python3 -m ruff format --check amlrun plugins || status=1
 fi
 if [ "$which" = all ] || [ "$which" = mypy ]; then
   # mypy follows imports into pluggy and pytest: in a fresh environment (CI runs lint before the
