@@ -92,9 +92,7 @@ class RunRecord:
 
     @property
     def duration(self) -> float | None:
-        if self.started is None or self.ended is None:
-            return None
-        return self.ended - self.started
+        return elapsed(self.started, self.ended)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -144,9 +142,55 @@ class RunSummary:
 
     @property
     def duration(self) -> float | None:
-        if self.started is None or self.ended is None:
-            return None
-        return self.ended - self.started
+        return elapsed(self.started, self.ended)
+
+
+def elapsed(started: float | None, ended: float | None) -> float | None:
+    """Seconds from ``started`` to ``ended``, or None while either is unknown."""
+    return None if started is None or ended is None else ended - started
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunQuery:
+    """Which runs a listing reads, newest first: status, script and target are filtered in SQL
+    (indexed by creation time, so ``limit`` reads only that many rows); ``params`` (name → text
+    as given on the command line) are matched after decoding."""
+
+    limit: int | None = None
+    status: str | Sequence[str] | None = None
+    script: str | Sequence[str] | None = None
+    target: str | Sequence[str] | None = None
+    params: Mapping[str, str] | None = None
+
+
+_ROW_COLUMNS = (
+    "(run_id, created, status, cell_id, script, target, host, pid, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _index_row(record: RunRecord, payload: str) -> tuple:
+    """The values of a run's row in the index (the columns queries filter on, and the record)."""
+    return (
+        record.run_id,
+        record.created,
+        record.status,
+        record.cell_id,
+        record.script,
+        record.target,
+        record.host,
+        record.pid,
+        payload,
+    )
+
+
+def _decoded_records(params: Mapping[str, str] | None):
+    """A row filter of :meth:`RunStore._select` that decodes whole records (matching ``params``)."""
+
+    def keep(row: tuple) -> RunRecord | None:
+        data = json.loads(row[0])
+        return RunRecord.from_json(data) if _params_match(data.get("params"), params) else None
+
+    return keep
 
 
 def _params_match(stored: Mapping[str, Any] | None, wanted: Mapping[str, str] | None) -> bool:
@@ -319,21 +363,7 @@ class RunStore:
                 except (OSError, ValueError, TypeError):
                     unreadable += 1
                     continue
-                conn.execute(
-                    f"{verb} INTO runs (run_id, created, status, cell_id, script, target, host, pid, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.run_id,
-                        record.created,
-                        record.status,
-                        record.cell_id,
-                        record.script,
-                        record.target,
-                        record.host,
-                        record.pid,
-                        payload,
-                    ),
-                )
+                conn.execute(f"{verb} INTO runs {_ROW_COLUMNS}", _index_row(record, payload))
                 count += 1
             conn.execute("COMMIT")
         except BaseException:
@@ -426,22 +456,7 @@ class RunStore:
         tmp = folder / f"record.json.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(payload, encoding="utf-8")
         os.replace(tmp, folder / "record.json")
-        self._query(
-            "INSERT OR REPLACE INTO runs (run_id, created, status, cell_id, script, target, host, pid, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.run_id,
-                record.created,
-                record.status,
-                record.cell_id,
-                record.script,
-                record.target,
-                record.host,
-                record.pid,
-                payload,
-            ),
-            fetch="none",
-        )
+        self._query(f"INSERT OR REPLACE INTO runs {_ROW_COLUMNS}", _index_row(record, payload), fetch="none")
         return record
 
     def update(self, record: RunRecord, **changes: Any) -> RunRecord:
@@ -520,67 +535,39 @@ class RunStore:
         params: Mapping[str, str] | None = None,
         reap: bool = True,
     ) -> builtins.list[RunRecord]:
-        """Records newest first. Status, script and target are filtered in SQL (indexed by
-        creation time, so ``limit`` reads only that many rows); ``params`` (name → text as
-        given on the command line) are matched after decoding."""
+        """Records newest first, filtered as :class:`RunQuery` says."""
+        query = RunQuery(limit=limit, status=status, script=script, target=target, params=params)
+        return self._select("record", _decoded_records(params), query, reap)
 
-        def keep(row: tuple) -> RunRecord | None:
-            data = json.loads(row[0])
-            return RunRecord.from_json(data) if _params_match(data.get("params"), params) else None
-
-        return self._select(
-            "record", keep, limit=limit, status=status, script=script, target=target, params=params, reap=reap
-        )
-
-    def list_json(
-        self,
-        *,
-        limit: int | None = None,
-        status=None,
-        script=None,
-        target=None,
-        params: Mapping[str, str] | None = None,
-        reap: bool = True,
-    ) -> builtins.list[str]:
+    def list_json(self, query: RunQuery = RunQuery(), *, reap: bool = True) -> builtins.list[str]:
         """Like :meth:`list`, but each record as its stored JSON text (nothing decoded
         unless ``params`` must be matched): ``history list --format json`` of 10,000 runs."""
+        params = query.params
 
         def keep(row: tuple) -> str | None:
             if params and not _params_match(json.loads(row[0]).get("params"), params):
                 return None
             return row[0]
 
-        return self._select(
-            "record", keep, limit=limit, status=status, script=script, target=target, params=params, reap=reap
-        )
+        return self._select("record", keep, query, reap)
 
-    def summaries(
-        self,
-        *,
-        limit: int | None = None,
-        status=None,
-        script=None,
-        target=None,
-        params: Mapping[str, str] | None = None,
-        reap: bool = True,
-    ) -> builtins.list[RunSummary]:
+    def summaries(self, query: RunQuery = RunQuery(), *, reap: bool = True) -> builtins.list[RunSummary]:
         """Like :meth:`list`, but only the columns of ``history list``, read by SQLite out of
         the stored JSON: decoding 10,000 whole records is most of a ``--limit 0`` listing."""
         columns = (
             "run_id, status, cell_id, created, json_extract(record, '$.started', '$.ended', '$.metrics', '$.params')"
         )
+        params = query.params
 
         def keep(row: tuple) -> tuple | None:
             return row if not params or _params_match(json.loads(row[4])[3], params) else None
 
         try:
-            rows = self._select(
-                columns, keep, limit=limit, status=status, script=script, target=target, params=params, reap=reap
-            )
+            rows = self._select(columns, keep, query, reap)
         except sqlite3.OperationalError as exc:  # an SQLite built without its JSON functions
             if "json_extract" not in str(exc):
                 raise
-            records = self.list(limit=limit, status=status, script=script, target=target, params=params)
+            records = self._select("record", _decoded_records(params), query, reap)
             return [
                 RunSummary(r.run_id, r.status, r.cell_id, r.created, r.started, r.ended, r.metrics) for r in records
             ]
@@ -591,16 +578,17 @@ class RunStore:
             for row, (started, ended, metrics, _) in zip(rows, extracted, strict=True)
         ]
 
-    def _select(self, columns: str, keep, *, limit, status, script, target, params, reap) -> builtins.list:
+    def _select(self, columns: str, keep, query: RunQuery, reap: bool) -> builtins.list:
         """What ``keep(row)`` makes of each row of ``columns``, newest first, up to ``limit``
         of them (``None`` from ``keep``: the row does not match)."""
         if not self.exists():
             return []
         if reap:
             self._reap()
-        where, args = self._where(status, script, target)
+        limit = query.limit
+        where, args = self._where(query.status, query.script, query.target)
         sql = f"SELECT {columns} FROM runs" + where + " ORDER BY created DESC, run_id DESC"
-        if limit is not None and not params:
+        if limit is not None and not query.params:
             sql += " LIMIT ?"
             args.append(limit)
         with self._lock:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amlrun.errors import UsageError
-from amlrun.store import FINAL, STATUSES, RunRecord, RunStore, RunSummary
+from amlrun.store import FINAL, STATUSES, RunQuery, RunRecord, RunStore, RunSummary
 
 if TYPE_CHECKING:
     from amlrun.snapshot import GcResult
@@ -362,15 +362,12 @@ def cmd_list(options, store: RunStore, project) -> int:
     limit = options.limit or None
     scripts = [_normalise_script(s, project) for s in options.script] if options.script else None
     params = dict(options.param)
+    query = RunQuery(limit=limit, status=options.status, script=scripts, target=options.target, params=params or None)
     if options.format == "json":  # the stored JSON as it is: one record a line, nothing re-encoded
-        payloads = store.list_json(
-            limit=limit, status=options.status, script=scripts, target=options.target, params=params or None
-        )
+        payloads = store.list_json(query)
         sys.stdout.write("[\n" + ",\n".join(payloads) + "\n]\n" if payloads else "[]\n")
         return 0
-    records = store.summaries(
-        limit=limit, status=options.status, script=scripts, target=options.target, params=params or None
-    )
+    records = store.summaries(query)
     if not records:
         filtered = any((options.script, options.target, options.status, options.param))
         print("no runs match" if filtered and store.count() else f"no runs recorded in {store.state_dir}")
