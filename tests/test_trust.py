@@ -44,6 +44,10 @@ def install(site: Path, name: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (info / "RECORD").write_text(f"{name}.py,,\n")
     (site / f"{name}.py").write_text(f"VERSION = {version!r}\n")
+    # pip removes the old byte-code too; a .pyc of the same-sized source written within the
+    # same second would otherwise still be taken for current (where byte-code is written)
+    for cached in site.glob(f"__pycache__/{name}.*.pyc"):
+        cached.unlink()
 
 
 SCRIPT = """\
