@@ -12,8 +12,6 @@ from amlrun.testing import TargetConformance
 
 class TestRayKit(TargetConformance):
     target_name = "ray"
-    # a job's driver starts under Ray's job supervisor: allow it time to be stopped
-    stop_within = 60.0
 
     @pytest.fixture
     def target_files(self, ray_head) -> dict[str, str]:
