@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from amlrun import strictjson
 from amlrun.errors import UsageError
@@ -128,9 +128,9 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     return any(word in text for word in ("malformed", "not a database", "corrupt", "no such table"))
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """The fields of a run that ``history list`` shows."""
+class RunSummary(NamedTuple):
+    """The fields of a run that ``history list`` shows. A named tuple, not a dataclass: it is
+    made 10,000 times for a long listing, and this module is imported on every start-up."""
 
     run_id: str
     status: str
@@ -138,7 +138,7 @@ class RunSummary:
     created: float
     started: float | None
     ended: float | None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any]
 
     @property
     def duration(self) -> float | None:
@@ -150,11 +150,11 @@ def elapsed(started: float | None, ended: float | None) -> float | None:
     return None if started is None or ended is None else ended - started
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunQuery:
+class RunQuery(NamedTuple):
     """Which runs a listing reads, newest first: status, script and target are filtered in SQL
     (indexed by creation time, so ``limit`` reads only that many rows); ``params`` (name → text
-    as given on the command line) are matched after decoding."""
+    as given on the command line) are matched after decoding. (A named tuple: defining a
+    dataclass costs every start-up half a millisecond.)"""
 
     limit: int | None = None
     status: str | Sequence[str] | None = None
@@ -162,6 +162,9 @@ class RunQuery:
     target: str | Sequence[str] | None = None
     params: Mapping[str, str] | None = None
 
+
+#: every run, newest first
+ALL_RUNS = RunQuery()
 
 _ROW_COLUMNS = (
     "(run_id, created, status, cell_id, script, target, host, pid, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -539,7 +542,7 @@ class RunStore:
         query = RunQuery(limit=limit, status=status, script=script, target=target, params=params)
         return self._select("record", _decoded_records(params), query, reap)
 
-    def list_json(self, query: RunQuery = RunQuery(), *, reap: bool = True) -> builtins.list[str]:
+    def list_json(self, query: RunQuery = ALL_RUNS, *, reap: bool = True) -> builtins.list[str]:
         """Like :meth:`list`, but each record as its stored JSON text (nothing decoded
         unless ``params`` must be matched): ``history list --format json`` of 10,000 runs."""
         params = query.params
@@ -551,7 +554,7 @@ class RunStore:
 
         return self._select("record", keep, query, reap)
 
-    def summaries(self, query: RunQuery = RunQuery(), *, reap: bool = True) -> builtins.list[RunSummary]:
+    def summaries(self, query: RunQuery = ALL_RUNS, *, reap: bool = True) -> builtins.list[RunSummary]:
         """Like :meth:`list`, but only the columns of ``history list``, read by SQLite out of
         the stored JSON: decoding 10,000 whole records is most of a ``--limit 0`` listing."""
         columns = (
