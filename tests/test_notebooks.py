@@ -145,6 +145,27 @@ def test_sweep_on_local_and_docker(project):
     sweep(project, "local", "docker")
 
 
+def test_metrics_of_a_notebook_go_with_their_cell(project):
+    """A metric line in a kernel is sent with its cell's own output, not through file
+    descriptor 1: the kernel reads that on a thread of its own, so a line written there as a
+    cell ended could arrive after it, and the executor dropped it (a sweep in CI once had no
+    metrics). Shown deterministically: the last cell silences descriptor 1, as a C library's
+    noise filter does, and every point of it is still recorded, in order."""
+    logged = ("import os\nfrom amlrun_client import log\nsaved = os.dup(1)\n"
+              "os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+              "for i in range(40):\n    log('m', i, step=i)\nos.dup2(saved, 1)\n")
+    project.write({
+        "last.ipynb": notebook("x = 1", logged),
+        "aml_config/local.compute": "type: local\nuserManagedEnvironment: false\n",
+    })
+    result = project.run("-c", "local", "last.ipynb", timeout=1200)
+    assert result.returncode == 0, result.output
+    (record,) = result.records
+    assert record["metrics"] == {"m": 39}
+    points = project.root / ".amlrun" / "runs" / record["run_id"] / "metrics.jsonl"
+    assert [json.loads(line)["step"] for line in points.read_text().splitlines()] == list(range(40))
+
+
 @pytest.mark.timeout(1800)  # the VM's environment is built with papermill from PyPI
 def test_sweep_on_a_remote_vm(project, sshd):
     """The same on the ``remote`` target (a real sshd; the VM's managed environment gets the

@@ -69,9 +69,19 @@ def in_run():
     return bool(os.environ.get("AMLRUN_RUN_ID"))
 
 
+def _metric_stream():
+    """Where a metric line goes: the process's own stdout, which amlrun reads on every target,
+    whatever a library made of ``sys.stdout``; in a Jupyter kernel the cell's own stream, which
+    the kernel sends before the cell ends (its file descriptor 1 is read on another thread, and
+    a line written there as a cell ended could arrive after it, when nobody records it)."""
+    if type(sys.stdout).__module__.startswith("ipykernel."):
+        return sys.stdout
+    return sys.__stdout__ or sys.stdout
+
+
 def _emit(prefix, record):
     if in_run():
-        stream = sys.__stdout__ or sys.stdout
+        stream = _metric_stream()
         stream.write(prefix + json.dumps(record, ensure_ascii=False) + "\n")
         stream.flush()
     elif os.environ.get("AMLRUN_CLIENT_QUIET", "") in ("", "0"):
