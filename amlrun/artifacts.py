@@ -23,6 +23,8 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 
 @dataclass(frozen=True)
 class Artifact:
+    """One file of a run's ``outputs/``, as its record lists it."""
+
     path: str  # relative to the run folder, e.g. outputs/model.pkl
     size: int
     sha256: str

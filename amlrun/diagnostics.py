@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import sys
 from collections.abc import Iterable
 
@@ -18,6 +17,8 @@ def warn(message: str) -> None:
 
 
 def nearest(word: str, choices: Iterable[str]) -> str | None:
+    import difflib  # only once a user's word is unknown
+
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not matches:
         lowered = {c.lower(): c for c in choices}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class GitInfo:
+    """The project's commit (None: no repository, or no commit yet), whether its tree differs, the diff."""
+
     commit: str | None = None
     dirty: bool | None = None
     diff: str = ""

@@ -34,6 +34,8 @@ STRAGGLER_GRACE = 1.0
 
 @dataclass(frozen=True)
 class ProcessOutcome:
+    """How a script's process ended: its exit code, and whether amlrun stopped it (timeout, cancel)."""
+
     exit_code: int | None
     timed_out: bool = False
     canceled: bool = False

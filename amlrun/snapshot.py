@@ -39,6 +39,8 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
 @dataclass(frozen=True)
 class SnapshotEntry:
+    """One file of a snapshot: its path, its content's digest, size and mode."""
+
     path: str
     digest: str
     size: int
@@ -47,6 +49,8 @@ class SnapshotEntry:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """A project's files at submission, by content: the manifest's digest and its entries."""
+
     digest: str
     entries: tuple[SnapshotEntry, ...]
 
@@ -66,6 +70,8 @@ class SnapshotDamaged(SnapshotMissing, ValueError):
 
 @dataclass(frozen=True)
 class GcResult:
+    """What ``history gc`` removed, or would remove."""
+
     manifests: int  # snapshot manifests removed (or that would be)
     objects: int  # file objects removed
     bytes: int  # disk space they used

@@ -8,11 +8,14 @@ client and probes the server while the session prepares its targets.
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amlrun.hookspec import hookimpl
-from amlrun_mlflow.settings import MlflowSettings, read_settings
+
+if TYPE_CHECKING:
+    from amlrun_mlflow.settings import MlflowSettings
 
 SKIPPED_OUTCOMES = ("skipped", "reused")
 LATER = "export them later with 'amlrun history export mlflow'"
@@ -148,6 +151,10 @@ def amlrun_configure(config) -> None:
     project = getattr(config, "project", None)
     if project is None:
         return
+    if "mlflow" not in project.settings.extra and not os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return  # export off: the settings module is not even imported
+    from amlrun_mlflow.settings import read_settings
+
     settings = read_settings(project)
     if settings is not None and not config.pluginmanager.has_plugin("mlflow-session"):
         config.pluginmanager.register(MlflowSession(settings), name="mlflow-session")
