@@ -16,20 +16,22 @@ import sys
 FICLONE = 0x40049409
 
 
-def clone_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Write ``dst`` (created or truncated) with the content of ``src``."""
+def clone_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
+    """Write ``dst`` (created or truncated) with the content of ``src``; True when the two
+    share their blocks (a reflink), False when the bytes were copied."""
     if not sys.platform.startswith("linux"):
         shutil.copyfile(src, dst)
-        return
+        return False
     with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
         try:
             import fcntl
 
             fcntl.ioctl(fdst.fileno(), FICLONE, fsrc.fileno())
-            return
+            return True
         except OSError:  # not a copy-on-write file system, another device, or an old kernel
             pass
         _kernel_copy(fsrc, fdst)
+    return False
 
 
 def _kernel_copy(fsrc, fdst) -> None:

@@ -18,11 +18,18 @@ timestamp tick of amlrun's own write: the files amlrun wrote less than ``SETTLE_
 the slot was handed out (the last few of a fresh slot, the ones put back) are compared by
 content, once; when those hold tens of megabytes, the slot waits out the window instead.
 Slots on a file system with coarse (whole-millisecond or coarser) timestamps are not reused.
+
+A slot also outlives its session when it is small (``KEEP_BYTES``, or its files share blocks
+with the store): parked as ``kept-*`` with a manifest of what amlrun wrote, it is the next
+session's first slot after the same check, retargeted to that session's snapshot (files the
+user changed, added or removed are written or removed; the rest is lstat-ed). A single run in
+a project of thousands of files then costs a scan, not a file creation per file.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import stat
@@ -42,6 +49,15 @@ SETTLE_NS = 30_000_000
 SETTLE_INSTEAD_OF_HASHING_BYTES = 32 << 20
 #: a parked slot's folder name: slot-<pid>-<process start>-<n> (another session's, or a killed one's)
 SLOT_PREFIX = "slot-"
+#: a slot kept for the next session: kept-<pid>-<process start>-<n>, with its manifest inside
+KEPT_PREFIX = "kept-"
+#: the kept slot's manifest, at its top (taken out before the slot is checked)
+MANIFEST = ".amlrun-slot.json"
+#: a slot is kept between sessions when its files hold at most this (or share blocks with the store):
+#: the disk a kept slot holds stays small, and a large file costs its copy per session, not per cell
+KEEP_BYTES = 16 << 20
+#: an expected key no entry has: the entry is written again at the next check
+_REWRITE: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,7 @@ class Slot:
     root_key: tuple = ()
     handed_ns: int = 0  # when a run last got it (time.time_ns())
     reusable: bool = True
+    shares_blocks: bool = True  # every file amlrun wrote is a reflink of the store's
 
 
 class WorkdirPool:
@@ -152,11 +169,88 @@ class WorkdirPool:
             self._free.append(slot)
 
     def close(self) -> None:
-        """Remove the parked slots (the session is over)."""
+        """Remove the parked slots (the session is over), but keep one for the next session
+        when it is small."""
         with self._lock:
             free, self._free = self._free, []
+        kept = False
         for slot in free:
+            if not kept and self._keep(slot):
+                kept = True
+                continue
             remove_tree(slot.path)
+
+    # -- slots kept between sessions ---------------------------------------------------------
+
+    def _keep(self, slot: Slot) -> bool:
+        """Park ``slot`` as ``kept-*`` with its manifest, when it is worth its disk."""
+        size = sum(key[2] for rel, key in slot.seen.items() if rel in self.layout.files and key)
+        if not slot.reusable or (size > KEEP_BYTES and not slot.shares_blocks) or self._kept_names():
+            return False
+        if MANIFEST in self.layout.files or MANIFEST in self.layout.dirs:
+            return False
+        files = self.layout.files
+        manifest = {
+            "root": list(slot.root_key),
+            "handed_ns": slot.handed_ns,
+            "shares_blocks": slot.shares_blocks,
+            "entries": {rel: [list(key), *(files[rel][1:] if rel in files else ())] for rel, key in slot.seen.items()},
+        }
+        try:
+            with open(slot.path / MANIFEST, "x", encoding="utf-8") as handle:
+                json.dump(manifest, handle)
+            os.rename(slot.path, self.root / f"{KEPT_PREFIX}{self._owner}-{next(self._numbers)}")
+        except OSError:
+            return False
+        return True
+
+    def _kept_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.root) if n.startswith(KEPT_PREFIX))
+        except OSError:
+            return []
+
+    def _claim_kept(self) -> Slot | None:
+        """A slot an earlier session kept, checked and made to hold this session's layout."""
+        for name in self._kept_names():
+            slot = Slot(self._slot_path())
+            try:
+                os.rename(self.root / name, slot.path)  # atomic: one session gets it
+            except OSError:
+                continue
+            try:
+                self._load_manifest(slot)
+                if self._reset(slot):
+                    return slot
+            except (OSError, ValueError, TypeError, KeyError, IndexError, _Discard):
+                pass
+            remove_tree(slot.path)
+        return None
+
+    def _load_manifest(self, slot: Slot) -> None:
+        """Read and remove the kept slot's manifest; retarget what it says amlrun wrote to
+        this session's layout (an entry whose content or mode differs is written again)."""
+        with open(slot.path / MANIFEST, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        os.unlink(slot.path / MANIFEST)
+        slot.root_key = tuple(manifest["root"])
+        slot.handed_ns = int(manifest["handed_ns"])
+        slot.shares_blocks = manifest["shares_blocks"] is True
+        files, dirs = self.layout.files, set(self.layout.dirs)
+        for rel, (key, *written) in manifest["entries"].items():
+            if rel in files:
+                slot.seen[rel] = tuple(key) if written == list(files[rel][1:]) else _REWRITE
+            elif rel in dirs:
+                if len(key) != 2:
+                    raise _Discard(rel)  # a file then, a folder now
+                slot.seen[rel] = tuple(key)
+            # not in the layout any more: the check removes it, as it removes what a script left
+        for rel in self.layout.dirs:  # parents first
+            if rel not in slot.seen:
+                (slot.path / rel).mkdir()
+                slot.seen[rel] = _dir_key(os.lstat(slot.path / rel))
+        for rel in files:
+            slot.seen.setdefault(rel, _REWRITE)
 
     # -- making and repairing slots ----------------------------------------------------------
 
@@ -167,6 +261,9 @@ class WorkdirPool:
         if not self._reaped:
             self._reaped = True
             reap_stale_slots(self.root)
+            kept = self._claim_kept()
+            if kept is not None:
+                return kept
         slot = Slot(self._slot_path())
         slot.path.mkdir(parents=True)
         for rel in self.layout.dirs:
@@ -184,7 +281,7 @@ class WorkdirPool:
     def _write(self, slot: Slot, rel: str) -> None:
         source, mode, _digest = self.layout.files[rel]
         target = slot.path / rel
-        clone_or_copy(source, target)
+        slot.shares_blocks = clone_or_copy(source, target) and slot.shares_blocks
         os.chmod(target, mode)
         slot.seen[rel] = _file_key(os.lstat(target))
 

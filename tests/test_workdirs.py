@@ -16,7 +16,8 @@ import pytest
 from amlrun.protocol import RUNTIME_SOURCE
 from amlrun.snapshot import SnapshotStore, hash_file
 from amlrun.targets.base import RUNTIME_DIRNAME
-from amlrun.workdirs import SLOT_PREFIX, WorkdirPool, layout_of, reap_stale_slots
+from amlrun.clonefile import clone_or_copy
+from amlrun.workdirs import KEPT_PREFIX, MANIFEST, SLOT_PREFIX, WorkdirPool, layout_of, reap_stale_slots
 
 FILES = {
     "train.py": "print('train')\n",
@@ -174,7 +175,7 @@ def test_folders_running_at_once_are_separate(tree):
     pool.release(two)
     assert sorted(p.name.startswith(SLOT_PREFIX) for p in pool.root.iterdir()) == [True, True]
     pool.close()
-    assert list(pool.root.iterdir()) == []
+    assert [p.name.startswith(KEPT_PREFIX) for p in pool.root.iterdir()] == [True]  # one kept for the next session
 
 
 def test_untouched_files_are_not_copied_again(tree):
@@ -227,6 +228,157 @@ def test_slots_of_a_killed_amlrun_are_removed(tmp_path):
     (tmp_path / "20260101-000000-abcdef12").mkdir()
     assert reap_stale_slots(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["alive"], "20260101-000000-abcdef12"])
+
+
+
+# -- a slot kept between sessions --------------------------------------------------------------
+
+
+def kept_slots(pool: WorkdirPool) -> list[Path]:
+    return sorted(p for p in pool.root.iterdir() if p.name.startswith(KEPT_PREFIX))
+
+
+def session_of_two_runs(pool: WorkdirPool) -> None:
+    """Two runs, the second one handed the slot after amlrun's writes are out of the window
+    in which files are checked by content: from then on only their stat tells a change."""
+    import time
+
+    import amlrun.workdirs
+
+    pool.release(pool.acquire("run-1"))
+    time.sleep(2 * amlrun.workdirs.SETTLE_NS / 1e9)
+    pool.release(pool.acquire("run-1b"))
+    pool.close()
+
+
+def test_the_next_session_gets_the_kept_slot_checked(tree):
+    """A session keeps one small slot; the next session's first run gets it after the usual
+    check: what the last script did is undone, an untouched file stays the same file (no copy)."""
+    root, store, snapshot, pool, outside = tree
+    first = pool.acquire("run-1")
+    vandalise(first, outside)
+    pool.release(first)
+    pool.close()
+    (kept,) = kept_slots(pool)
+    assert (kept / MANIFEST).is_file()
+    untouched = (kept / "pkg/__init__.py").stat().st_ino
+    _store, snapshot, later = pool_of(root)
+    second = later.acquire("run-2")
+    assert_pristine(second, later, snapshot)  # the manifest is gone from it too
+    assert (second / "pkg/__init__.py").stat().st_ino == untouched
+    assert walk(outside) == {"victim.txt", "hardlink.py"} and (outside / "victim.txt").read_text() == "outside\n"
+    assert_store_intact(store, snapshot)
+    assert kept_slots(later) == []
+    later.release(second)
+    later.close()
+    assert len(kept_slots(later)) == 1
+
+
+def test_a_kept_slot_follows_what_the_user_changed_between_sessions(tree):
+    root, _store, _snapshot, pool, _outside = tree
+    session_of_two_runs(pool)
+    (root / "pkg/model.py").write_text("WEIGHTS = [9, 9, 9]\n")   # same size, new content
+    os.chmod(root / "train.py", 0o700)                             # a new mode
+    os.remove(root / "data/table.csv")                             # gone
+    import shutil
+
+    shutil.rmtree(root / "pkg/deep")                                # a folder gone
+    (root / "new/sub").mkdir(parents=True)                          # new folders and files
+    (root / "new/sub/added.txt").write_text("added\n")
+    (kept,) = kept_slots(pool)
+    untouched = (kept / "data/blob.bin").stat().st_ino
+    store, snapshot, later = pool_of(root)
+    workdir = later.acquire("run-2")
+    assert_pristine(workdir, later, snapshot)
+    assert (workdir / "data/blob.bin").stat().st_ino == untouched  # retargeted, not made again
+    assert (workdir / "new/sub/added.txt").read_text() == "added\n"
+    assert not (workdir / "data/table.csv").exists() and not (workdir / "pkg/deep").exists()
+    assert_store_intact(store, snapshot)
+    later.release(workdir)
+    later.close()
+    (root / "data/blob.bin").unlink()
+    (root / "data/blob.bin").mkdir()                                # a file became a folder
+    (root / "data/blob.bin/inner.txt").write_text("inner\n")
+    _store, snapshot, last = pool_of(root)
+    try:
+        assert_pristine(last.acquire("run-3"), last, snapshot)
+    finally:
+        last.close()
+
+
+def test_a_kept_slot_changed_or_broken_between_sessions_is_repaired_or_replaced(tree):
+    """What a stray process does to a kept slot after its session, or a damaged manifest."""
+    root, _store, _snapshot, pool, outside = tree
+    session_of_two_runs(pool)
+    (kept,) = kept_slots(pool)
+    vandalise(kept, outside)
+    _store, snapshot, later = pool_of(root)
+    workdir = later.acquire("run-2")
+    assert_pristine(workdir, later, snapshot)
+    later.release(workdir)
+    later.close()
+    for damage in ("not json", '{"root": [1, 2]}', '{"root": 1, "handed_ns": "x", "entries": []}'):
+        (kept,) = kept_slots(later)
+        (kept / MANIFEST).write_text(damage)
+        _store, snapshot, later = pool_of(root)
+        workdir = later.acquire("run-3")
+        assert_pristine(workdir, later, snapshot)
+        assert [p.name for p in later.root.iterdir()] == ["run-3"]  # the damaged one is gone
+        later.release(workdir)
+        later.close()
+    (kept,) = kept_slots(later)
+    (kept / MANIFEST).unlink()
+    _store, snapshot, later = pool_of(root)
+    assert_pristine(later.acquire("run-4"), later, snapshot)
+
+
+def test_two_sessions_never_share_a_kept_slot(tree):
+    root, _store, _snapshot, pool, _outside = tree
+    pool.release(pool.acquire("run-1"))
+    pool.close()
+    (kept,) = kept_slots(pool)
+    inode = (kept / "train.py").stat().st_ino
+    (_s1, snapshot, one), (_s2, _snapshot, two) = pool_of(root), pool_of(root)
+    a, b = one.acquire("run-a"), two.acquire("run-b")
+    assert_pristine(a, one, snapshot)
+    assert_pristine(b, two, snapshot)
+    assert (a / "train.py").stat().st_ino == inode != (b / "train.py").stat().st_ino
+    one.release(a)
+    two.release(b)
+    one.close()
+    two.close()
+    assert len(kept_slots(one)) == 1  # a session keeps one only when none is kept
+
+
+def test_a_large_slot_is_not_kept_unless_it_shares_the_store_s_blocks(tree, monkeypatch):
+    """Past ``KEEP_BYTES`` a kept slot would be a second copy of the project's data on disk."""
+    import amlrun.workdirs
+
+    root, store, snapshot, pool, _outside = tree
+    monkeypatch.setattr(amlrun.workdirs, "KEEP_BYTES", 50_000)  # data/blob.bin has 100,000 bytes
+    pool.release(pool.acquire("run-1"))
+    pool.close()
+    probe = root.parent / "probe"
+    reflinks = clone_or_copy(store.object_path(snapshot.entries[0].digest), probe)
+    assert len(kept_slots(pool)) == (1 if reflinks else 0)
+
+
+def test_a_single_run_reuses_the_slot_of_the_last_session(project):
+    """The command line: a project's second session gets the first one's folder, checked."""
+    project.write({"look.py": "import os\nprint('SEEN', open('data.txt').read() + open('helper.txt').read())\n"
+                                "open('data.txt', 'a').write('x')\nos.remove('helper.txt')\nopen('left.txt', 'w')\n",
+                   "data.txt": "data\n", "helper.txt": "helper\n"})
+    first, second = project.run("-c", "local", "look.py"), project.run("-c", "local", "look.py")
+    first.assert_outcomes(passed=1)
+    second.assert_outcomes(passed=1)
+    logs = [(project.run_dir(record) / "log.txt").read_text() for record in project.records()]
+    assert len(logs) == 2 and all("SEEN data\nhelper\n" in log for log in logs), logs
+    assert (project.root / "data.txt").read_text() == "data\n"
+    assert (project.root / "helper.txt").read_text() == "helper\n"
+    restored = project.root.parent / "restored"
+    restored.mkdir()
+    SnapshotStore(project.root / ".amlrun").restore(second.records[0]["snapshot_digest"], restored)
+    assert (restored / "helper.txt").read_text() == "helper\n"
 
 
 VANDAL = """
@@ -283,7 +435,14 @@ def test_every_cell_of_a_sweep_sees_the_snapshot(project, workers):
     store.restore(digest, restored)
     assert (restored / "vandal.py").read_text() == VANDAL.lstrip("\n")
     assert (restored / "data/big.bin").read_bytes() == big
-    assert list((project.root / ".amlrun" / "work").iterdir()) == []
+    left = [p.name for p in (project.root / ".amlrun" / "work").iterdir()]
+    assert len(left) == 1 and left[0].startswith(KEPT_PREFIX)  # one small slot kept for the next session
+    # the next session's cell gets the kept folder, checked: what the last cell did to it is undone
+    again = project.run("-c", "local", "vandal.py", "-p", "i=7")
+    again.assert_outcomes(passed=1)
+    (line,) = _seen_lines(project, again)
+    _, big_digest, script_digest, conf, _inode, listing = line.split(" ", 5)
+    assert (big_digest, script_digest, conf, listing) == (*expected, next(iter(listings)))
 
 
 def test_unchanged_large_files_stay_the_same_file_across_cells(project):
