@@ -183,11 +183,12 @@ class WorkdirPool:
     # -- slots kept between sessions ---------------------------------------------------------
 
     def _keep(self, slot: Slot) -> bool:
-        """Park ``slot`` as ``kept-*`` with its manifest, when it is worth its disk."""
+        """Park ``slot`` as ``kept-*`` with its manifest, when it is worth its disk; checked
+        first, so that nothing the last script left (a huge file, a link) outlives the session."""
         size = sum(key[2] for rel, key in slot.seen.items() if rel in self.layout.files and key)
         if not slot.reusable or (size > KEEP_BYTES and not slot.shares_blocks) or self._kept_names():
             return False
-        if MANIFEST in self.layout.files or MANIFEST in self.layout.dirs:
+        if MANIFEST in self.layout.files or MANIFEST in self.layout.dirs or not self._reset(slot):
             return False
         files = self.layout.files
         manifest = {
