@@ -157,11 +157,16 @@ class SnapshotStore:
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
         self.objects = state_dir / "objects"
+        self._objects = os.fspath(self.objects)
         self.manifests = state_dir / "snapshots"
         self._stat_cache_path = state_dir / "statcache.json"
 
     def object_path(self, digest: str) -> Path:
         return self.objects / digest[:2] / digest[2:]
+
+    def object_file(self, digest: str) -> str:
+        """:meth:`object_path` as a string, built without ``Path`` (a snapshot asks per file)."""
+        return f"{self._objects}/{digest[:2]}/{digest[2:]}"
 
     def _load_stat_cache(self) -> dict:
         try:
@@ -184,19 +189,19 @@ class SnapshotStore:
         fresh_cache = {}
         entries = []
         secret_file = _credentials_rel(root)
+        top = os.fspath(root)
         for rel in list_files(root):
             if rel == secret_file or rel in exclude:
                 continue  # the user's credentials file and amlrun's own files never enter a snapshot
-            path = root / rel
             try:
-                st = path.stat()
+                st = os.stat(f"{top}/{rel}")
             except OSError:
                 continue
             key = [st.st_size, st.st_mtime_ns, st.st_ino]
             cached = cache.get(rel)
             digest = cached[3] if cached and cached[:3] == key else None
-            if digest is None or not self.object_path(digest).exists():
-                digest = self._store_object(path)
+            if digest is None or not os.path.exists(self.object_file(digest)):
+                digest = self._store_object(root / rel)
             fresh_cache[rel] = [*key, digest]
             entries.append(SnapshotEntry(rel, digest, st.st_size, stat.S_IMODE(st.st_mode)))
         manifest = json.dumps([[e.path, e.digest, e.size, e.mode] for e in entries], separators=(",", ":"))

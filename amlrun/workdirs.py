@@ -71,7 +71,7 @@ class Layout:
 
 def layout_of(store, snapshot, runtime_source: Path, runtime_dirname: str) -> Layout:
     """The working directory of a run of ``snapshot``: its files, plus the run-time client."""
-    files = {e.path: (str(store.object_path(e.digest)), e.mode | stat.S_IWUSR, e.digest) for e in snapshot.entries}
+    files = {e.path: (store.object_file(e.digest), e.mode | stat.S_IWUSR, e.digest) for e in snapshot.entries}
     for dirpath, dirnames, filenames in os.walk(runtime_source):
         dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         rel_dir = Path(dirpath).relative_to(runtime_source).as_posix()
@@ -199,7 +199,7 @@ class WorkdirPool:
         }
         try:
             with open(slot.path / MANIFEST, "x", encoding="utf-8") as handle:
-                json.dump(manifest, handle)
+                handle.write(json.dumps(manifest))  # the C encoder: json.dump writes in Python chunks
             os.rename(slot.path, self.root / f"{KEPT_PREFIX}{self._owner}-{next(self._numbers)}")
         except OSError:
             return False
