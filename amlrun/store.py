@@ -557,10 +557,9 @@ class RunStore:
     def summaries(self, query: RunQuery = ALL_RUNS, *, reap: bool = True) -> builtins.list[RunSummary]:
         """Like :meth:`list`, but only the columns of ``history list``, read by SQLite out of
         the stored JSON: decoding 10,000 whole records is most of a ``--limit 0`` listing."""
-        columns = (
-            "run_id, status, cell_id, created, json_extract(record, '$.started', '$.ended', '$.metrics', '$.params')"
-        )
         params = query.params
+        wanted = "'$.started', '$.ended', '$.metrics'" + (", '$.params'" if params else "")  # params: only to match
+        columns = f"run_id, status, cell_id, created, json_extract(record, {wanted})"
 
         def keep(row: tuple) -> tuple | None:
             return row if not params or _params_match(json.loads(row[4])[3], params) else None
@@ -578,7 +577,7 @@ class RunStore:
         extracted = json.loads("[" + ",".join(row[4] for row in rows) + "]")
         return [
             RunSummary(row[0], row[1], row[2], row[3], started, ended, metrics or {})
-            for row, (started, ended, metrics, _) in zip(rows, extracted, strict=True)
+            for row, (started, ended, metrics, *_) in zip(rows, extracted, strict=True)
         ]
 
     def _select(self, columns: str, keep, query: RunQuery, reap: bool) -> builtins.list:
