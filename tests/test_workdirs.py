@@ -365,14 +365,17 @@ def test_a_large_slot_is_not_kept_unless_it_shares_the_store_s_blocks(tree, monk
 
 def test_a_single_run_reuses_the_slot_of_the_last_session(project):
     """The command line: a project's second session gets the first one's folder, checked."""
-    project.write({"look.py": "import os\nprint('SEEN', open('data.txt').read() + open('helper.txt').read())\n"
+    project.write({"look.py": "import os\nst = os.stat('untouched.txt')\nprint('SAME', st.st_ino, st.st_ctime_ns)\n"
+                                "print('SEEN', open('data.txt').read() + open('helper.txt').read())\n"
                                 "open('data.txt', 'a').write('x')\nos.remove('helper.txt')\nopen('left.txt', 'w')\n",
-                   "data.txt": "data\n", "helper.txt": "helper\n"})
+                   "data.txt": "data\n", "helper.txt": "helper\n", "untouched.txt": "as it was\n"})
     first, second = project.run("-c", "local", "look.py"), project.run("-c", "local", "look.py")
     first.assert_outcomes(passed=1)
     second.assert_outcomes(passed=1)
     logs = [(project.run_dir(record) / "log.txt").read_text() for record in project.records()]
     assert len(logs) == 2 and all("SEEN data\nhelper\n" in log for log in logs), logs
+    same = [line for log in logs for line in log.splitlines() if line.startswith("SAME ")]
+    assert len(same) == 2 and same[0] == same[1], same  # the very same file: the folder was reused, not copied
     assert (project.root / "data.txt").read_text() == "data\n"
     assert (project.root / "helper.txt").read_text() == "helper\n"
     restored = project.root.parent / "restored"
