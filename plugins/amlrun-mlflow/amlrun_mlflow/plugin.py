@@ -152,7 +152,7 @@ def amlrun_configure(config) -> None:
     if project is None:
         return
     if "mlflow" not in project.settings.extra and not os.environ.get("MLFLOW_TRACKING_URI", "").strip():
-        return  # export off: the settings module is not even imported
+        return  # export off (what read_settings needs to turn it on is absent): settings are not even imported
     from amlrun_mlflow.settings import read_settings
 
     settings = read_settings(project)
